@@ -1,0 +1,221 @@
+"""The records imgcompress keeps: requests, products, images and webhook deliveries.
+
+Everything here is a plain frozen dataclass so that every store (memory, SQLite, MongoDB)
+returns the same shapes; the rules about how states change live in :mod:`.workflow`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "Claim",
+    "Delivery",
+    "DeliveryClaim",
+    "DeliveryState",
+    "Failure",
+    "ImageRecord",
+    "ImageResult",
+    "ImageState",
+    "NewImage",
+    "NewProduct",
+    "NewRequest",
+    "ProductRecord",
+    "Progress",
+    "RequestRecord",
+    "RequestStatus",
+    "StoredImage",
+    "new_id",
+]
+
+
+def new_id() -> str:
+    """Return a fresh unguessable id (128 random bits, URL-safe)."""
+    return secrets.token_urlsafe(16)
+
+
+class RequestStatus(StrEnum):
+    """A request's status, the seed's enum: Pending until every image is final."""
+
+    PENDING = "Pending"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+class ImageState(StrEnum):
+    """Where one image is in its life: queued -> working -> done | failed (or back to queued)."""
+
+    QUEUED = "queued"
+    WORKING = "working"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class DeliveryState(StrEnum):
+    """A webhook delivery: pending until delivered or given up on."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why something failed: a stable machine-readable code and a sentence for people."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewProduct:
+    """A product row of an accepted CSV, as handed to storage."""
+
+    row: int
+    serial: str
+    name: str
+    cells: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewImage:
+    """An image to process, as handed to storage."""
+
+    image_id: str
+    row: int
+    position: int
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    """An accepted upload: the request, its products and its images."""
+
+    request_id: str
+    columns: tuple[str, ...]
+    webhook_url: str | None
+    created_at: float
+    products: tuple[NewProduct, ...]
+    images: tuple[NewImage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """A request as stored."""
+
+    request_id: str
+    status: RequestStatus
+    columns: tuple[str, ...]
+    webhook_url: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    total_images: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRecord:
+    """A product row as stored."""
+
+    request_id: str
+    row: int
+    serial: str
+    name: str
+    cells: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRecord:
+    """An image as stored: where it came from, where it is, and what came of it."""
+
+    image_id: str
+    request_id: str
+    row: int
+    position: int
+    url: str
+    state: ImageState
+    attempts: int
+    failure: Failure | None = None
+    input_bytes: int | None = None
+    output_bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
+    content_type: str | None = None
+    note: str | None = None
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How many of a request's images are in each state."""
+
+    total: int = 0
+    queued: int = 0
+    working: int = 0
+    done: int = 0
+    failed: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Images that reached a final state."""
+        return self.done + self.failed
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A worker's lease on one image; ``token`` fences out a worker whose lease was taken."""
+
+    image_id: str
+    request_id: str
+    url: str
+    attempt: int
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """A processed image ready to be stored."""
+
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    input_bytes: int
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """A processed image's bytes and the headers to serve it with."""
+
+    image_id: str
+    data: bytes
+    content_type: str
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A webhook delivery as stored (one per finished request that has a webhook URL)."""
+
+    delivery_id: str
+    request_id: str
+    url: str
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None = None
+    delivered_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryClaim:
+    """A worker's lease on one webhook delivery."""
+
+    delivery_id: str
+    request_id: str
+    url: str
+    attempt: int
+    token: str

@@ -1,0 +1,165 @@
+"""The composition root: wire settings, a store, the fetcher, the notifier and a worker.
+
+``Imgcompress`` is what an application embeds (and what the web adapter and the CLI
+use)::
+
+    async with Imgcompress(Settings(), storage=MemoryStorage()) as ic:
+        request_id = await ic.submit(csv_bytes)
+        report = await ic.wait(request_id)
+
+Nothing connects until the ``async with`` block is entered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Self
+
+import anyio
+
+from .fetch import FetchOptions, HttpxFetcher
+from .model import DeliveryState, StoredImage
+from .notify import WebhookNotifier
+from .ports import Fetcher, Notifier, Storage
+from .service import Service, StatusReport, Urls
+from .settings import Settings
+from .stores import storage_from_settings
+from .worker import Worker, WorkerConfig
+
+__all__ = ["Imgcompress", "fetch_options", "worker_config"]
+
+
+def fetch_options(settings: Settings) -> FetchOptions:
+    """Return the download limits the settings ask for."""
+    return FetchOptions(
+        allow_private_networks=settings.allow_private_networks,
+        max_bytes=settings.max_image_bytes,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        deadline=settings.download_deadline,
+        max_redirects=settings.max_redirects,
+        max_connections=settings.download_concurrency,
+        connections_per_host=settings.connections_per_host,
+    )
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    """Return the worker pacing the settings ask for."""
+    return WorkerConfig(
+        download_concurrency=settings.download_concurrency,
+        cpu_workers=settings.cpu_workers,
+        max_attempts=settings.max_attempts,
+        retry_base_delay=settings.retry_base_delay,
+        retry_max_delay=settings.retry_max_delay,
+        lease_seconds=settings.lease_seconds,
+        poll_interval=settings.poll_interval,
+        webhook_max_attempts=settings.webhook_max_attempts,
+        compress=settings.compress_options(),
+    )
+
+
+class Imgcompress:
+    """imgcompress wired up: submit CSVs, watch them, read results; optionally work too."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        storage: Storage | None = None,
+        fetcher: Fetcher | None = None,
+        notifier: Notifier | None = None,
+        run_worker: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.storage = storage if storage is not None else storage_from_settings(self.settings)
+        self.urls = Urls(self.settings.base_url())
+        self._fetcher = fetcher
+        self._notifier = notifier
+        self._run_worker = run_worker
+        self._clock = clock
+        self._stack = AsyncExitStack()
+        self._stop = anyio.Event()
+        self.worker: Worker | None = None
+        self.service = Service(
+            self.storage,
+            limits=self.settings.manifest_limits(),
+            allow_private_networks=self.settings.allow_private_networks,
+            clock=clock,
+            on_submit=self._wake,
+        )
+
+    def _wake(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
+    async def __aenter__(self) -> Self:
+        await self.storage.open()
+        self._stack.push_async_callback(self.storage.close)
+        if not self._run_worker:
+            return self
+        fetcher = self._fetcher
+        if fetcher is None:
+            httpx_fetcher = HttpxFetcher(fetch_options(self.settings))
+            self._stack.push_async_callback(httpx_fetcher.aclose)
+            fetcher = httpx_fetcher
+        notifier = self._notifier
+        if notifier is None:
+            webhook = WebhookNotifier(
+                timeout=self.settings.webhook_timeout,
+                allow_private_networks=self.settings.allow_private_networks,
+            )
+            self._stack.push_async_callback(webhook.aclose)
+            notifier = webhook
+        self.worker = Worker(
+            self.storage,
+            fetcher,
+            notifier,
+            self.urls,
+            worker_config(self.settings),
+            clock=self._clock,
+        )
+        tasks = await self._stack.enter_async_context(anyio.create_task_group())
+        self._stack.callback(self._stop.set)  # runs first on exit: the worker winds down
+        tasks.start_soon(self.worker.run, self._stop)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def submit(self, csv: bytes, webhook_url: str | None = None) -> str:
+        """Validate and store a CSV; return its request id."""
+        return await self.service.submit(csv, webhook_url)
+
+    async def status(self, request_id: str) -> StatusReport:
+        """Return everything known about a request."""
+        return await self.service.status(request_id)
+
+    async def output_csv(self, request_id: str) -> str:
+        """Return a request's output CSV."""
+        return await self.service.output_csv(request_id, self.urls)
+
+    async def image(self, image_id: str) -> StoredImage:
+        """Return a processed image."""
+        return await self.service.image(image_id)
+
+    async def wait(
+        self, request_id: str, *, timeout: float | None = None, poll: float = 0.1
+    ) -> StatusReport:
+        """Wait until a request is final and its webhook settled; return its status."""
+        with anyio.fail_after(timeout):
+            while True:
+                report = await self.service.status(request_id)
+                settled = all(d.state is not DeliveryState.PENDING for d in report.deliveries)
+                webhook_queued = report.request.webhook_url is None or report.deliveries
+                if report.request.finished_at is not None and settled and webhook_queued:
+                    return report
+                await anyio.sleep(poll)

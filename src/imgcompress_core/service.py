@@ -1,0 +1,231 @@
+"""The use cases: accept a CSV, report status, build the output CSV, serve an image.
+
+Entry points (the web adapter, the CLI, your own app) call these and nothing lower;
+they never touch storage rules themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio.to_thread
+
+from .errors import FetchError, InvalidWebhookUrl
+from .fetch import Resolver, check_url, system_resolver, vet_destination
+from .manifest import ManifestLimits, parse_manifest, render_output_csv
+from .model import (
+    Delivery,
+    ImageRecord,
+    ImageState,
+    NewImage,
+    NewProduct,
+    NewRequest,
+    ProductRecord,
+    Progress,
+    RequestRecord,
+    StoredImage,
+    new_id,
+)
+from .ports import Storage
+
+__all__ = ["Service", "StatusReport", "Urls"]
+
+
+@dataclass(frozen=True, slots=True)
+class Urls:
+    """Builds the public URLs written into status documents, output CSVs and webhooks."""
+
+    base: str
+
+    def image(self, image_id: str) -> str:
+        """Return the URL of a processed image."""
+        return f"{self.base}/api/images/{image_id}"
+
+    def output_csv(self, request_id: str) -> str:
+        """Return the URL of a request's output CSV."""
+        return f"{self.base}/api/requests/{request_id}/output.csv"
+
+    def status(self, request_id: str) -> str:
+        """Return the URL of a request's status."""
+        return f"{self.base}/api/status/{request_id}"
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """Everything known about one request."""
+
+    request: RequestRecord
+    progress: Progress
+    products: list[ProductRecord]
+    images: list[ImageRecord]
+    deliveries: list[Delivery]
+
+    def to_document(self, urls: Urls) -> dict[str, Any]:
+        """Render the status as the JSON document the API returns."""
+        by_row: dict[int, list[dict[str, Any]]] = {}
+        for image in self.images:
+            by_row.setdefault(image.row, []).append(_image_document(image, urls))
+        p = self.progress
+        return {
+            "requestId": self.request.request_id,
+            "status": self.request.status.value,
+            "progress": {
+                "total": p.total,
+                "queued": p.queued,
+                "working": p.working,
+                "done": p.done,
+                "failed": p.failed,
+                "finished": p.finished,
+                "percent": round(100 * p.finished / p.total, 1) if p.total else 100.0,
+            },
+            "createdAt": _iso(self.request.created_at),
+            "finishedAt": _iso(self.request.finished_at),
+            "outputCsvUrl": urls.output_csv(self.request.request_id),
+            "products": [
+                {
+                    "row": product.row,
+                    "serial": product.serial,
+                    "name": product.name,
+                    "images": by_row.get(product.row, []),
+                }
+                for product in self.products
+            ],
+            "webhook": None
+            if self.request.webhook_url is None
+            else {
+                "url": self.request.webhook_url,
+                "deliveries": [
+                    {
+                        "state": d.state.value,
+                        "attempts": d.attempts,
+                        "lastError": d.last_error,
+                        "deliveredAt": _iso(d.delivered_at),
+                    }
+                    for d in self.deliveries
+                ],
+            },
+        }
+
+
+def _image_document(image: ImageRecord, urls: Urls) -> dict[str, Any]:
+    done = image.state is ImageState.DONE
+    return {
+        "imageId": image.image_id,
+        "position": image.position,
+        "inputUrl": image.url,
+        "state": image.state.value,
+        "attempts": image.attempts,
+        "outputUrl": urls.image(image.image_id) if done else None,
+        "inputBytes": image.input_bytes,
+        "outputBytes": image.output_bytes,
+        "width": image.width,
+        "height": image.height,
+        "contentType": image.content_type,
+        "note": image.note,
+        "error": None
+        if image.failure is None
+        else {"code": image.failure.code, "message": image.failure.message},
+    }
+
+
+def webhook_payload(request: RequestRecord, progress: Progress, urls: Urls) -> dict[str, Any]:
+    """Return the JSON body sent to a request's webhook when it finishes."""
+    return {
+        "requestId": request.request_id,
+        "status": request.status.value,
+        "total": progress.total,
+        "done": progress.done,
+        "failed": progress.failed,
+        "finishedAt": _iso(request.finished_at),
+        "statusUrl": urls.status(request.request_id),
+        "outputCsvUrl": urls.output_csv(request.request_id),
+    }
+
+
+class Service:
+    """The use cases of imgcompress over one Storage."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        limits: ManifestLimits = ManifestLimits(),
+        allow_private_networks: bool = False,
+        resolver: Resolver = system_resolver,
+        clock: Callable[[], float] = time.time,
+        on_submit: Callable[[], None] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.limits = limits
+        self._allow_private = allow_private_networks
+        self._resolver = resolver
+        self._clock = clock
+        self._on_submit = on_submit
+
+    async def submit(self, csv: bytes, webhook_url: str | None = None) -> str:
+        """Validate a CSV (and webhook URL), store the request, and return its id."""
+        manifest = await anyio.to_thread.run_sync(parse_manifest, csv, self.limits)
+        webhook = (webhook_url or "").strip() or None
+        if webhook is not None:
+            await self._check_webhook(webhook)
+        products = tuple(NewProduct(p.row, p.serial, p.name, p.cells) for p in manifest.products)
+        images = tuple(
+            NewImage(new_id(), product.row, position, url)
+            for product in manifest.products
+            for position, url in enumerate(product.urls)
+        )
+        request = NewRequest(
+            request_id=new_id(),
+            columns=manifest.columns,
+            webhook_url=webhook,
+            created_at=self._clock(),
+            products=products,
+            images=images,
+        )
+        await self.storage.create_request(request)
+        if self._on_submit is not None:
+            self._on_submit()
+        return request.request_id
+
+    async def _check_webhook(self, url: str) -> None:
+        try:
+            parts = check_url(url)
+            await vet_destination(parts, allow_private=self._allow_private, resolver=self._resolver)
+        except FetchError as exc:
+            raise InvalidWebhookUrl(f"webhook_url is not acceptable: {exc}") from exc
+
+    async def status(self, request_id: str) -> StatusReport:
+        """Return everything known about a request (RequestNotFound if there is none)."""
+        request = await self.storage.get_request(request_id)
+        return StatusReport(
+            request=request,
+            progress=await self.storage.progress(request_id),
+            products=await self.storage.list_products(request_id),
+            images=await self.storage.list_images(request_id),
+            deliveries=await self.storage.list_deliveries(request_id),
+        )
+
+    async def output_csv(self, request_id: str, urls: Urls) -> str:
+        """Return the output CSV: input columns plus the processed images' URLs."""
+        request = await self.storage.get_request(request_id)
+        products = await self.storage.list_products(request_id)
+        outputs: dict[int, list[str | None]] = {}
+        for image in await self.storage.list_images(request_id):
+            done = image.state is ImageState.DONE
+            outputs.setdefault(image.row, []).append(urls.image(image.image_id) if done else None)
+        rows = ((product.cells, outputs.get(product.row, [])) for product in products)
+        return render_output_csv(request.columns, rows)
+
+    async def image(self, image_id: str) -> StoredImage:
+        """Return a processed image (ImageNotFound if there is none)."""
+        return await self.storage.get_image_data(image_id)

@@ -1,0 +1,112 @@
+"""One settings object for everything: environment variables ``IMGCOMPRESS_*`` and CLI flags.
+
+Each field is read from ``IMGCOMPRESS_<FIELD NAME>`` (for example
+``IMGCOMPRESS_JPEG_QUALITY=60``); the CLI adds a matching ``--field-name`` flag for each
+one, generated from this class, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .compress import CompressOptions
+from .manifest import ManifestLimits
+
+__all__ = ["Settings"]
+
+
+def _default_cpu_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+class Settings(BaseSettings):
+    """Every setting of imgcompress, with its default."""
+
+    model_config = SettingsConfigDict(env_prefix="IMGCOMPRESS_", extra="forbid", frozen=True)
+
+    # Where state lives.
+    database: Path = Field(
+        Path("imgcompress.sqlite3"), description="SQLite file of the embedded store"
+    )
+    mongodb_uri: str | None = Field(
+        None, description="use MongoDB (this URI) instead of SQLite; needs imgcompress[mongo]"
+    )
+
+    # The web service.
+    host: str = Field("127.0.0.1", description="address `serve` listens on")
+    port: int = Field(8000, ge=0, le=65535, description="port `serve` listens on")
+    public_url: str | None = Field(
+        None,
+        description="base URL written into output CSVs and webhooks (default: from the request "
+        "or http://HOST:PORT)",
+    )
+    run_worker: bool = Field(True, description="`serve` also processes images in-process")
+
+    # What the service may fetch.
+    allow_private_networks: bool = Field(
+        False,
+        description="allow image and webhook URLs on loopback, private and link-local "
+        "addresses (tests and demos only)",
+    )
+
+    # Compression.
+    jpeg_quality: int = Field(50, ge=1, le=95, description="JPEG/WebP quality of the output")
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, description="largest image accepted, in pixels (width x height)"
+    )
+
+    # Upload limits.
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest CSV accepted")
+    max_rows: int = Field(10_000, ge=1, description="most product rows in one CSV")
+    max_urls_per_row: int = Field(50, ge=1, description="most image URLs in one row")
+    max_url_length: int = Field(2048, ge=16, description="longest image URL accepted")
+
+    # Downloads.
+    max_image_bytes: int = Field(
+        25 * 1024 * 1024, ge=1, description="largest image download, in bytes"
+    )
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to connect to a server")
+    read_timeout: float = Field(20.0, gt=0, description="seconds to wait for each read")
+    download_deadline: float = Field(60.0, gt=0, description="seconds for a whole download")
+    max_redirects: int = Field(5, ge=0, description="redirect hops followed per download")
+    download_concurrency: int = Field(16, ge=1, description="downloads in flight per worker")
+    connections_per_host: int = Field(8, ge=1, description="open connections to one host")
+
+    # The worker.
+    cpu_workers: int = Field(
+        default_factory=_default_cpu_workers,
+        ge=1,
+        description="images compressed at once (default: the CPUs available)",
+    )
+    max_attempts: int = Field(3, ge=1, description="tries per image for transient failures")
+    retry_base_delay: float = Field(1.0, ge=0, description="first retry delay in seconds")
+    retry_max_delay: float = Field(60.0, ge=0, description="longest retry delay in seconds")
+    lease_seconds: float = Field(120.0, gt=0, description="how long a claim on an image lasts")
+    poll_interval: float = Field(0.5, gt=0, description="seconds between looks for new work")
+
+    # Webhooks.
+    webhook_timeout: float = Field(15.0, gt=0, description="seconds for one webhook POST")
+    webhook_max_attempts: int = Field(5, ge=1, description="tries per webhook delivery")
+
+    def compress_options(self) -> CompressOptions:
+        """Return the compression options these settings ask for."""
+        return CompressOptions(quality=self.jpeg_quality, max_pixels=self.max_image_pixels)
+
+    def manifest_limits(self) -> ManifestLimits:
+        """Return the CSV limits these settings ask for."""
+        return ManifestLimits(
+            max_bytes=self.max_upload_bytes,
+            max_rows=self.max_rows,
+            max_urls_per_row=self.max_urls_per_row,
+            max_url_length=self.max_url_length,
+        )
+
+    def base_url(self) -> str:
+        """Return the public base URL without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"

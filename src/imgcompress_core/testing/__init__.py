@@ -1,0 +1,16 @@
+"""Test helpers that ship with the core, so adapters written elsewhere can use them too.
+
+- :class:`StorageContract`: the storage contract suite. Subclass it in a pytest module
+  and provide a ``storage`` fixture; every test in it then runs against your store.
+- :class:`RecordingNotifier`: a working in-memory Notifier that records what it sent.
+- :class:`FakeClock`: a clock the tests move by hand.
+
+Importing this package needs pytest (``pip install imgcompress[test]``).
+"""
+
+from __future__ import annotations
+
+from .contract import StorageContract
+from .fakes import FakeClock, RecordingNotifier, StaticFetcher
+
+__all__ = ["FakeClock", "RecordingNotifier", "StaticFetcher", "StorageContract"]

@@ -1,0 +1,265 @@
+"""The worker: claims images, downloads, compresses, stores, finalizes, notifies.
+
+One loop claims as many images as there are free download slots (leases, so a worker
+that dies loses nothing: its claims expire and another worker takes them); each image
+then runs as its own task: download (bounded by the fetcher's pool), compress in a
+thread (bounded by ``cpu_workers``, Pillow releases the GIL while it codes), store.
+A failure is recorded with its reason; a transient one is retried with exponential
+backoff and full jitter, honouring Retry-After. When a request's last image is final
+the store finalizes it exactly once and queues its webhook, which a second loop sends.
+
+Nothing an image does can stop the worker: every exception is caught, logged and
+recorded as that image's failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+import anyio.to_thread
+
+from .compress import CompressOptions, compress_image
+from .errors import ImageFailure, ImgCompressError, LeaseLost, NotificationError
+from .model import Claim, DeliveryClaim, Failure, ImageResult
+from .ports import Fetcher, Notifier, Storage
+from .service import Urls, webhook_payload
+
+__all__ = ["Worker", "WorkerConfig", "backoff_delay"]
+
+log = logging.getLogger("imgcompress.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How a worker paces itself."""
+
+    download_concurrency: int = 16
+    cpu_workers: int = 2
+    max_attempts: int = 3
+    retry_base_delay: float = 1.0
+    retry_max_delay: float = 60.0
+    lease_seconds: float = 120.0
+    poll_interval: float = 0.5
+    webhook_max_attempts: int = 5
+    compress: CompressOptions = CompressOptions()
+
+
+def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Return a full-jitter exponential delay for ``attempt`` (1-based), at least Retry-After."""
+    delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+    return max(delay, min(retry_after, cap)) if retry_after is not None else delay
+
+
+class _Signal:
+    """A wake-up flag to wait on with a timeout; waiting re-arms it."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
+
+
+class Worker:
+    """Drives images from queued to final and delivers webhooks."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        fetcher: Fetcher,
+        notifier: Notifier,
+        urls: Urls,
+        config: WorkerConfig = WorkerConfig(),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.storage = storage
+        self.fetcher = fetcher
+        self.notifier = notifier
+        self.urls = urls
+        self.config = config
+        self.owner = _owner()
+        self._clock = clock
+        self._cpu = anyio.CapacityLimiter(config.cpu_workers)
+        self._wake_images = _Signal()
+        self._wake_deliveries = _Signal()
+        self._in_flight = 0
+
+    def wake(self) -> None:
+        """Look for new work now instead of at the next poll."""
+        self._wake_images.set()
+
+    async def run(self, stop: anyio.Event) -> None:
+        """Work until ``stop`` is set, then finish what is in flight and return."""
+        log.info("worker %s started", self.owner)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._wake_on, stop)
+            tasks.start_soon(self._deliver_loop, stop)
+            await self._claim_loop(stop, tasks)
+        log.info("worker %s stopped", self.owner)
+
+    async def _wake_on(self, stop: anyio.Event) -> None:
+        await stop.wait()
+        self._wake_images.set()
+        self._wake_deliveries.set()
+
+    async def _claim_loop(self, stop: anyio.Event, tasks: anyio.abc.TaskGroup) -> None:
+        while not stop.is_set():
+            free = self.config.download_concurrency - self._in_flight
+            claims: list[Claim] = []
+            if free > 0:
+                try:
+                    claims = await self.storage.claim_images(
+                        self.owner, free, self.config.lease_seconds
+                    )
+                except ImgCompressError as exc:
+                    log.warning("claiming images failed: %s", exc)
+            for claim in claims:
+                self._in_flight += 1
+                tasks.start_soon(self._process, claim)
+            if len(claims) < free or free <= 0:
+                await self._wake_images.wait(self.config.poll_interval)
+
+    async def _process(self, claim: Claim) -> None:
+        try:
+            await self._process_image(claim)
+            await self._finalize(claim.request_id)
+        except LeaseLost as exc:
+            log.warning("image %s: %s", claim.image_id, exc)
+        except Exception:
+            log.exception("image %s: could not record its result", claim.image_id)
+        finally:
+            self._in_flight -= 1
+            self._wake_images.set()
+
+    async def _process_image(self, claim: Claim) -> None:
+        try:
+            fetched = await self.fetcher.fetch(claim.url)
+            compressed = await anyio.to_thread.run_sync(
+                compress_image, fetched.data, self.config.compress, limiter=self._cpu
+            )
+        except ImageFailure as exc:
+            await self._record_failure(claim, exc)
+            return
+        except Exception as exc:
+            log.exception("image %s (%s) failed unexpectedly", claim.image_id, claim.url)
+            failure = Failure("internal_error", f"an unexpected error occurred: {exc!r}")
+            await self.storage.fail_image(claim, failure)
+            return
+        result = ImageResult(
+            data=compressed.data,
+            content_type=compressed.content_type,
+            width=compressed.width,
+            height=compressed.height,
+            input_bytes=compressed.input_bytes,
+            note=compressed.note,
+        )
+        with anyio.CancelScope(shield=True):
+            await self.storage.complete_image(claim, result)
+
+    async def _record_failure(self, claim: Claim, exc: ImageFailure) -> None:
+        failure = Failure(exc.code, exc.message)
+        if exc.retryable and claim.attempt < self.config.max_attempts:
+            retry_after = getattr(exc, "retry_after", None)
+            delay = backoff_delay(
+                claim.attempt, self.config.retry_base_delay, self.config.retry_max_delay, retry_after
+            )
+            log.info(
+                "image %s: %s (attempt %d), retrying in %.1f s",
+                claim.image_id,
+                exc.code,
+                claim.attempt,
+                delay,
+            )
+            await self.storage.retry_image(claim, failure, self._clock() + delay)
+            return
+        log.info(
+            "image failed request=%s image=%s code=%s url=%s: %s",
+            claim.request_id,
+            claim.image_id,
+            exc.code,
+            claim.url,
+            exc.message,
+        )
+        await self.storage.fail_image(claim, failure)
+
+    async def _finalize(self, request_id: str) -> None:
+        final = await self.storage.finalize_request(request_id)
+        if final is None:
+            return
+        progress = await self.storage.progress(request_id)
+        log.info(
+            "request finished request=%s status=%s done=%d failed=%d",
+            request_id,
+            final.status.value,
+            progress.done,
+            progress.failed,
+        )
+        if final.webhook_url:
+            self._wake_deliveries.set()
+
+    async def _deliver_loop(self, stop: anyio.Event) -> None:
+        while not stop.is_set():
+            try:
+                claims = await self.storage.claim_deliveries(
+                    self.owner, 8, self.config.lease_seconds
+                )
+            except ImgCompressError as exc:
+                log.warning("claiming webhook deliveries failed: %s", exc)
+                claims = []
+            for claim in claims:
+                await self._deliver(claim)
+            if not claims:
+                await self._wake_deliveries.wait(self.config.poll_interval)
+
+    async def _deliver(self, claim: DeliveryClaim) -> None:
+        try:
+            request = await self.storage.get_request(claim.request_id)
+            progress = await self.storage.progress(claim.request_id)
+            await self.notifier.notify(claim.url, webhook_payload(request, progress, self.urls))
+        except NotificationError as exc:
+            give_up = not exc.retryable or claim.attempt >= self.config.webhook_max_attempts
+            delay = backoff_delay(
+                claim.attempt, self.config.retry_base_delay, self.config.retry_max_delay
+            )
+            log.warning(
+                "webhook request=%s attempt=%d failed: %s%s",
+                claim.request_id,
+                claim.attempt,
+                exc,
+                " (giving up)" if give_up else "",
+            )
+            await self.storage.record_delivery(
+                claim,
+                delivered=False,
+                error=str(exc),
+                next_attempt_at=None if give_up else self._clock() + delay,
+            )
+            return
+        except Exception:
+            log.exception("webhook request=%s: unexpected error", claim.request_id)
+            await self.storage.record_delivery(
+                claim, delivered=False, error="internal error", next_attempt_at=None
+            )
+            return
+        log.info("webhook delivered request=%s attempt=%d", claim.request_id, claim.attempt)
+        await self.storage.record_delivery(
+            claim, delivered=True, error=None, next_attempt_at=None
+        )
