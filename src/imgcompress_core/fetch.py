@@ -210,13 +210,13 @@ class HttpxFetcher:
         try:
             async with self._client.stream("GET", url) as response:
                 if response.status_code in _REDIRECTS:
-                    location = response.headers.get("location")
+                    location: str | None = response.headers.get("location")
                     if not location:
                         raise FetchError(
                             f"redirect {response.status_code} without a Location header",
                             code=f"upstream_http_{response.status_code}",
                         )
-                    return urljoin(url, location)
+                    return str(urljoin(url, location))
                 self._check_status(response)
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > self.options.max_bytes:
@@ -226,7 +226,8 @@ class HttpxFetcher:
                     body += chunk
                     if len(body) > self.options.max_bytes:
                         raise self._too_large()
-                return Fetched(url=url, data=bytes(body), content_type=response.headers.get("content-type"))
+                content_type: str | None = response.headers.get("content-type")
+                return Fetched(url=url, data=bytes(body), content_type=content_type)
         except httpx.TimeoutException as exc:
             raise FetchError(
                 f"the server did not answer in time ({type(exc).__name__})",

@@ -142,4 +142,3 @@ class Fetcher(Protocol):
     async def fetch(self, url: str) -> Fetched:
         """Return the body at ``url`` or raise FetchError with a stable code."""
         ...
-

@@ -145,14 +145,18 @@ class Imgcompress:
 
     async def output_csv(self, request_id: str) -> str:
         """Return a request's output CSV."""
-        return await self.service.output_csv(request_id, self.urls)
+        return await self.service.output_csv(request_id, self.urls.image)
 
     async def image(self, image_id: str) -> StoredImage:
         """Return a processed image."""
         return await self.service.image(image_id)
 
     async def wait(
-        self, request_id: str, *, timeout: float | None = None, poll: float = 0.1
+        self,
+        request_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the convenient API for embedders
+        poll: float = 0.1,
     ) -> StatusReport:
         """Wait until a request is final and its webhook settled; return its status."""
         with anyio.fail_after(timeout):

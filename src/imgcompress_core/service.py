@@ -215,14 +215,18 @@ class Service:
             deliveries=await self.storage.list_deliveries(request_id),
         )
 
-    async def output_csv(self, request_id: str, urls: Urls) -> str:
-        """Return the output CSV: input columns plus the processed images' URLs."""
+    async def output_csv(self, request_id: str, image_url: Callable[[str], str]) -> str:
+        """Return the output CSV: input columns plus each processed image's URL.
+
+        ``image_url`` turns an image id into the address written out (``Urls.image`` for
+        the service, a file path for ``imgcompress process``).
+        """
         request = await self.storage.get_request(request_id)
         products = await self.storage.list_products(request_id)
         outputs: dict[int, list[str | None]] = {}
         for image in await self.storage.list_images(request_id):
             done = image.state is ImageState.DONE
-            outputs.setdefault(image.row, []).append(urls.image(image.image_id) if done else None)
+            outputs.setdefault(image.row, []).append(image_url(image.image_id) if done else None)
         rows = ((product.cells, outputs.get(product.row, [])) for product in products)
         return render_output_csv(request.columns, rows)
 

@@ -64,10 +64,12 @@ class _Signal:
         self._event = anyio.Event()
 
     def set(self) -> None:
+        """Wake the waiter."""
         self._event.set()
 
-    async def wait(self, timeout: float) -> None:
-        with anyio.move_on_after(timeout):
+    async def wait(self, seconds: float) -> None:
+        """Return when set, or after ``seconds``."""
+        with anyio.move_on_after(seconds):
             await self._event.wait()
         if self._event.is_set():
             self._event = anyio.Event()
@@ -179,7 +181,10 @@ class Worker:
         if exc.retryable and claim.attempt < self.config.max_attempts:
             retry_after = getattr(exc, "retry_after", None)
             delay = backoff_delay(
-                claim.attempt, self.config.retry_base_delay, self.config.retry_max_delay, retry_after
+                claim.attempt,
+                self.config.retry_base_delay,
+                self.config.retry_max_delay,
+                retry_after,
             )
             log.info(
                 "image %s: %s (attempt %d), retrying in %.1f s",
@@ -260,6 +265,4 @@ class Worker:
             )
             return
         log.info("webhook delivered request=%s attempt=%d", claim.request_id, claim.attempt)
-        await self.storage.record_delivery(
-            claim, delivered=True, error=None, next_attempt_at=None
-        )
+        await self.storage.record_delivery(claim, delivered=True, error=None, next_attempt_at=None)

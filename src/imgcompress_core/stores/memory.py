@@ -165,9 +165,9 @@ class MemoryStorage:
     async def complete_image(self, claim: Claim, result: ImageResult) -> None:
         """Store the processed bytes and mark the image done."""
         image = self._images.get(claim.image_id)
-        if image is not None and image.state is ImageState.DONE:
-            if self._leases[claim.image_id].token == claim.token:
-                return  # the same claim finishing twice: already done
+        same_claim = self._leases.get(claim.image_id, _Lease("", 0.0)).token == claim.token
+        if image is not None and image.state is ImageState.DONE and same_claim:
+            return  # the same claim finishing twice: already done
         image = self._owned(claim, ImageState.DONE)
         now = self._clock()
         etag = hashlib.sha256(result.data).hexdigest()[:32]

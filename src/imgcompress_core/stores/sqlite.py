@@ -226,7 +226,8 @@ class SqliteStorage:
                 ),
             )
             conn.executemany(
-                "INSERT INTO products (request_id, row, serial, name, cells) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO products (request_id, row, serial, name, cells)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (
                     (request.request_id, p.row, p.serial, p.name, json.dumps(p.cells))
                     for p in request.products
@@ -547,4 +548,3 @@ class SqliteStorage:
             Delivery(r[0], request_id, r[1], DeliveryState(r[2]), r[3], r[4], r[5], r[6])
             for r in rows
         ]
-

@@ -50,8 +50,8 @@ def make_request(
     images_per_row: tuple[int, ...] = (2, 1), *, webhook_url: str | None = None
 ) -> NewRequest:
     """Build a request with one product per entry and that many images in each."""
-    products = []
-    images = []
+    products: list[NewProduct] = []
+    images: list[NewImage] = []
     for index, count in enumerate(images_per_row):
         row = index + 2
         products.append(NewProduct(row, str(index + 1), f"SKU{index + 1}", (str(index + 1), "x")))
@@ -89,10 +89,9 @@ class StorageContract:
         return FakeClock()
 
     @pytest.fixture
-    async def storage(self, clock: FakeClock) -> AsyncIterator[Storage]:
-        """Provide an opened, empty store that reads time from ``clock``."""
+    def storage(self, clock: FakeClock) -> AsyncIterator[Storage]:
+        """Provide an opened, empty store that reads time from ``clock`` (override this)."""
         raise NotImplementedError("subclasses provide the storage fixture")
-        yield  # pragma: no cover
 
     # -- requests ---------------------------------------------------------------------
 
@@ -343,9 +342,7 @@ class StorageContract:
         [again] = await storage.claim_deliveries("w1", 10, LEASE)
         assert again.attempt == 2
         with pytest.raises(LeaseLost):
-            await storage.record_delivery(
-                claim, delivered=True, error=None, next_attempt_at=None
-            )
+            await storage.record_delivery(claim, delivered=True, error=None, next_attempt_at=None)
         await storage.record_delivery(again, delivered=True, error=None, next_attempt_at=None)
         [delivered] = await storage.list_deliveries(request_id)
         assert delivered.state is DeliveryState.DELIVERED

@@ -19,6 +19,7 @@ class FakeClock:
     now: float = 1_700_000_000.0
 
     def __call__(self) -> float:
+        """Return the current fake time."""
         return self.now
 
     def advance(self, seconds: float) -> None:

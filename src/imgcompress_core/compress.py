@@ -1,0 +1,255 @@
+"""Compress one image's bytes with Pillow, by a fixed and documented policy.
+
+Decoding
+    Only JPEG, PNG, WebP and GIF decoders ever run (``Image.open(..., formats=...)``).
+    Empty or unrecognised data fails with code ``not_an_image``; a file recognised by its
+    magic bytes as another format (BMP, TIFF, PDF, HEIC, ...) fails with
+    ``unsupported_format`` naming it. ``width * height`` is checked against
+    ``CompressOptions.max_pixels`` from the header *before* any pixel is decoded
+    (``image_too_large``, naming the cap ``max_image_pixels``); Pillow's own
+    decompression-bomb guard also maps to ``image_too_large``. Truncated or corrupt data
+    fails with ``corrupt_image``; a failure to encode, with ``compression_failed``. No
+    other exception escapes, whatever the bytes. Pillow's process-wide settings are never
+    changed. A multi-picture JPEG (MPO) is a JPEG: its first picture is used.
+
+Pixels
+    EXIF orientation is applied (unreadable EXIF is ignored, and the note says so), then
+    the pixel size is kept (no resizing). All metadata (EXIF, XMP, comments, text chunks)
+    is dropped except the ICC profile, kept when its colour space matches the output's.
+    Bilevel images become greyscale; 16-bit samples are scaled to 8-bit greyscale (divided
+    by 256, not clipped; a 16-bit ``tRNS`` colour is not kept); CMYK stays CMYK and
+    greyscale stays greyscale; any other mode becomes RGB.
+
+Encoding
+    An image with real transparency (some alpha below 255, from an alpha channel, a palette
+    or a ``tRNS`` chunk) becomes lossy WebP with alpha at ``quality``. Everything else -- a
+    fully opaque alpha channel is dropped -- becomes a baseline, Huffman-optimised JPEG at
+    ``quality`` with the default 4:2:0 chroma subsampling (sharp's defaults).
+    Animated GIF/WebP/PNG images are stored unchanged. If the encoded result is not smaller
+    than the input, the input bytes are stored unchanged instead (``kept_original``), so an
+    image never grows. ``width``/``height`` are those of the stored image as displayed,
+    i.e. after EXIF orientation.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from imgcompress_core.errors import CompressionError
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "CompressOptions",
+    "CompressedImage",
+    "compress_image",
+    "extension_for",
+]
+
+ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
+
+_CONTENT_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+}
+_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/png": ".png",
+    "image/gif": ".gif",
+}
+# (offset, magic, format name, accepted): enough to name what a failed file was.
+_MAGIC: tuple[tuple[int, bytes, str, bool], ...] = (
+    (0, b"\xff\xd8\xff", "JPEG", True),
+    (0, b"\x89PNG\r\n\x1a\n", "PNG", True),
+    (0, b"GIF8", "GIF", True),
+    (8, b"WEBP", "WEBP", True),
+    (0, b"BM", "BMP", False),
+    (0, b"II*\x00", "TIFF", False),
+    (0, b"MM\x00*", "TIFF", False),
+    (0, b"%PDF", "PDF", False),
+    (0, b"%!PS", "EPS", False),
+    (0, b"\xc5\xd0\xd3\xc6", "EPS", False),
+    (0, b"8BPS", "PSD", False),
+    (0, b"\x00\x00\x01\x00", "ICO", False),
+    (0, b"qoif", "QOI", False),
+    (0, b"\x00\x00\x00\x0cjP  ", "JPEG 2000", False),
+    (0, b"\xffO\xffQ", "JPEG 2000", False),
+    (0, b"\x00\x00\x00\x0cJXL ", "JPEG XL", False),
+    (4, b"ftypavif", "AVIF", False),
+    (4, b"ftypheic", "HEIC", False),
+    (4, b"ftypheix", "HEIC", False),
+    (4, b"ftypmif1", "HEIF", False),
+)
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_ICC_SPACES = {"L": b"GRAY", "RGB": b"RGB ", "RGBA": b"RGB ", "CMYK": b"CMYK"}
+
+
+@dataclass(frozen=True, slots=True)
+class CompressOptions:
+    """How to compress: the lossy quality and the pixel-count cap."""
+
+    quality: int = 50  # JPEG/WebP quality, 1..95
+    max_pixels: int = 50_000_000  # width*height cap, checked from the header before decoding
+
+    def __post_init__(self) -> None:
+        if isinstance(self.quality, bool) or not 1 <= self.quality <= 95:
+            raise ValueError(f"quality must be an integer from 1 to 95, not {self.quality!r}")
+        if isinstance(self.max_pixels, bool) or self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive integer, not {self.max_pixels!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class CompressedImage:
+    """The bytes to store for one image, and what was done to produce them."""
+
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    input_format: str
+    input_bytes: int
+    kept_original: bool
+    note: str | None
+
+
+def extension_for(content_type: str) -> str:
+    """Return the file extension (with its dot) for a content type, ``.bin`` if unknown."""
+    return _EXTENSIONS.get(content_type, ".bin")
+
+
+def compress_image(data: bytes, options: CompressOptions = CompressOptions()) -> CompressedImage:
+    """Compress image bytes by the module's policy; raise CompressionError on bad input."""
+    if not data:
+        raise CompressionError("the data is empty, not an image", code="not_an_image")
+    try:
+        return _compress(bytes(data), options)
+    except CompressionError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise CompressionError(
+            f"the image has too many pixels to decode safely: {exc}", code="image_too_large"
+        ) from exc
+    except MemoryError as exc:
+        raise CompressionError(
+            "there is not enough memory to decode the image", code="image_too_large"
+        ) from exc
+    except Exception as exc:  # any decoder failure is a property of the bytes
+        raise CompressionError(
+            f"the image data is corrupt or truncated ({type(exc).__name__}: {exc})",
+            code="corrupt_image",
+        ) from exc
+
+
+def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
+    with _open(data) as im:
+        fmt = "JPEG" if im.format == "MPO" else str(im.format)
+        width, height = im.size
+        if width * height > options.max_pixels:
+            raise CompressionError(
+                f"the image is {width}x{height} = {width * height} pixels, over the "
+                f"{options.max_pixels}-pixel cap (max_image_pixels)",
+                code="image_too_large",
+            )
+        if fmt != "JPEG" and getattr(im, "is_animated", False):
+            note = "the image is animated; animated images are kept as they are"
+            return _keep(data, fmt, im.size, note)
+        im.load()
+        notes: list[str] = []
+        icc = im.info.get("icc_profile")
+        try:
+            oriented = ImageOps.exif_transpose(im)
+        except Exception:  # unreadable EXIF must not lose an otherwise good image
+            oriented = im.copy()
+            notes.append("its EXIF data could not be read, so its orientation was not applied")
+        work, mode_note = _normalise(oriented)
+        if mode_note:
+            notes.append(mode_note)
+    out_fmt = "WEBP" if work.mode == "RGBA" else "JPEG"
+    params: dict[str, int | bool | bytes] = {"quality": options.quality}
+    if out_fmt == "JPEG":
+        params.update(optimize=True, progressive=False)
+    if isinstance(icc, bytes) and icc:
+        if icc[16:20] == _ICC_SPACES[work.mode]:
+            params["icc_profile"] = icc
+        else:
+            notes.append(f"dropped its ICC profile, whose colour space does not match {work.mode}")
+    work.info = {}
+    buffer = io.BytesIO()
+    try:
+        work.save(buffer, format=out_fmt, **params)
+    except Exception as exc:  # not the input's fault: keep the class's generic code
+        raise CompressionError(f"encoding the image as {out_fmt} failed: {exc}") from exc
+    out = buffer.getvalue()
+    if len(out) >= len(data):
+        note = (
+            f"compressed output ({len(out)} bytes) was not smaller than the original "
+            f"({len(data)} bytes); kept the original"
+        )
+        return _keep(data, fmt, work.size, note)
+    if out_fmt != fmt:
+        why = "to keep its transparency" if out_fmt == "WEBP" else "as it has no transparency"
+        names = {"WEBP": "WebP"}
+        notes.insert(0, f"converted {names.get(fmt, fmt)} to {names.get(out_fmt, out_fmt)} {why}")
+    return CompressedImage(
+        data=out,
+        content_type=_CONTENT_TYPES[out_fmt],
+        width=work.width,
+        height=work.height,
+        input_format=fmt,
+        input_bytes=len(data),
+        kept_original=False,
+        note="; ".join(notes) or None,
+    )
+
+
+def _open(data: bytes) -> ImageFile.ImageFile:
+    """Open with the accepted decoders only, naming what the data is when that fails."""
+    try:
+        return Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
+    except UnidentifiedImageError as exc:
+        for offset, magic, name, accepted in _MAGIC:
+            if data[offset : offset + len(magic)] != magic:
+                continue
+            if accepted:
+                message = f"the data starts like a {name} file but cannot be read"
+                raise CompressionError(message, code="corrupt_image") from exc
+            message = f"{name} images are not accepted (accepted: JPEG, PNG, WebP, GIF)"
+            raise CompressionError(message, code="unsupported_format") from exc
+        message = "the data is not an image in an accepted format (JPEG, PNG, WebP, GIF)"
+        raise CompressionError(message, code="not_an_image") from exc
+
+
+def _normalise(im: Image.Image) -> tuple[Image.Image, str | None]:
+    """Bring an image to one of the modes L, RGB, RGBA (really transparent) or CMYK."""
+    mode = im.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        wide = im.convert("I") if mode.startswith("I;16") else im
+        return wide.point(lambda v: v / 256).convert("L"), "scaled 16-bit samples to 8 bits"
+    if im.has_transparency_data:
+        rgba = im.convert("RGBA")
+        if rgba.getchannel("A").getextrema()[0] != 255:
+            return rgba, None
+        grey = mode in ("L", "LA", "La")
+        return rgba.convert("L" if grey else "RGB"), "dropped its unused (fully opaque) alpha"
+    if mode in ("L", "RGB", "CMYK"):
+        return im, None
+    return im.convert("L" if mode == "1" else "RGB"), None
+
+
+def _keep(data: bytes, fmt: str, size: tuple[int, int], note: str) -> CompressedImage:
+    """Store the input bytes unchanged."""
+    return CompressedImage(
+        data=data,
+        content_type=_CONTENT_TYPES[fmt],
+        width=size[0],
+        height=size[1],
+        input_format=fmt,
+        input_bytes=len(data),
+        kept_original=True,
+        note=note,
+    )

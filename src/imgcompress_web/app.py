@@ -1,0 +1,162 @@
+"""The Litestar service: the HTTP API, the upload page, health, and OpenAPI at /schema.
+
+``create_app(settings)`` builds the app; its lifespan opens the store and, unless
+``run_worker`` is off, runs a worker in the same process. Handlers are thin: they parse
+the request, call one use case, and let the core's errors become problem details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Annotated, Any
+
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency, Provide
+from litestar.enums import RequestEncodingType
+from litestar.openapi import OpenAPIConfig
+from litestar.params import Body, FromPath
+from litestar.plugins.problem_details import ProblemDetailsPlugin
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from imgcompress_core import Imgcompress, Settings, StorageUnavailable, Urls
+from imgcompress_core.errors import ManifestError, ManifestProblem
+
+from .problems import exception_handlers, problem_details_config
+
+__all__ = ["UploadForm", "create_app"]
+
+# Room for the multipart envelope and the webhook field around the CSV itself.
+_MULTIPART_OVERHEAD = 64 * 1024
+_IMAGE_CACHE = "public, max-age=31536000, immutable"
+
+
+@dataclass
+class UploadForm:
+    """The upload: a CSV file and, optionally, a webhook URL to call when it is done."""
+
+    file: UploadFile
+    webhook_url: str | None = None
+
+
+@dataclass
+class Accepted:
+    """The answer to an accepted upload."""
+
+    requestId: str
+
+
+def _urls(request: Request[Any, Any, Any], settings: Settings) -> Urls:
+    if settings.public_url:
+        return Urls(settings.base_url())
+    return Urls(str(request.base_url).rstrip("/"))
+
+
+def _ic(request: Request[Any, Any, Any]) -> Imgcompress:
+    ic: Imgcompress = request.app.state.imgcompress
+    return ic
+
+
+@post("/api/upload", status_code=HTTP_202_ACCEPTED, summary="Upload a CSV of image URLs")
+async def upload(
+    request: Request[Any, Any, Any],
+    ic: NamedDependency[Imgcompress],
+    data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+) -> Accepted:
+    """Validate the CSV, store the request, and answer with its id at once."""
+    if not isinstance(data.file, UploadFile):
+        raise ManifestError([ManifestProblem("the form field 'file' must be a file upload")])
+    content = await data.file.read()
+    request_id = await ic.submit(content, data.webhook_url)
+    return Accepted(requestId=request_id)
+
+
+@get("/api/status/{request_id:str}", summary="A request's status and per-image detail")
+async def status(
+    request: Request[Any, Any, Any], ic: NamedDependency[Imgcompress], request_id: FromPath[str]
+) -> dict[str, Any]:
+    """Return the status, progress counts and every product's images."""
+    report = await ic.status(request_id)
+    return report.to_document(_urls(request, ic.settings))
+
+
+@get(
+    "/api/requests/{request_id:str}/output.csv",
+    media_type="text/csv; charset=utf-8",
+    summary="The output CSV",
+)
+async def output_csv(
+    request: Request[Any, Any, Any], ic: NamedDependency[Imgcompress], request_id: FromPath[str]
+) -> Response[str]:
+    """Return the input CSV with an added Output Image Urls column."""
+    text = await ic.service.output_csv(request_id, _urls(request, ic.settings).image)
+    return Response(
+        text,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{request_id}-output.csv"'},
+    )
+
+
+@get("/api/images/{image_id:str}", summary="A processed image", media_type="image/jpeg")
+async def image(
+    request: Request[Any, Any, Any], ic: NamedDependency[Imgcompress], image_id: FromPath[str]
+) -> Response[bytes]:
+    """Return a processed image with its content type, ETag and long-lived caching."""
+    stored = await ic.image(image_id)
+    etag = f'"{stored.etag}"'
+    headers = {"ETag": etag, "Cache-Control": _IMAGE_CACHE}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(b"", status_code=304, headers=headers)
+    return Response(stored.data, media_type=stored.content_type, headers=headers)
+
+
+@get("/health", summary="The process is alive")
+async def health() -> dict[str, str]:
+    """Answer while the process runs."""
+    return {"status": "ok"}
+
+
+@get("/ready", summary="The store answers")
+async def ready(ic: NamedDependency[Imgcompress]) -> dict[str, str]:
+    """Answer 200 when storage is reachable, 503 otherwise."""
+    try:
+        await ic.storage.ping()
+    except StorageUnavailable:
+        raise
+    except Exception as exc:
+        raise StorageUnavailable(f"storage did not answer: {exc}") from exc
+    return {"status": "ready"}
+
+
+@get("/", media_type=MediaType.HTML, include_in_schema=False)
+async def index() -> str:
+    """Serve the upload page."""
+    return files("imgcompress_web").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def create_app(
+    settings: Settings | None = None, *, imgcompress: Imgcompress | None = None
+) -> Litestar:
+    """Build the service; pass ``imgcompress`` to use one you wired yourself (tests, embedding)."""
+    settings = settings or (imgcompress.settings if imgcompress else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        ic = imgcompress or Imgcompress(settings, run_worker=settings.run_worker)
+        async with ic:
+            app.state.imgcompress = ic
+            yield
+
+    return Litestar(
+        route_handlers=[upload, status, output_csv, image, health, ready, index],
+        dependencies={"ic": Provide(_ic, sync_to_thread=False)},
+        lifespan=[lifespan],
+        plugins=[ProblemDetailsPlugin(problem_details_config())],
+        exception_handlers=exception_handlers(),
+        request_max_body_size=settings.max_upload_bytes + _MULTIPART_OVERHEAD,
+        multipart_form_part_limit=8,
+        openapi_config=OpenAPIConfig(title="imgcompress", version="0.1.0"),
+    )

@@ -1,0 +1,155 @@
+"""The HTTP API through Litestar's test client (the app's real lifespan, worker included)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from litestar.testing import AsyncTestClient
+from PIL import Image
+
+from imgcompress_core import Settings
+from imgcompress_web import create_app
+from servers import LocalServer, photo
+
+pytestmark = pytest.mark.anyio
+
+HEADER = "S. No.,Product Name,Input Image Urls\n"
+
+
+@pytest.fixture
+async def client(test_settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    """A test client over the real app with an in-process worker."""
+    async with AsyncTestClient(app=create_app(test_settings)) as client:
+        yield client
+
+
+async def upload(client: AsyncTestClient, csv_text: str, webhook: str | None = None):  # type: ignore[no-untyped-def,type-arg]
+    """POST a CSV as multipart."""
+    data = {"webhook_url": webhook} if webhook else None
+    return await client.post(
+        "/api/upload", files={"file": ("products.csv", csv_text.encode(), "text/csv")}, data=data
+    )
+
+
+async def wait_final(client: AsyncTestClient, request_id: str) -> dict:  # type: ignore[type-arg]
+    """Poll the status endpoint until the request is final."""
+    with anyio.fail_after(30):
+        while True:
+            response = await client.get(f"/api/status/{request_id}")
+            assert response.status_code == 200
+            body = response.json()
+            if body["status"] != "Pending":
+                return body  # type: ignore[no-any-return]
+            await anyio.sleep(0.05)
+
+
+async def test_upload_status_output_and_image(
+    client: AsyncTestClient,
+    image_server: LocalServer,  # type: ignore[type-arg]
+) -> None:
+    """The seed's contract end to end: 202 requestId, status, output CSV, image with caching."""
+    original = photo(400, 300)
+    url = image_server.add("/shoe.jpg", original)
+    response = await upload(client, f'{HEADER}1,Shoe,"{url}"\n')
+    assert response.status_code == 202
+    request_id = response.json()["requestId"]
+    assert len(request_id) >= 22
+
+    status = await wait_final(client, request_id)
+    assert status["requestId"] == request_id
+    assert status["status"] == "Completed"
+    assert status["progress"]["done"] == 1 and status["progress"]["percent"] == 100.0
+    [product] = status["products"]
+    assert (product["row"], product["serial"], product["name"]) == (2, "1", "Shoe")
+    [image] = product["images"]
+    assert image["state"] == "done" and image["error"] is None
+    assert image["inputBytes"] == len(original)
+
+    out = await client.get(f"/api/requests/{request_id}/output.csv")
+    assert out.status_code == 200
+    assert out.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(out.text)))
+    assert rows[1][3] == image["outputUrl"]
+
+    served = await client.get(f"/api/images/{image['imageId']}")
+    assert served.status_code == 200
+    assert served.headers["content-type"] == "image/jpeg"
+    assert "immutable" in served.headers["cache-control"]
+    with Image.open(io.BytesIO(served.content)) as decoded:
+        assert decoded.size == (400, 300)
+    assert len(served.content) < len(original)
+    again = await client.get(
+        f"/api/images/{image['imageId']}", headers={"If-None-Match": served.headers["etag"]}
+    )
+    assert again.status_code == 304
+
+
+async def test_bad_csv_gets_every_problem_as_problem_details(client: AsyncTestClient) -> None:  # type: ignore[type-arg]
+    """400 application/problem+json listing each problem with row and column."""
+    text = f"{HEADER}1,,https://a.example/x.jpg\n1,B,notaurl\n"
+    response = await upload(client, text)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 400 and body["code"] == "invalid_csv"
+    located = {(p["row"], p["column"]) for p in body["problems"]}
+    assert {(2, "Product Name"), (3, "S. No."), (3, "Input Image Urls")} <= located
+
+
+async def test_unknown_ids_are_404_problems(client: AsyncTestClient) -> None:  # type: ignore[type-arg]
+    """Unknown request and image ids answer 404 problem details."""
+    for path in ("/api/status/nope", "/api/requests/nope/output.csv", "/api/images/nope"):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] in {"request_not_found", "image_not_found"}
+
+
+async def test_too_large_upload_is_413(test_settings: Settings) -> None:
+    """A body over the cap answers 413 problem details, not 500."""
+    settings = test_settings.model_copy(update={"max_upload_bytes": 1000})
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        big = HEADER + "".join(f"{i},P,https://a.example/{i}.jpg\n" for i in range(3000))
+        response = await upload(client, big)
+        assert response.status_code == 413
+        assert response.headers["content-type"] == "application/problem+json"
+        small_but_over = HEADER + "".join(f"{i},P,https://a.example/{i}.jpg\n" for i in range(40))
+        response = await upload(client, small_but_over)
+        assert response.status_code == 413
+        assert response.json()["code"] == "upload_too_large"
+
+
+async def test_missing_file_field_is_400(client: AsyncTestClient) -> None:  # type: ignore[type-arg]
+    """A form without the file is a client error with problem details."""
+    response = await client.post("/api/upload", data={"webhook_url": "https://x.example/h"})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_private_webhook_is_refused_when_private_networks_are_off(
+    test_settings: Settings,
+) -> None:
+    """A loopback webhook URL is refused at upload with a reason, by default."""
+    settings = test_settings.model_copy(update={"allow_private_networks": False})
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        response = await upload(
+            client, f"{HEADER}1,A,https://a.example/x.jpg\n", "http://127.0.0.1:9/h"
+        )
+        assert response.status_code == 400
+        assert response.json()["code"] == "invalid_webhook_url"
+        assert "non-public" in response.json()["detail"]
+
+
+async def test_page_health_ready_and_schema(client: AsyncTestClient) -> None:  # type: ignore[type-arg]
+    """The upload page, health checks and the OpenAPI document are served."""
+    page = await client.get("/")
+    assert page.status_code == 200 and "<form" in page.text
+    assert (await client.get("/health")).json() == {"status": "ok"}
+    assert (await client.get("/ready")).json() == {"status": "ready"}
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert "/api/upload" in schema["paths"]
+    assert "/api/status/{request_id}" in schema["paths"]

@@ -1,0 +1,169 @@
+"""The whole job through the core, over real sockets: image server, SQLite, webhook receiver."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from PIL import Image
+
+from imgcompress_core import (
+    ImageState,
+    Imgcompress,
+    ManifestError,
+    RequestStatus,
+    Settings,
+)
+from servers import LocalServer, corpus_images, photo
+
+pytestmark = pytest.mark.anyio
+
+
+def manifest(rows: list[tuple[str, str, list[str]]]) -> bytes:
+    """Build a classic CSV from (serial, name, urls) rows."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["S. No.", "Product Name", "Input Image Urls"])
+    for serial, name, urls in rows:
+        writer.writerow([serial, name, ",".join(urls)])
+    return out.getvalue().encode()
+
+
+async def test_csv_to_compressed_images_and_webhook(
+    image_server: LocalServer, webhook_receiver: LocalServer, test_settings: Settings
+) -> None:
+    """Every listed image is downloaded, compressed, stored; the webhook says Completed."""
+    photos = corpus_images(3)
+    urls = [image_server.add(f"/p{i}.jpg", data) for i, data in enumerate(photos)]
+    missing = image_server.url("/missing.jpg")
+    csv_bytes = manifest([("1", "SKU1", [urls[0], missing, urls[1]]), ("2", "SKU2", [urls[2]])])
+
+    async with Imgcompress(test_settings) as ic:
+        request_id = await ic.submit(csv_bytes, webhook_receiver.url("/hook"))
+        report = await ic.wait(request_id, timeout=60)
+        output = await ic.output_csv(request_id)
+        stored = {
+            i.image_id: await ic.image(i.image_id)
+            for i in report.images
+            if i.state is ImageState.DONE
+        }
+
+    assert report.request.status is RequestStatus.COMPLETED
+    assert (report.progress.done, report.progress.failed, report.progress.total) == (3, 1, 4)
+    by_url = {i.url: i for i in report.images}
+    failed = by_url[missing]
+    assert failed.state is ImageState.FAILED
+    assert failed.failure is not None and failed.failure.code == "upstream_http_404"
+    for url, original in zip(urls, photos, strict=True):
+        record = by_url[url]
+        data = stored[record.image_id].data
+        assert len(data) <= len(original)
+        with Image.open(io.BytesIO(data)) as out, Image.open(io.BytesIO(original)) as src:
+            assert out.format == "JPEG"
+            assert out.size == src.size
+        assert record.output_bytes == len(data)
+        assert record.input_bytes == len(original)
+
+    rows = list(csv.reader(io.StringIO(output)))
+    assert rows[0] == ["S. No.", "Product Name", "Input Image Urls", "Output Image Urls"]
+    first_outputs = rows[1][3].split(",")
+    assert len(first_outputs) == 3 and first_outputs[1] == ""
+    assert first_outputs[0].endswith(by_url[urls[0]].image_id)
+    assert rows[2][3].endswith(by_url[urls[2]].image_id)
+
+    [hook] = webhook_receiver.posts()
+    body = hook.json()
+    assert body["requestId"] == request_id
+    assert body["status"] == "Completed"
+    assert (body["total"], body["done"], body["failed"]) == (4, 3, 1)
+    assert body["outputCsvUrl"].endswith(f"/api/requests/{request_id}/output.csv")
+
+
+async def test_transient_failures_are_retried(
+    image_server: LocalServer, test_settings: Settings
+) -> None:
+    """A server that answers 503 twice and then the image yields a done image (3 attempts)."""
+    body = photo()
+    url = image_server.script(
+        "/flaky.jpg",
+        [
+            (503, {}, b"busy"),
+            (503, {"Retry-After": "0"}, b"busy"),
+            (200, {"Content-Type": "image/jpeg"}, body),
+        ],
+    )
+    async with Imgcompress(test_settings) as ic:
+        request_id = await ic.submit(manifest([("1", "A", [url])]))
+        report = await ic.wait(request_id, timeout=30)
+    [image] = report.images
+    assert image.state is ImageState.DONE
+    assert image.attempts == 3
+    assert image_server.hits("/flaky.jpg") == 3
+
+
+async def test_permanent_failures_fail_at_once_and_request_fails(
+    image_server: LocalServer, webhook_receiver: LocalServer, test_settings: Settings
+) -> None:
+    """Not-an-image fails without retry; with nothing done the request is Failed."""
+    url = image_server.add("/page.jpg", b"<html>not an image</html>", content_type="image/jpeg")
+    async with Imgcompress(test_settings) as ic:
+        request_id = await ic.submit(manifest([("1", "A", [url])]), webhook_receiver.url("/hook"))
+        report = await ic.wait(request_id, timeout=30)
+    [image] = report.images
+    assert image.state is ImageState.FAILED
+    assert image.failure is not None and image.failure.code == "not_an_image"
+    assert image.attempts == 1
+    assert report.request.status is RequestStatus.FAILED
+    assert webhook_receiver.posts()[0].json()["status"] == "Failed"
+
+
+async def test_webhook_failure_is_recorded_and_retried(
+    image_server: LocalServer, webhook_receiver: LocalServer, test_settings: Settings
+) -> None:
+    """A receiver that fails once gets the event on the next attempt; status shows both."""
+    webhook_receiver.script("/flaky-hook", [(500, {}, b"down"), (200, {}, b"ok")])
+    url = image_server.add("/a.jpg", photo())
+    async with Imgcompress(test_settings) as ic:
+        request_id = await ic.submit(
+            manifest([("1", "A", [url])]), webhook_receiver.url("/flaky-hook")
+        )
+        report = await ic.wait(request_id, timeout=30)
+    [delivery] = report.deliveries
+    assert delivery.state.value == "delivered"
+    assert delivery.attempts == 2
+    assert len(webhook_receiver.posts()) == 2
+
+
+async def test_loopback_is_refused_by_default(
+    image_server: LocalServer, test_settings: Settings
+) -> None:
+    """Without allow_private_networks the worker refuses loopback URLs, naming the reason."""
+    url = image_server.add("/a.jpg", photo())
+    settings = test_settings.model_copy(update={"allow_private_networks": False})
+    async with Imgcompress(settings) as ic:
+        request_id = await ic.submit(manifest([("1", "A", [url])]))
+        report = await ic.wait(request_id, timeout=30)
+    [image] = report.images
+    assert image.failure is not None and image.failure.code == "blocked_destination"
+    assert image_server.hits("/a.jpg") == 0
+
+
+async def test_bad_csv_is_rejected_before_anything_is_stored(test_settings: Settings) -> None:
+    """A bad CSV raises ManifestError listing problems; nothing is queued."""
+    async with Imgcompress(test_settings) as ic:
+        with pytest.raises(ManifestError) as caught:
+            await ic.submit(b"S. No.,Product Name,Input Image Urls\n1,,ftp://x/y.jpg\n")
+    reasons = {(p.row, p.column) for p in caught.value.problems}
+    assert (2, "Product Name") in reasons
+    assert (2, "Input Image Urls") in reasons
+
+
+async def test_work_survives_a_restart(image_server: LocalServer, test_settings: Settings) -> None:
+    """A request accepted by one process (no worker) is finished by the next on the same file."""
+    url = image_server.add("/a.jpg", photo())
+    async with Imgcompress(test_settings, run_worker=False) as ic:
+        request_id = await ic.submit(manifest([("1", "A", [url])]))
+    async with Imgcompress(test_settings) as ic:
+        report = await ic.wait(request_id, timeout=30)
+    assert report.request.status is RequestStatus.COMPLETED
