@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import anyio
 import click
 import pydantic
+import uvicorn
 
 from imgcompress_core import (
     Imgcompress,
@@ -28,6 +29,8 @@ from imgcompress_core import (
     RequestStatus,
     Settings,
 )
+
+from .app import create_app
 
 __all__ = ["main"]
 
@@ -79,6 +82,21 @@ def load_settings(values: dict[str, Any]) -> Settings:
         raise click.UsageError(f"invalid settings: {problems}") from exc
 
 
+class GracefulServer(uvicorn.Server):
+    """A uvicorn server that exits 0 after a graceful shutdown on SIGTERM or SIGINT.
+
+    Plain uvicorn re-raises the signal once it has shut down, so the process would end
+    "killed by SIGTERM" even though it stopped cleanly and lost nothing.
+    """
+
+    def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
+        """Shut down gracefully on the first signal, at once on a second SIGINT."""
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
 def _logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -97,20 +115,17 @@ def main() -> None:
 @click.option("--verbose", is_flag=True, help="log debug messages")
 def serve(verbose: bool, **values: Any) -> None:
     """Run the HTTP service (and, unless --no-run-worker, a worker in the same process)."""
-    import uvicorn
-
-    from .app import create_app
-
     _logging(verbose)
     settings = load_settings(values)
     log.info("serving on http://%s:%d with %s", settings.host, settings.port, _store(settings))
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level="debug" if verbose else "info",
         timeout_graceful_shutdown=30,
     )
+    GracefulServer(config).run()
 
 
 def _store(settings: Settings) -> str:
