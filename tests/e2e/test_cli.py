@@ -137,7 +137,7 @@ def test_serve_upload_status_output_webhook(
 
     output = httpx.get(f"{base}/api/requests/{request_id}/output.csv").text
     rows = list(csv.reader(io.StringIO(output)))
-    image_urls = rows[1][3].split(",") + [rows[2][3]]
+    image_urls = [*rows[1][3].split(","), rows[2][3]]
     for url, original in zip(image_urls, originals, strict=True):
         served = httpx.get(url)
         assert served.status_code == 200

@@ -31,7 +31,7 @@ RESULT = ImageResult(b"\xff\xd8x", "image/jpeg", 1, 1, 10)
 
 def test_transition_table_is_consistent() -> None:
     """Final states have no way out; every non-final state can reach a final one."""
-    assert FINAL_IMAGE_STATES == {ImageState.DONE, ImageState.FAILED}
+    assert {ImageState.DONE, ImageState.FAILED} == FINAL_IMAGE_STATES
     for state, targets in TRANSITIONS.items():
         for target in ImageState:
             if target in targets:
