@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from imgcompress_core import Settings
+from procs import Service, running_services
 from servers import LocalServer, running_server
 
 settings.register_profile("dev", max_examples=50, deadline=None)
@@ -53,3 +54,9 @@ def test_settings(tmp_path: Path) -> Settings:
         retry_max_delay=0.2,
         cpu_workers=2,
     )
+
+
+@pytest.fixture
+def services() -> Iterator[list[Service]]:
+    """Collect `imgcompress` subprocesses a test starts; kill any still running afterwards."""
+    yield from running_services()

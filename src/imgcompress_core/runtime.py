@@ -57,6 +57,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         lease_seconds=settings.lease_seconds,
         poll_interval=settings.poll_interval,
         webhook_max_attempts=settings.webhook_max_attempts,
+        shutdown_grace=settings.shutdown_grace,
         compress=settings.compress_options(),
     )
 

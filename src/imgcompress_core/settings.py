@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .compress import CompressOptions
 from .manifest import ManifestLimits
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "settings_table"]
 
 
 def _default_cpu_workers() -> int:
@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     retry_max_delay: float = Field(60.0, ge=0, description="longest retry delay in seconds")
     lease_seconds: float = Field(120.0, gt=0, description="how long a claim on an image lasts")
     poll_interval: float = Field(0.5, gt=0, description="seconds between looks for new work")
+    shutdown_grace: float = Field(
+        30.0, ge=0, description="seconds a stopping worker lets images in flight finish"
+    )
 
     # Webhooks.
     webhook_timeout: float = Field(15.0, gt=0, description="seconds for one webhook POST")
@@ -110,3 +113,26 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         return f"http://{self.host}:{self.port}"
+
+
+def settings_table() -> str:
+    """Return the Markdown table of every setting: variable, flag, default, meaning."""
+    lines = [
+        "| environment variable | flag | default | what it does |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = "number of CPUs"
+        elif field.default is None:
+            default = "unset"
+        else:
+            default = f"`{field.default}`"
+            if isinstance(field.default, bool):
+                default = f"`{str(field.default).lower()}`"
+        flag = name.replace("_", "-")
+        if field.annotation is bool:
+            flag = f"[no-]{flag}"
+        description = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `IMGCOMPRESS_{name.upper()}` | `--{flag}` | {default} | {description} |")
+    return "\n".join(lines) + "\n"

@@ -48,6 +48,7 @@ class WorkerConfig:
     lease_seconds: float = 120.0
     poll_interval: float = 0.5
     webhook_max_attempts: int = 5
+    shutdown_grace: float = 30.0
     compress: CompressOptions = CompressOptions()
 
 
@@ -109,12 +110,21 @@ class Worker:
         self._wake_images.set()
 
     async def run(self, stop: anyio.Event) -> None:
-        """Work until ``stop`` is set, then finish what is in flight and return."""
+        """Work until ``stop`` is set, give in-flight images ``shutdown_grace`` seconds to
+        finish, then return (unfinished claims simply expire and are taken over)."""
         log.info("worker %s started", self.owner)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._wake_on, stop)
             tasks.start_soon(self._deliver_loop, stop)
             await self._claim_loop(stop, tasks)
+            with anyio.move_on_after(self.config.shutdown_grace):
+                while self._in_flight:
+                    await self._wake_images.wait(self.config.poll_interval)
+            if self._in_flight:
+                log.warning(
+                    "worker %s: %d images left to other workers", self.owner, self._in_flight
+                )
+            tasks.cancel_scope.cancel()
         log.info("worker %s stopped", self.owner)
 
     async def _wake_on(self, stop: anyio.Event) -> None:
