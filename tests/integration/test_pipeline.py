@@ -20,6 +20,14 @@ from servers import LocalServer, corpus_images, photo
 pytestmark = pytest.mark.anyio
 
 
+def q50_tables() -> dict[int, list[int]]:
+    """Return the JPEG quantization tables Pillow writes at quality 50."""
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), "gray").save(out, "JPEG", quality=50)
+    with Image.open(out) as reference:
+        return dict(reference.quantization)  # type: ignore[attr-defined]
+
+
 def manifest(rows: list[tuple[str, str, list[str]]]) -> bytes:
     """Build a classic CSV from (serial, name, urls) rows."""
     out = io.StringIO()
@@ -62,6 +70,8 @@ async def test_csv_to_compressed_images_and_webhook(
         with Image.open(io.BytesIO(data)) as out, Image.open(io.BytesIO(original)) as src:
             assert out.format == "JPEG"
             assert out.size == src.size
+            assert dict(out.quantization) == q50_tables()  # type: ignore[attr-defined]
+            assert not out.info.get("progressive")
         assert record.output_bytes == len(data)
         assert record.input_bytes == len(original)
 
