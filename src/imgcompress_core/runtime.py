@@ -17,6 +17,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -24,12 +25,13 @@ from .fetch import FetchOptions, HttpxFetcher
 from .model import DeliveryState, StoredImage
 from .notify import WebhookNotifier
 from .ports import Fetcher, Notifier, Storage
+from .samples import SampleFetcher
 from .service import Service, StatusReport, Urls
 from .settings import Settings
 from .stores import storage_from_settings
 from .worker import Worker, WorkerConfig
 
-__all__ = ["Imgcompress", "fetch_options", "worker_config"]
+__all__ = ["Imgcompress", "fetch_options", "own_hosts", "worker_config"]
 
 
 def fetch_options(settings: Settings) -> FetchOptions:
@@ -44,6 +46,15 @@ def fetch_options(settings: Settings) -> FetchOptions:
         max_connections=settings.download_concurrency,
         connections_per_host=settings.connections_per_host,
     )
+
+
+def own_hosts(settings: Settings) -> frozenset[str]:
+    """Return the host:port forms under which this service serves its sample images."""
+    port = settings.port
+    hosts = {f"{settings.host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"}
+    if settings.public_url:
+        hosts.add(urlsplit(settings.public_url).netloc)
+    return frozenset(h.lower() for h in hosts)
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
@@ -106,7 +117,7 @@ class Imgcompress:
         if fetcher is None:
             httpx_fetcher = HttpxFetcher(fetch_options(self.settings))
             self._stack.push_async_callback(httpx_fetcher.aclose)
-            fetcher = httpx_fetcher
+            fetcher = SampleFetcher(httpx_fetcher, own_hosts(self.settings))
         notifier = self._notifier
         if notifier is None:
             webhook = WebhookNotifier(

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Annotated, Any
 
-from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
@@ -25,6 +24,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from imgcompress_core import Imgcompress, Settings, StorageUnavailable, Urls
 from imgcompress_core.errors import ManifestError, ManifestProblem
 
+from .pages import page_handlers
 from .problems import exception_handlers, problem_details_config
 
 __all__ = ["UploadForm", "create_app"]
@@ -131,12 +131,6 @@ async def ready(ic: NamedDependency[Imgcompress]) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@get("/", media_type=MediaType.HTML, include_in_schema=False)
-async def index() -> str:
-    """Serve the upload page."""
-    return files("imgcompress_web").joinpath("static/index.html").read_text(encoding="utf-8")
-
-
 def create_app(
     settings: Settings | None = None, *, imgcompress: Imgcompress | None = None
 ) -> Litestar:
@@ -151,7 +145,7 @@ def create_app(
             yield
 
     return Litestar(
-        route_handlers=[upload, status, output_csv, image, health, ready, index],
+        route_handlers=[upload, status, output_csv, image, health, ready, *page_handlers()],
         dependencies={"ic": Provide(_ic, sync_to_thread=False)},
         lifespan=[lifespan],
         plugins=[ProblemDetailsPlugin(problem_details_config())],

@@ -1,0 +1,153 @@
+// imgcompress web page: plain JavaScript, no build step, no external resources.
+"use strict";
+const imgcompress = (() => {
+  const REASONS = {
+    invalid_url: "The address is not a valid web address.",
+    blocked_destination: "The address points inside a private network, which the service does not fetch from.",
+    dns_failure: "The server name could not be found.",
+    connection_failed: "The image server could not be reached.",
+    download_timeout: "The image server took too long to answer.",
+    too_many_redirects: "The address redirected too many times.",
+    source_too_large: "The image file is too large to download.",
+    not_an_image: "The address does not point to an image.",
+    unsupported_format: "The image is in a format the service does not handle (JPEG, PNG, WebP and GIF are).",
+    image_too_large: "The image has too many pixels.",
+    corrupt_image: "The image file is damaged or incomplete.",
+    internal_error: "Something went wrong on our side.",
+  };
+
+  function reason(error) {
+    if (!error) return "";
+    if (REASONS[error.code]) return REASONS[error.code];
+    const http = /^upstream_http_(\d+)$/.exec(error.code);
+    if (http) return http[1] === "404" ? "The image was not found (HTTP 404)." : `The image server answered with an error (HTTP ${http[1]}).`;
+    return error.message;
+  }
+
+  function size(bytes) {
+    if (bytes == null) return "–";
+    if (bytes < 1024) return `${bytes} B`;
+    if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+    return `${(bytes / 1024 / 1024).toFixed(2)} MB`;
+  }
+
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (key === "class") node.className = value; else node.setAttribute(key, value);
+    }
+    for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(child));
+    return node;
+  }
+
+  function showProblem(body) {
+    const message = document.getElementById("message");
+    const problems = (body.problems || []).map((p) => `• ${p.row ? `row ${p.row}` : "file"}${p.column ? `, ${p.column}` : ""}: ${p.reason}`);
+    const headline = problems.length ? `${body.title}:` : body.detail || body.title || "The upload failed.";
+    message.textContent = [headline, ...problems].join("\n");
+    message.hidden = false;
+  }
+
+  async function submit(form, file) {
+    const data = new FormData();
+    data.append("file", file, file.name || "products.csv");
+    const hook = form.querySelector("#webhook_url").value.trim();
+    if (hook) data.append("webhook_url", hook);
+    const response = await fetch("/api/upload", { method: "POST", body: data });
+    const body = await response.json();
+    if (!response.ok) return showProblem(body);
+    window.location.assign(`/requests/${encodeURIComponent(body.requestId)}`);
+  }
+
+  function uploadPage() {
+    const form = document.getElementById("upload");
+    const input = document.getElementById("file");
+    const drop = document.getElementById("drop");
+    const dropText = document.getElementById("drop-text");
+    document.getElementById("origin").textContent = window.location.origin;
+    drop.addEventListener("click", () => input.click());
+    drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") input.click(); });
+    input.addEventListener("change", () => { if (input.files[0]) dropText.textContent = input.files[0].name; });
+    drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+    drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+    drop.addEventListener("drop", (e) => {
+      e.preventDefault();
+      drop.classList.remove("over");
+      if (e.dataTransfer.files[0]) { input.files = e.dataTransfer.files; dropText.textContent = input.files[0].name; }
+    });
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      document.getElementById("message").hidden = true;
+      if (!input.files[0]) return showProblem({ detail: "Choose a CSV file first." });
+      submit(form, input.files[0]);
+    });
+    document.getElementById("try-it").addEventListener("click", async (e) => {
+      e.preventDefault();
+      const text = await (await fetch("/samples/products.csv")).text();
+      submit(form, new File([text], "sample-products.csv", { type: "text/csv" }));
+    });
+  }
+
+  function renderImage(image) {
+    const before = el("figure", {}, el("img", { src: image.inputUrl, alt: "original", loading: "lazy" }),
+      el("figcaption", {}, `Original · ${size(image.inputBytes)}`));
+    const afterImg = image.outputUrl
+      ? el("img", { src: image.outputUrl, alt: "compressed", loading: "lazy", class: "after" })
+      : el("img", { alt: "" });
+    const after = el("figure", {}, afterImg, el("figcaption", {}, `Compressed · ${size(image.outputBytes)}`));
+    const card = el("div", { class: `image state-${image.state}`, "data-image-id": image.imageId }, el("div", { class: "pair" }, before, after));
+    if (image.state === "done") {
+      const saved = image.inputBytes ? Math.round(100 * (1 - image.outputBytes / image.inputBytes)) : 0;
+      card.append(el("p", { class: "small" }, el("span", { class: "saving" }, `${saved}% smaller`),
+        ` · ${image.width}×${image.height} · `, el("a", { href: image.outputUrl, download: "" }, "Download")));
+      if (image.note) card.append(el("p", { class: "small muted" }, image.note));
+    } else if (image.state === "failed") {
+      card.append(el("p", { class: "small failed" }, reason(image.error)));
+    } else {
+      card.append(el("p", { class: "small muted" }, image.state === "working" ? "Compressing…" : (image.error ? `Waiting to retry: ${reason(image.error)}` : "Waiting…")));
+    }
+    return card;
+  }
+
+  function render(status) {
+    const p = status.progress;
+    const state = document.getElementById("status");
+    state.textContent = status.status;
+    state.className = `status ${status.status}`;
+    document.getElementById("counts").textContent = `${p.done} done · ${p.failed} failed · ${p.total} images`;
+    const bar = document.getElementById("bar");
+    bar.firstElementChild.style.width = `${p.percent}%`;
+    bar.setAttribute("aria-valuenow", String(p.percent));
+    bar.dataset.percent = String(p.percent);
+    let input = 0, output = 0;
+    const products = document.getElementById("products");
+    products.replaceChildren();
+    for (const product of status.products) {
+      const images = el("div", { class: "images" });
+      for (const image of product.images) {
+        images.append(renderImage(image));
+        if (image.state === "done") { input += image.inputBytes; output += image.outputBytes; }
+      }
+      products.append(el("div", { class: "product" }, el("h2", {}, `${product.serial}. ${product.name}`), images));
+    }
+    if (input) {
+      document.getElementById("totals").textContent = `${size(input)} → ${size(output)}: ${Math.round(100 * (1 - output / input))}% saved on the finished images`;
+    }
+  }
+
+  async function requestPage() {
+    const requestId = decodeURIComponent(window.location.pathname.split("/").pop());
+    document.getElementById("request-id").textContent = requestId;
+    document.getElementById("csv-link").href = `/api/requests/${encodeURIComponent(requestId)}/output.csv`;
+    for (;;) {
+      const response = await fetch(`/api/status/${encodeURIComponent(requestId)}`);
+      const body = await response.json();
+      if (!response.ok) return showProblem(body);
+      render(body);
+      if (body.status !== "Pending") break;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+
+  return { uploadPage, requestPage };
+})();
