@@ -1,0 +1,101 @@
+"""Scale-out for real: one `serve` and three `worker` processes on one store, one SIGKILLed.
+
+Every image must end done exactly once, the request must complete, and the webhook must
+arrive once, although a worker died holding leases on images it had claimed.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from procs import Service, env_for, free_port, wait_final
+from servers import LocalServer, photo
+
+IMAGES = 300
+
+
+def big_csv(image_server: LocalServer) -> bytes:
+    """A CSV of 100 products with 3 images each, cycling over 10 distinct photos."""
+    for n in range(10):
+        image_server.add(f"/photo{n}.jpg", photo(240, 180, seed=n))
+    lines = ["S. No.,Product Name,Input Image Urls"]
+    for row in range(IMAGES // 3):
+        urls = [
+            image_server.url(f"/photo{(row * 3 + k) % 10}.jpg?i={row * 3 + k}") for k in range(3)
+        ]
+        lines.append(f'{row + 1},Product {row + 1},"{",".join(urls)}"')
+    return ("\n".join(lines) + "\n").encode()
+
+
+def progress(base: str, request_id: str) -> dict[str, int]:
+    """Return the progress counts."""
+    body = httpx.get(f"{base}/api/status/{request_id}").json()
+    return body["progress"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_three_workers_one_killed_sqlite(
+    tmp_path: Path,
+    services: list[Service],
+    image_server: LocalServer,
+    webhook_receiver: LocalServer,
+) -> None:
+    """SQLite: serve + 3 workers on one file; SIGKILL one mid-way; nothing lost or doubled."""
+    env = env_for(tmp_path)
+    env.update(IMGCOMPRESS_LEASE_SECONDS="3", IMGCOMPRESS_CPU_WORKERS="1")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    web = Service(["serve", "--port", str(port), "--no-run-worker"], env, tmp_path / "web.log")
+    services.append(web)
+    web.wait_http(base)
+    response = httpx.post(
+        f"{base}/api/upload",
+        files={"file": ("big.csv", big_csv(image_server), "text/csv")},
+        data={"webhook_url": webhook_receiver.url("/hook")},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    request_id = response.json()["requestId"]
+
+    workers = [Service(["worker"], env, tmp_path / f"worker{n}.log") for n in range(3)]
+    services.extend(workers)
+    deadline = time.monotonic() + 60
+    while progress(base, request_id)["done"] < IMAGES // 6:
+        assert time.monotonic() < deadline, "the workers made no progress"
+        time.sleep(0.05)
+    victim = workers[0]
+    victim.process.send_signal(signal.SIGKILL)
+    victim.process.wait()
+    killed_at = progress(base, request_id)
+    assert killed_at["finished"] < IMAGES, "the kill came too late to prove anything"
+
+    final = wait_final(base, request_id, timeout=120)
+    assert final["status"] == "Completed"
+    assert final["progress"]["done"] == IMAGES
+    assert final["progress"]["failed"] == 0
+    images = [image for product in final["products"] for image in product["images"]]
+    assert [image["state"] for image in images] == ["done"] * IMAGES
+    taken_over = [image for image in images if image["attempts"] >= 2]
+    assert taken_over, "no image was taken over from the killed worker"
+
+    with sqlite3.connect(tmp_path / "service.sqlite3") as db:
+        (stored,) = db.execute("SELECT COUNT(*) FROM image_data").fetchone()
+        (distinct,) = db.execute("SELECT COUNT(DISTINCT image_id) FROM image_data").fetchone()
+    assert stored == distinct == IMAGES
+
+    deadline = time.monotonic() + 20
+    while not webhook_receiver.posts() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)  # a duplicate delivery would arrive within the poll interval
+    hooks = webhook_receiver.posts()
+    assert len(hooks) == 1
+    assert hooks[0].json()["done"] == IMAGES
+    for worker in workers[1:]:
+        assert worker.stop() == 0
+    assert web.stop() == 0
