@@ -9,6 +9,7 @@ The tree::
     │   ├── RequestNotFound
     │   └── ImageNotFound
     ├── InvalidWebhookUrl             the webhook URL given at upload is not acceptable
+    ├── RequestNotFinished            the output CSV was asked for while images are still pending
     ├── IllegalTransition             a state change the workflow does not allow
     ├── LeaseLost                     a worker lost its claim on an image or delivery
     ├── StorageUnavailable            the store cannot be reached (retryable)
@@ -39,6 +40,7 @@ __all__ = [
     "ManifestProblem",
     "NotFound",
     "NotificationError",
+    "RequestNotFinished",
     "RequestNotFound",
     "StorageUnavailable",
     "UploadTooLarge",
@@ -136,6 +138,13 @@ class InvalidWebhookUrl(ImgCompressError):
     """The webhook URL given with an upload is not acceptable."""
 
     code = "invalid_webhook_url"
+
+
+class RequestNotFinished(ImgCompressError):
+    """The request still has images to process, so its output is not ready."""
+
+    code = "request_pending"
+    retryable = True
 
 
 class IllegalTransition(ImgCompressError):

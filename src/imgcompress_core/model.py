@@ -99,6 +99,7 @@ class NewRequest:
     created_at: float
     products: tuple[NewProduct, ...]
     images: tuple[NewImage, ...]
+    base_url: str = ""  # public base URL for the links written about this request
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,7 @@ class RequestRecord:
     updated_at: float
     finished_at: float | None
     total_images: int
+    base_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)

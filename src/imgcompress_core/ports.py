@@ -7,7 +7,7 @@ contract suite.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -69,8 +69,19 @@ class Storage(Protocol):
         """Count a request's images by state."""
         ...
 
-    async def claim_images(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
-        """Atomically lease up to ``limit`` claimable images (queued and due, or lease expired)."""
+    async def claim_images(
+        self, owner: str, limit: int, lease_seconds: float, max_attempts: int
+    ) -> list[Claim]:
+        """Atomically lease up to ``limit`` claimable images, oldest first.
+
+        Images whose lease expired (their worker died) come before queued ones; an expired
+        image that already had ``max_attempts`` attempts is failed (``worker_lost``)
+        instead of being handed out again.
+        """
+        ...
+
+    async def renew_claims(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
+        """Extend the leases still held by these claims; return those (lost ones are left out)."""
         ...
 
     async def complete_image(self, claim: Claim, result: ImageResult) -> None:
@@ -89,6 +100,10 @@ class Storage(Protocol):
         """Set the final status once every image is final; return it only to the one caller
         that made the change (exactly once), queueing the webhook delivery in the same step.
         """
+        ...
+
+    async def unfinalized_requests(self, limit: int) -> list[str]:
+        """Return ids of Pending requests whose images are all final (a finalize was lost)."""
         ...
 
     async def get_image_data(self, image_id: str) -> StoredImage:

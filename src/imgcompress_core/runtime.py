@@ -94,7 +94,6 @@ class Imgcompress:
         self._run_worker = run_worker
         self._clock = clock
         self._stack = AsyncExitStack()
-        self._stop = anyio.Event()
         self.worker: Worker | None = None
         self.service = Service(
             self.storage,
@@ -109,6 +108,7 @@ class Imgcompress:
             self.worker.wake()
 
     async def __aenter__(self) -> Self:
+        self._stack = AsyncExitStack()
         await self.storage.open()
         self._stack.push_async_callback(self.storage.close)
         if not self._run_worker:
@@ -135,8 +135,9 @@ class Imgcompress:
             clock=self._clock,
         )
         tasks = await self._stack.enter_async_context(anyio.create_task_group())
-        self._stack.callback(self._stop.set)  # runs first on exit: the worker winds down
-        tasks.start_soon(self.worker.run, self._stop)
+        stop = anyio.Event()
+        self._stack.callback(stop.set)  # runs first on exit: the worker winds down
+        tasks.start_soon(self.worker.run, stop)
         return self
 
     async def __aexit__(
@@ -147,9 +148,11 @@ class Imgcompress:
     ) -> None:
         await self._stack.aclose()
 
-    async def submit(self, csv: bytes, webhook_url: str | None = None) -> str:
+    async def submit(
+        self, csv: bytes, webhook_url: str | None = None, *, base_url: str | None = None
+    ) -> str:
         """Validate and store a CSV; return its request id."""
-        return await self.service.submit(csv, webhook_url)
+        return await self.service.submit(csv, webhook_url, base_url=base_url or self.urls.base)
 
     async def status(self, request_id: str) -> StatusReport:
         """Return everything known about a request."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from .errors import FetchError, InvalidWebhookUrl
+from .errors import FetchError, InvalidWebhookUrl, RequestNotFinished
 from .fetch import Resolver, check_url, system_resolver, vet_destination
 from .manifest import ManifestLimits, parse_manifest, render_output_csv
 from .model import (
@@ -27,6 +27,7 @@ from .model import (
     ProductRecord,
     Progress,
     RequestRecord,
+    RequestStatus,
     StoredImage,
     new_id,
 )
@@ -172,8 +173,14 @@ class Service:
         self._clock = clock
         self._on_submit = on_submit
 
-    async def submit(self, csv: bytes, webhook_url: str | None = None) -> str:
-        """Validate a CSV (and webhook URL), store the request, and return its id."""
+    async def submit(
+        self, csv: bytes, webhook_url: str | None = None, *, base_url: str = ""
+    ) -> str:
+        """Validate a CSV (and webhook URL), store the request, and return its id.
+
+        ``base_url`` is the public address of the service, kept with the request for the
+        links its webhook carries (a worker elsewhere cannot know it).
+        """
         manifest = await anyio.to_thread.run_sync(parse_manifest, csv, self.limits)
         webhook = (webhook_url or "").strip() or None
         if webhook is not None:
@@ -191,6 +198,7 @@ class Service:
             created_at=self._clock(),
             products=products,
             images=images,
+            base_url=base_url.rstrip("/"),
         )
         await self.storage.create_request(request)
         if self._on_submit is not None:
@@ -198,6 +206,11 @@ class Service:
         return request.request_id
 
     async def _check_webhook(self, url: str) -> None:
+        if len(url) > self.limits.max_url_length:
+            raise InvalidWebhookUrl(
+                f"webhook_url is longer than {self.limits.max_url_length} characters "
+                "(max_url_length)"
+            )
         try:
             parts = check_url(url)
             await vet_destination(parts, allow_private=self._allow_private, resolver=self._resolver)
@@ -222,6 +235,10 @@ class Service:
         the service, a file path for ``imgcompress process``).
         """
         request = await self.storage.get_request(request_id)
+        if request.status is RequestStatus.PENDING:
+            raise RequestNotFinished(
+                f"request {request_id} is still Pending; its output CSV is ready once it is final"
+            )
         products = await self.storage.list_products(request_id)
         outputs: dict[int, list[str | None]] = {}
         for image in await self.storage.list_images(request_id):

@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 
 from .compress import CompressOptions, compress_image
-from .errors import ImageFailure, ImgCompressError, LeaseLost, NotificationError
+from .errors import ImageFailure, LeaseLost, NotificationError
 from .model import Claim, DeliveryClaim, Failure, ImageResult
 from .ports import Fetcher, Notifier, Storage
 from .service import Urls, webhook_payload
@@ -103,7 +103,8 @@ class Worker:
         self._cpu = anyio.CapacityLimiter(config.cpu_workers)
         self._wake_images = _Signal()
         self._wake_deliveries = _Signal()
-        self._in_flight = 0
+        self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on
+        self.alive = False
 
     def wake(self) -> None:
         """Look for new work now instead of at the next poll."""
@@ -113,18 +114,24 @@ class Worker:
         """Work until ``stop`` is set, give in-flight images ``shutdown_grace`` seconds to
         finish, then return (unfinished claims simply expire and are taken over)."""
         log.info("worker %s started", self.owner)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._wake_on, stop)
-            tasks.start_soon(self._deliver_loop, stop)
-            await self._claim_loop(stop, tasks)
-            with anyio.move_on_after(self.config.shutdown_grace):
-                while self._in_flight:
-                    await self._wake_images.wait(self.config.poll_interval)
-            if self._in_flight:
-                log.warning(
-                    "worker %s: %d images left to other workers", self.owner, self._in_flight
-                )
-            tasks.cancel_scope.cancel()
+        self.alive = True
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._wake_on, stop)
+                tasks.start_soon(self._deliver_loop, stop)
+                tasks.start_soon(self._heartbeat_loop)
+                tasks.start_soon(self._sweep_loop, stop)
+                await self._claim_loop(stop, tasks)
+                with anyio.move_on_after(self.config.shutdown_grace):
+                    while self._held:
+                        await self._wake_images.wait(self.config.poll_interval)
+                if self._held:
+                    log.warning(
+                        "worker %s: %d images left to other workers", self.owner, len(self._held)
+                    )
+                tasks.cancel_scope.cancel()
+        finally:
+            self.alive = False
         log.info("worker %s stopped", self.owner)
 
     async def _wake_on(self, stop: anyio.Event) -> None:
@@ -134,20 +141,45 @@ class Worker:
 
     async def _claim_loop(self, stop: anyio.Event, tasks: anyio.abc.TaskGroup) -> None:
         while not stop.is_set():
-            free = self.config.download_concurrency - self._in_flight
+            free = self.config.download_concurrency - len(self._held)
             claims: list[Claim] = []
             if free > 0:
                 try:
                     claims = await self.storage.claim_images(
-                        self.owner, free, self.config.lease_seconds
+                        self.owner, free, self.config.lease_seconds, self.config.max_attempts
                     )
-                except ImgCompressError as exc:
+                except Exception as exc:
                     log.warning("claiming images failed: %s", exc)
             for claim in claims:
-                self._in_flight += 1
+                self._held[claim.image_id] = claim
                 tasks.start_soon(self._process, claim)
             if len(claims) < free or free <= 0:
                 await self._wake_images.wait(self.config.poll_interval)
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew the leases of images in flight, so slow work is not taken over."""
+        while True:
+            await anyio.sleep(self.config.lease_seconds / 3)
+            claims = list(self._held.values())
+            if not claims:
+                continue
+            try:
+                held = await self.storage.renew_claims(claims, self.config.lease_seconds)
+            except Exception as exc:
+                log.warning("renewing leases failed: %s", exc)
+                continue
+            if len(held) < len(claims):
+                log.warning("worker %s lost %d leases", self.owner, len(claims) - len(held))
+
+    async def _sweep_loop(self, stop: anyio.Event) -> None:
+        """Finalize requests whose finalize step was lost (a crash, a storage error)."""
+        while not stop.is_set():
+            try:
+                for request_id in await self.storage.unfinalized_requests(50):
+                    await self._finalize(request_id)
+            except Exception as exc:
+                log.warning("finalizing finished requests failed: %s", exc)
+            await anyio.sleep(self.config.poll_interval * 10)
 
     async def _process(self, claim: Claim) -> None:
         try:
@@ -158,7 +190,7 @@ class Worker:
         except Exception:
             log.exception("image %s: could not record its result", claim.image_id)
         finally:
-            self._in_flight -= 1
+            del self._held[claim.image_id]
             self._wake_images.set()
 
     async def _process_image(self, claim: Claim) -> None:
@@ -168,12 +200,14 @@ class Worker:
                 compress_image, fetched.data, self.config.compress, limiter=self._cpu
             )
         except ImageFailure as exc:
-            await self._record_failure(claim, exc)
+            with anyio.CancelScope(shield=True):
+                await self._record_failure(claim, exc)
             return
         except Exception as exc:
             log.exception("image %s (%s) failed unexpectedly", claim.image_id, claim.url)
             failure = Failure("internal_error", f"an unexpected error occurred: {exc!r}")
-            await self.storage.fail_image(claim, failure)
+            with anyio.CancelScope(shield=True):
+                await self.storage.fail_image(claim, failure)
             return
         result = ImageResult(
             data=compressed.data,
@@ -231,16 +265,20 @@ class Worker:
             self._wake_deliveries.set()
 
     async def _deliver_loop(self, stop: anyio.Event) -> None:
+        """Send due webhook deliveries one at a time (each claim's lease covers one POST)."""
         while not stop.is_set():
             try:
                 claims = await self.storage.claim_deliveries(
-                    self.owner, 8, self.config.lease_seconds
+                    self.owner, 1, self.config.lease_seconds
                 )
-            except ImgCompressError as exc:
-                log.warning("claiming webhook deliveries failed: %s", exc)
+                for claim in claims:
+                    await self._deliver(claim)
+            except LeaseLost as exc:
+                log.warning("webhook delivery taken over by another worker: %s", exc)
+                continue
+            except Exception as exc:
+                log.warning("webhook deliveries failed: %s", exc)
                 claims = []
-            for claim in claims:
-                await self._deliver(claim)
             if not claims:
                 await self._wake_deliveries.wait(self.config.poll_interval)
 
@@ -248,7 +286,8 @@ class Worker:
         try:
             request = await self.storage.get_request(claim.request_id)
             progress = await self.storage.progress(claim.request_id)
-            await self.notifier.notify(claim.url, webhook_payload(request, progress, self.urls))
+            urls = Urls(request.base_url) if request.base_url else self.urls
+            await self.notifier.notify(claim.url, webhook_payload(request, progress, urls))
         except NotificationError as exc:
             give_up = not exc.retryable or claim.attempt >= self.config.webhook_max_attempts
             delay = backoff_delay(

@@ -20,11 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .errors import IllegalTransition
-from .model import ImageState, Progress, RequestStatus
+from .model import Failure, ImageState, Progress, RequestStatus
 
 __all__ = [
     "FINAL_IMAGE_STATES",
     "TRANSITIONS",
+    "WORKER_LOST",
     "check_transition",
     "final_status",
     "sources",
@@ -41,6 +42,13 @@ TRANSITIONS: Mapping[ImageState, frozenset[ImageState]] = {
 
 FINAL_IMAGE_STATES: frozenset[ImageState] = frozenset(
     state for state, targets in TRANSITIONS.items() if not targets
+)
+
+
+# Recorded by a store when an image's lease expired (its worker died) after the last attempt.
+WORKER_LOST = Failure(
+    "worker_lost",
+    "processing this image stopped its worker every time it was tried (max_attempts reached)",
 )
 
 

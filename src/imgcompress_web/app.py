@@ -22,24 +22,24 @@ from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from imgcompress_core import Imgcompress, Settings, StorageUnavailable, Urls
-from imgcompress_core.errors import ManifestError, ManifestProblem
+from imgcompress_core.errors import InvalidWebhookUrl, ManifestError, ManifestProblem
 
 from .pages import page_handlers
 from .problems import exception_handlers, problem_details_config
 
-__all__ = ["UploadForm", "create_app"]
+__all__ = ["create_app"]
 
 # Room for the multipart envelope and the webhook field around the CSV itself.
 _MULTIPART_OVERHEAD = 64 * 1024
 _IMAGE_CACHE = "public, max-age=31536000, immutable"
 
 
-@dataclass
-class UploadForm:
-    """The upload: a CSV file and, optionally, a webhook URL to call when it is done."""
-
-    file: UploadFile
-    webhook_url: str | None = None
+_UPLOAD_BODY = Body(
+    media_type=RequestEncodingType.MULTI_PART,
+    title="UploadForm",
+    description="multipart/form-data: `file`, the CSV (a file part), and an optional "
+    "`webhook_url` (a text part)",
+)
 
 
 @dataclass
@@ -55,6 +55,19 @@ def _urls(request: Request[Any, Any, Any], settings: Settings) -> Urls:
     return Urls(str(request.base_url).rstrip("/"))
 
 
+def _request_urls(request: Request[Any, Any, Any], ic: Imgcompress, stored_base: str) -> Urls:
+    """Links for one request: the base URL it was uploaded under, else this one."""
+    return Urls(stored_base) if stored_base else _urls(request, ic.settings)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Return True if an If-None-Match header names this ETag (weak or strong) or is *."""
+    if not if_none_match:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
 def _ic(request: Request[Any, Any, Any]) -> Imgcompress:
     ic: Imgcompress = request.app.state.imgcompress
     return ic
@@ -64,13 +77,23 @@ def _ic(request: Request[Any, Any, Any]) -> Imgcompress:
 async def upload(
     request: Request[Any, Any, Any],
     ic: NamedDependency[Imgcompress],
-    data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+    data: Annotated[dict[str, Any], _UPLOAD_BODY],
 ) -> Accepted:
     """Validate the CSV, store the request, and answer with its id at once."""
-    if not isinstance(data.file, UploadFile):
-        raise ManifestError([ManifestProblem("the form field 'file' must be a file upload")])
-    content = await data.file.read()
-    request_id = await ic.submit(content, data.webhook_url)
+    file = data.get("file")
+    if not isinstance(file, UploadFile):
+        reason = (
+            "the form has no part named 'file'"
+            if file is None
+            else "the form field 'file' must be a file part (curl: -F file=@products.csv)"
+        )
+        raise ManifestError([ManifestProblem(reason, column="file")], code="invalid_form")
+    webhook = data.get("webhook_url")
+    if webhook is not None and not isinstance(webhook, str):
+        raise InvalidWebhookUrl("webhook_url must be a text field, not a file")
+    content = await file.read()
+    base = _urls(request, ic.settings).base
+    request_id = await ic.submit(content, webhook, base_url=base)
     return Accepted(requestId=request_id)
 
 
@@ -80,22 +103,24 @@ async def status(
 ) -> dict[str, Any]:
     """Return the status, progress counts and every product's images."""
     report = await ic.status(request_id)
-    return report.to_document(_urls(request, ic.settings))
+    return report.to_document(_request_urls(request, ic, report.request.base_url))
 
 
 @get(
     "/api/requests/{request_id:str}/output.csv",
-    media_type="text/csv; charset=utf-8",
-    summary="The output CSV",
+    media_type="text/csv",
+    summary="The output CSV (409 while the request is still Pending)",
 )
 async def output_csv(
     request: Request[Any, Any, Any], ic: NamedDependency[Imgcompress], request_id: FromPath[str]
 ) -> Response[str]:
     """Return the input CSV with an added Output Image Urls column."""
-    text = await ic.service.output_csv(request_id, _urls(request, ic.settings).image)
+    record = await ic.storage.get_request(request_id)
+    urls = _request_urls(request, ic, record.base_url)
+    text = await ic.service.output_csv(request_id, urls.image)
     return Response(
         text,
-        media_type="text/csv; charset=utf-8",
+        media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{request_id}-output.csv"'},
     )
 
@@ -108,7 +133,7 @@ async def image(
     stored = await ic.image(image_id)
     etag = f'"{stored.etag}"'
     headers = {"ETag": etag, "Cache-Control": _IMAGE_CACHE}
-    if etag in request.headers.get("if-none-match", ""):
+    if _matches(request.headers.get("if-none-match"), etag):
         return Response(b"", status_code=304, headers=headers)
     return Response(stored.data, media_type=stored.content_type, headers=headers)
 
@@ -121,13 +146,15 @@ async def health() -> dict[str, str]:
 
 @get("/ready", summary="The store answers")
 async def ready(ic: NamedDependency[Imgcompress]) -> dict[str, str]:
-    """Answer 200 when storage is reachable, 503 otherwise."""
+    """Answer 200 when storage is reachable (and the in-process worker runs), 503 otherwise."""
     try:
         await ic.storage.ping()
     except StorageUnavailable:
         raise
     except Exception as exc:
         raise StorageUnavailable(f"storage did not answer: {exc}") from exc
+    if ic.worker is not None and not ic.worker.alive:
+        raise StorageUnavailable("the in-process worker is not running", code="worker_down")
     return {"status": "ready"}
 
 

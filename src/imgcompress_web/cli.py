@@ -178,9 +178,10 @@ def process(csv_file: Path, out_dir: Path, verbose: bool, **values: Any) -> None
     sys.exit(0 if status is RequestStatus.COMPLETED else 1)
 
 
-def _file_name(serial: str, position: int, extension: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", serial).strip("._") or "row"
-    return f"{safe}-{position + 1}{extension}"
+def _file_name(row: int, serial: str, position: int, extension: str) -> str:
+    """Name an output image: unique by row and position, readable by serial number."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", serial).strip("._")[:40]
+    return f"row{row}-{position + 1}{'-' + safe if safe else ''}{extension}"
 
 
 async def _process(settings: Settings, csv: bytes, out_dir: Path) -> RequestStatus:
@@ -206,7 +207,7 @@ async def _process(settings: Settings, csv: bytes, out_dir: Path) -> RequestStat
             if record.failure is not None or record.content_type is None:
                 continue
             name = _file_name(
-                serials[record.row], record.position, extension_for(record.content_type)
+                record.row, serials[record.row], record.position, extension_for(record.content_type)
             )
             stored = await ic.image(record.image_id)
             await anyio.Path(images_dir / name).write_bytes(stored.data)

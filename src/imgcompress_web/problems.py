@@ -20,6 +20,7 @@ from imgcompress_core.errors import (
     InvalidWebhookUrl,
     ManifestError,
     NotFound,
+    RequestNotFinished,
     StorageUnavailable,
     UploadTooLarge,
 )
@@ -33,6 +34,7 @@ _STATUS: list[tuple[type[ImgCompressError], int, str]] = [
     (ManifestError, 400, "The CSV cannot be accepted"),
     (InvalidWebhookUrl, 400, "The webhook URL cannot be accepted"),
     (NotFound, 404, "Not found"),
+    (RequestNotFinished, 409, "Not finished yet"),
     (StorageUnavailable, 503, "Storage unavailable"),
 ]
 
@@ -49,7 +51,7 @@ def to_problem(exc: ImgCompressError) -> ProblemDetailsException:
         extra["problems"] = [
             {"row": p.row, "column": p.column, "reason": p.reason} for p in exc.problems
         ]
-    headers = {"Retry-After": "5"} if status == 503 else None
+    headers = {"Retry-After": "5"} if status in (409, 503) else None
     if status == 500:
         log.error("unexpected core error: %s", exc, exc_info=exc)
     return ProblemDetailsException(
@@ -66,14 +68,29 @@ def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     extra = exc.extra if isinstance(exc.extra, dict) else {}
     if exc.extra and not isinstance(exc.extra, dict):
         extra = {"errors": exc.extra}
-    code = "request_too_large" if exc.status_code == 413 else f"http_{exc.status_code}"
+    status = exc.status_code
+    code = "request_too_large" if status == 413 else f"http_{status}"
+    if status == 400 and "too large" in exc.detail.lower():
+        # Litestar says "Request Entity Too Large" with a 400 when there are too many parts.
+        status, code = 413, "too_many_form_parts"
     problem = ProblemDetailsException(
-        status_code=exc.status_code,
+        status_code=status,
         title=exc.detail,
         detail=exc.detail,
         type_=f"urn:imgcompress:problem:{code}",
         headers=exc.headers,
         extra={"code": code, **extra},
+    )
+    return problem.to_response(request)
+
+
+def _undecodable(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[Any]:
+    problem = ProblemDetailsException(
+        status_code=400,
+        title="The form cannot be read",
+        detail="a form field is not valid UTF-8 text",
+        type_="urn:imgcompress:problem:invalid_form",
+        extra={"code": "invalid_form"},
     )
     return problem.to_response(request)
 
@@ -97,4 +114,8 @@ def problem_details_config() -> ProblemDetailsConfig:
 
 def exception_handlers() -> ExceptionHandlersMap:
     """Return handlers that turn framework errors and surprises into problem details."""
-    return {HTTPException: _http_problem, Exception: _unexpected}
+    return {
+        HTTPException: _http_problem,
+        UnicodeDecodeError: _undecodable,
+        Exception: _unexpected,
+    }

@@ -121,9 +121,9 @@ def test_process_offline(tmp_path: Path, image_server: LocalServer) -> None:
     assert "upstream_http_404" in result.stdout
     rows = list(csv.reader(io.StringIO((out / "output.csv").read_text())))
     assert rows[0][-1] == "Output Image Urls"
-    assert rows[1][3] == "images/1-1.jpg,images/1-2.jpg"
+    assert rows[1][3] == "images/row2-1-1.jpg,images/row2-2-1.jpg"
     assert rows[2][3] == ""
-    for name, original in zip(["1-1.jpg", "1-2.jpg"], originals, strict=True):
+    for name, original in zip(["row2-1-1.jpg", "row2-2-1.jpg"], originals, strict=True):
         data = (out / "images" / name).read_bytes()
         assert len(data) <= len(original)
         with Image.open(out / "images" / name) as image:

@@ -26,6 +26,7 @@ from imgcompress_core.testing.contract import make_request
 from imgcompress_core.workflow import FINAL_IMAGE_STATES, TRANSITIONS, check_transition, sources
 
 LEASE = 30.0
+MAX_ATTEMPTS = 2
 RESULT = ImageResult(b"\xff\xd8x", "image/jpeg", 1, 1, 10)
 
 
@@ -64,6 +65,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.held: list[Claim] = []  # every claim ever handed out (some now stale)
         self.final_states: dict[str, ImageState] = {}
         self.finalized: set[str] = set()
+        self.attempts: dict[str, int] = {}
+        self.lease_until: dict[str, float] = {}  # image id -> when its current lease ends
 
     def call(self, fn: Any, *args: Any) -> Any:
         """Run an async store method from the test thread."""
@@ -88,13 +91,41 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(limit=st.integers(1, 4))
     def claim(self, limit: int) -> None:
-        """A worker claims images; none may already be owned by a live lease."""
-        claims: list[Claim] = self.call(self.store.claim_images, "w", limit, LEASE)
+        """A worker claims images; an image whose worker died too often fails instead."""
+        now = self.clock.now
+        lost = {
+            image_id
+            for image_id, until in self.lease_until.items()
+            if until <= now
+            and self.attempts[image_id] >= MAX_ATTEMPTS
+            and image_id not in self.final_states
+        }
+        claims: list[Claim] = self.call(self.store.claim_images, "w", limit, LEASE, MAX_ATTEMPTS)
         assert len(claims) <= limit
+        for image_id in lost:
+            self.final_states[image_id] = ImageState.FAILED
+            del self.current[image_id]
         for claim in claims:
             assert claim.image_id not in self.final_states, "a final image was claimed"
+            live = self.lease_until.get(claim.image_id, 0) > now
+            assert not live, "an image under a live lease was claimed again"
+            self.attempts[claim.image_id] = self.attempts.get(claim.image_id, 0) + 1
+            assert claim.attempt == self.attempts[claim.image_id]
             self.current[claim.image_id] = claim
+            self.lease_until[claim.image_id] = now + LEASE
             self.held.append(claim)
+
+    @precondition(lambda self: self.held)
+    @rule(index=st.integers(0, 1000))
+    def renew(self, index: int) -> None:
+        """A worker renews a lease: only the current, unfinished claim keeps it."""
+        claim = self.held[index % len(self.held)]
+        owner = self.current.get(claim.image_id) == claim
+        working = owner and claim.image_id not in self.final_states
+        renewed = self.call(self.store.renew_claims, [claim], LEASE)
+        assert renewed == ([claim] if working else [])
+        if working:
+            self.lease_until[claim.image_id] = self.clock.now + LEASE
 
     def _finish(self, index: int, action: str) -> None:
         claim = self.held[index % len(self.held)]
@@ -116,6 +147,7 @@ class StoreMachine(RuleBasedStateMachine):
         idempotent_repeat = action == "complete" and final is ImageState.DONE
         assert owner, "a stale claim changed an image"
         assert final is None or idempotent_repeat, "a final image changed"
+        self.lease_until.pop(claim.image_id, None)
         if action == "complete":
             self.final_states[claim.image_id] = ImageState.DONE
         elif action == "fail":

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..errors import ImageNotFound, LeaseLost, RequestNotFound
 from ..model import (
@@ -30,7 +31,7 @@ from ..model import (
     StoredImage,
     new_id,
 )
-from ..workflow import check_transition, final_status
+from ..workflow import WORKER_LOST, check_transition, final_status
 
 __all__ = ["MemoryStorage"]
 
@@ -55,6 +56,9 @@ class MemoryStorage:
         self._data: dict[str, StoredImage] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._delivery_leases: dict[str, _Lease] = {}
+        self._queued: dict[str, None] = {}  # queued image ids in claim order
+        self._working: dict[str, None] = {}
+        self._remaining: dict[str, int] = {}
 
     async def open(self) -> None:
         """Nothing to open."""
@@ -77,7 +81,9 @@ class MemoryStorage:
             updated_at=now,
             finished_at=None,
             total_images=len(request.images),
+            base_url=request.base_url,
         )
+        self._remaining[request.request_id] = len(request.images)
         self._products[request.request_id] = [
             ProductRecord(request.request_id, p.row, p.serial, p.name, p.cells)
             for p in request.products
@@ -95,6 +101,7 @@ class MemoryStorage:
                 updated_at=now,
             )
             self._leases[image.image_id] = _Lease(token="", expires_at=0.0)
+            self._queued[image.image_id] = None
             ids.append(image.image_id)
         self._by_request[request.request_id] = ids
 
@@ -130,29 +137,51 @@ class MemoryStorage:
             failed=counts[ImageState.FAILED],
         )
 
-    async def claim_images(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
-        """Lease up to ``limit`` claimable images, oldest first."""
+    async def claim_images(
+        self, owner: str, limit: int, lease_seconds: float, max_attempts: int
+    ) -> list[Claim]:
+        """Lease up to ``limit`` images: expired leases first, then the queue in order."""
         now = self._clock()
+        expired = [i for i in self._working if self._leases[i].expires_at <= now]
+        for image_id in expired:
+            if self._images[image_id].attempts >= max_attempts:
+                self._set_final(self._images[image_id], ImageState.FAILED, WORKER_LOST)
+                self._leases[image_id] = _Lease(token="", expires_at=0.0)  # fences the old claim
+        candidates = [i for i in expired if i in self._working]
+        candidates += [i for i in self._queued if self._leases[i].not_before <= now]
         claims: list[Claim] = []
-        for image in self._images.values():
-            if len(claims) >= limit:
-                break
-            lease = self._leases[image.image_id]
-            claimable = (image.state is ImageState.QUEUED and lease.not_before <= now) or (
-                image.state is ImageState.WORKING and lease.expires_at <= now
-            )
-            if not claimable:
-                continue
-            token = new_id()
-            self._leases[image.image_id] = _Lease(token=token, expires_at=now + lease_seconds)
+        token = new_id()
+        for image_id in candidates[:limit]:
+            image = self._images[image_id]
+            self._queued.pop(image_id, None)
+            self._working[image_id] = None
+            self._leases[image_id] = _Lease(token=token, expires_at=now + lease_seconds)
             updated = dataclasses.replace(
                 image, state=ImageState.WORKING, attempts=image.attempts + 1, updated_at=now
             )
-            self._images[image.image_id] = updated
-            claims.append(
-                Claim(image.image_id, image.request_id, image.url, updated.attempts, token)
-            )
+            self._images[image_id] = updated
+            claims.append(Claim(image_id, image.request_id, image.url, updated.attempts, token))
         return claims
+
+    async def renew_claims(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
+        """Extend the leases these claims still hold; return those."""
+        expires = self._clock() + lease_seconds
+        held = []
+        for claim in claims:
+            lease = self._leases.get(claim.image_id)
+            working = self._images[claim.image_id].state is ImageState.WORKING
+            if lease is not None and lease.token == claim.token and working:
+                lease.expires_at = expires
+                held.append(claim)
+        return held
+
+    def _set_final(self, image: ImageRecord, state: ImageState, failure: Failure | None) -> None:
+        """Record a final state and count it against the request."""
+        self._working.pop(image.image_id, None)
+        self._images[image.image_id] = dataclasses.replace(
+            image, state=state, failure=failure, updated_at=self._clock()
+        )
+        self._remaining[image.request_id] -= 1
 
     def _owned(self, claim: Claim, target: ImageState) -> ImageRecord:
         image = self._images.get(claim.image_id)
@@ -169,34 +198,30 @@ class MemoryStorage:
         if image is not None and image.state is ImageState.DONE and same_claim:
             return  # the same claim finishing twice: already done
         image = self._owned(claim, ImageState.DONE)
-        now = self._clock()
         etag = hashlib.sha256(result.data).hexdigest()[:32]
         self._data[claim.image_id] = StoredImage(
             claim.image_id, result.data, result.content_type, etag
         )
+        self._set_final(image, ImageState.DONE, None)
         self._images[claim.image_id] = dataclasses.replace(
-            image,
-            state=ImageState.DONE,
-            failure=None,
+            self._images[claim.image_id],
             input_bytes=result.input_bytes,
             output_bytes=len(result.data),
             width=result.width,
             height=result.height,
             content_type=result.content_type,
             note=result.note,
-            updated_at=now,
         )
 
     async def fail_image(self, claim: Claim, failure: Failure) -> None:
         """Mark the image failed for good."""
-        image = self._owned(claim, ImageState.FAILED)
-        self._images[claim.image_id] = dataclasses.replace(
-            image, state=ImageState.FAILED, failure=failure, updated_at=self._clock()
-        )
+        self._set_final(self._owned(claim, ImageState.FAILED), ImageState.FAILED, failure)
 
     async def retry_image(self, claim: Claim, failure: Failure, not_before: float) -> None:
         """Queue the image again after ``not_before``."""
         image = self._owned(claim, ImageState.QUEUED)
+        self._working.pop(claim.image_id, None)
+        self._queued[claim.image_id] = None
         self._leases[claim.image_id] = _Lease(token="", expires_at=0.0, not_before=not_before)
         self._images[claim.image_id] = dataclasses.replace(
             image, state=ImageState.QUEUED, failure=failure, updated_at=self._clock()
@@ -205,7 +230,7 @@ class MemoryStorage:
     async def finalize_request(self, request_id: str) -> RequestRecord | None:
         """Set the final status once; queue the webhook delivery in the same step."""
         request = await self.get_request(request_id)
-        if request.status is not RequestStatus.PENDING:
+        if request.status is not RequestStatus.PENDING or self._remaining[request_id] > 0:
             return None
         status = final_status(await self.progress(request_id))
         if status is None:
@@ -225,6 +250,15 @@ class MemoryStorage:
             self._deliveries[delivery.delivery_id] = delivery
             self._delivery_leases[delivery.delivery_id] = _Lease(token="", expires_at=0.0)
         return final
+
+    async def unfinalized_requests(self, limit: int) -> list[str]:
+        """Return Pending requests with no image left to finish."""
+        pending = (
+            request_id
+            for request_id, request in self._requests.items()
+            if request.status is RequestStatus.PENDING and self._remaining[request_id] <= 0
+        )
+        return list(itertools.islice(pending, limit))
 
     async def get_image_data(self, image_id: str) -> StoredImage:
         """Return a processed image's bytes or raise ImageNotFound."""

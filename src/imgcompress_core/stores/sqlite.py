@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -23,7 +23,13 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 
-from ..errors import ImageNotFound, LeaseLost, RequestNotFound, StorageUnavailable
+from ..errors import (
+    ImageNotFound,
+    ImgCompressError,
+    LeaseLost,
+    RequestNotFound,
+    StorageUnavailable,
+)
 from ..model import (
     Claim,
     Delivery,
@@ -41,7 +47,7 @@ from ..model import (
     StoredImage,
     new_id,
 )
-from ..workflow import check_transition, final_status, sources
+from ..workflow import WORKER_LOST, check_transition, final_status
 
 __all__ = ["SqliteStorage"]
 
@@ -54,8 +60,11 @@ CREATE TABLE IF NOT EXISTS requests (
     created_at   REAL NOT NULL,
     updated_at   REAL NOT NULL,
     finished_at  REAL,
-    total_images INTEGER NOT NULL
+    total_images INTEGER NOT NULL,
+    remaining    INTEGER NOT NULL,
+    base_url     TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS requests_unfinalized ON requests (status, remaining);
 CREATE TABLE IF NOT EXISTS products (
     request_id TEXT NOT NULL,
     row        INTEGER NOT NULL,
@@ -73,6 +82,7 @@ CREATE TABLE IF NOT EXISTS images (
     url              TEXT NOT NULL,
     state            TEXT NOT NULL,
     attempts         INTEGER NOT NULL DEFAULT 0,
+    lease_owner      TEXT,
     lease_token      TEXT,
     lease_expires_at REAL NOT NULL DEFAULT 0,
     not_before       REAL NOT NULL DEFAULT 0,
@@ -87,7 +97,8 @@ CREATE TABLE IF NOT EXISTS images (
     updated_at       REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_by_request ON images (request_id, row, position);
-CREATE INDEX IF NOT EXISTS images_queued ON images (state, not_before);
+CREATE INDEX IF NOT EXISTS images_by_state ON images (request_id, state);
+CREATE INDEX IF NOT EXISTS images_queued ON images (state, seq);
 CREATE INDEX IF NOT EXISTS images_leased ON images (state, lease_expires_at);
 CREATE TABLE IF NOT EXISTS image_data (
     image_id     TEXT PRIMARY KEY,
@@ -109,18 +120,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_by_request ON deliveries (request_id);
+PRAGMA user_version = 1;
 """
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-
-def _states(states: frozenset[ImageState]) -> str:
-    """Render states as an SQL list literal (they are our own enum values, never input)."""
-    return ", ".join(f"'{s.value}'" for s in sorted(states))
-
-
-_CLAIMABLE_QUEUED = f"state IN ({_states(sources(ImageState.WORKING) - {ImageState.WORKING})})"
 
 
 def _in_thread(method: Callable[_P, _T]) -> Callable[_P, Coroutine[Any, Any, _T]]:
@@ -158,9 +162,12 @@ class SqliteStorage:
             conn = sqlite3.connect(
                 self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
 
@@ -169,7 +176,11 @@ class SqliteStorage:
         with self._lock:
             try:
                 yield self._connect()
-            except sqlite3.OperationalError as exc:
+            except sqlite3.IntegrityError as exc:
+                raise ImgCompressError(
+                    f"the SQLite store {self.path} refused a write: {exc}", code="storage_conflict"
+                ) from exc
+            except sqlite3.Error as exc:
                 raise StorageUnavailable(f"the SQLite store {self.path} failed: {exc}") from exc
 
     @contextmanager
@@ -178,10 +189,10 @@ class SqliteStorage:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("COMMIT")
+            finally:
+                if conn.in_transaction:
+                    conn.rollback()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -214,7 +225,8 @@ class SqliteStorage:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO requests (request_id, status, columns, webhook_url, created_at,"
-                " updated_at, total_images) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " updated_at, total_images, remaining, base_url)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.request_id,
                     RequestStatus.PENDING.value,
@@ -223,6 +235,8 @@ class SqliteStorage:
                     request.created_at,
                     now,
                     len(request.images),
+                    len(request.images),
+                    request.base_url,
                 ),
             )
             conn.executemany(
@@ -253,7 +267,7 @@ class SqliteStorage:
     def _request(self, conn: sqlite3.Connection, request_id: str) -> RequestRecord:
         row = conn.execute(
             "SELECT request_id, status, columns, webhook_url, created_at, updated_at,"
-            " finished_at, total_images FROM requests WHERE request_id = ?",
+            " finished_at, total_images, base_url FROM requests WHERE request_id = ?",
             (request_id,),
         ).fetchone()
         if row is None:
@@ -267,6 +281,7 @@ class SqliteStorage:
             updated_at=row[5],
             finished_at=row[6],
             total_images=row[7],
+            base_url=row[8],
         )
 
     @_in_thread
@@ -343,30 +358,76 @@ class SqliteStorage:
     # -- images -----------------------------------------------------------------------
 
     @_in_thread
-    def claim_images(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
-        """Lease up to ``limit`` claimable images in one conditional update."""
+    def claim_images(
+        self, owner: str, limit: int, lease_seconds: float, max_attempts: int
+    ) -> list[Claim]:
+        """Lease up to ``limit`` images: expired leases first, then the queue in order."""
         now = self._clock()
         token = new_id()
+        working = ImageState.WORKING.value
+        lease = (working, owner, token, now + lease_seconds, now)
+        claim = (
+            "UPDATE images SET state = ?, attempts = attempts + 1, lease_owner = ?,"
+            " lease_token = ?, lease_expires_at = ?, updated_at = ? WHERE seq IN ({})"
+            " RETURNING image_id, request_id, url, attempts"
+        )
         with self._write() as conn:
-            rows = conn.execute(
-                "UPDATE images SET state = ?, attempts = attempts + 1, lease_token = ?,"
-                " lease_expires_at = ?, updated_at = ? WHERE seq IN ("
-                f" SELECT seq FROM images WHERE {_CLAIMABLE_QUEUED} AND not_before <= ?"
-                " UNION ALL"
-                " SELECT seq FROM images WHERE state = ? AND lease_expires_at <= ?"
-                " LIMIT ?) RETURNING image_id, request_id, url, attempts",
+            lost = conn.execute(
+                "UPDATE images SET state = ?, failure_code = ?, failure_message = ?,"
+                " lease_token = NULL, updated_at = ?"
+                " WHERE state = ? AND lease_expires_at <= ? AND attempts >= ?"
+                " RETURNING request_id",
                 (
-                    ImageState.WORKING.value,
-                    token,
-                    now + lease_seconds,
+                    ImageState.FAILED.value,
+                    WORKER_LOST.code,
+                    WORKER_LOST.message,
                     now,
+                    working,
                     now,
-                    ImageState.WORKING.value,
-                    now,
-                    limit,
+                    max_attempts,
                 ),
             ).fetchall()
+            for (request_id,) in lost:
+                self._one_less(conn, request_id)
+            rows = conn.execute(
+                claim.format(
+                    "SELECT seq FROM images WHERE state = ? AND lease_expires_at <= ?"
+                    " ORDER BY seq LIMIT ?"
+                ),
+                (*lease, working, now, limit),
+            ).fetchall()
+            if len(rows) < limit:
+                rows += conn.execute(
+                    claim.format(
+                        "SELECT seq FROM images WHERE state = ? AND not_before <= ?"
+                        " ORDER BY seq LIMIT ?"
+                    ),
+                    (*lease, ImageState.QUEUED.value, now, limit - len(rows)),
+                ).fetchall()
         return [Claim(r[0], r[1], r[2], r[3], token) for r in rows]
+
+    @_in_thread
+    def renew_claims(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
+        """Extend the leases these claims still hold; return those."""
+        expires = self._clock() + lease_seconds
+        held = []
+        with self._write() as conn:
+            for claim in claims:
+                cursor = conn.execute(
+                    "UPDATE images SET lease_expires_at = ? WHERE image_id = ? AND lease_token = ?"
+                    " AND state = ?",
+                    (expires, claim.image_id, claim.token, ImageState.WORKING.value),
+                )
+                if cursor.rowcount == 1:
+                    held.append(claim)
+        return held
+
+    @staticmethod
+    def _one_less(conn: sqlite3.Connection, request_id: str) -> None:
+        """Count one more final image against its request."""
+        conn.execute(
+            "UPDATE requests SET remaining = remaining - 1 WHERE request_id = ?", (request_id,)
+        )
 
     def _finish(self, conn: sqlite3.Connection, claim: Claim, target: ImageState) -> None:
         """Raise LeaseLost unless the claim still owns the image, IllegalTransition unless the
@@ -410,6 +471,7 @@ class SqliteStorage:
                     claim.image_id,
                 ),
             )
+            self._one_less(conn, claim.request_id)
 
     @_in_thread
     def fail_image(self, claim: Claim, failure: Failure) -> None:
@@ -427,6 +489,7 @@ class SqliteStorage:
                     claim.image_id,
                 ),
             )
+            self._one_less(conn, claim.request_id)
 
     @_in_thread
     def retry_image(self, claim: Claim, failure: Failure, not_before: float) -> None:
@@ -454,6 +517,11 @@ class SqliteStorage:
             request = self._request(conn, request_id)
             if request.status is not RequestStatus.PENDING:
                 return None
+            (remaining,) = conn.execute(
+                "SELECT remaining FROM requests WHERE request_id = ?", (request_id,)
+            ).fetchone()
+            if remaining > 0:
+                return None
             status = final_status(self._progress(conn, request_id))
             if status is None:
                 return None
@@ -470,6 +538,16 @@ class SqliteStorage:
                     (new_id(), request_id, request.webhook_url, DeliveryState.PENDING.value, now),
                 )
             return self._request(conn, request_id)
+
+    @_in_thread
+    def unfinalized_requests(self, limit: int) -> list[str]:
+        """Return Pending requests with no image left to finish."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT request_id FROM requests WHERE status = ? AND remaining <= 0 LIMIT ?",
+                (RequestStatus.PENDING.value, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
 
     @_in_thread
     def get_image_data(self, image_id: str) -> StoredImage:

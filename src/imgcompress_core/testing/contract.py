@@ -20,6 +20,7 @@ under anyio's pytest plugin (installed with anyio).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import anyio
@@ -44,6 +45,7 @@ from .fakes import FakeClock
 __all__ = ["StorageContract", "make_request"]
 
 LEASE = 60.0
+MAX_ATTEMPTS = 3
 
 
 def make_request(
@@ -76,7 +78,7 @@ def result(data: bytes = b"\xff\xd8processed") -> ImageResult:
 
 async def claim_all(storage: Storage, owner: str = "w1", limit: int = 100) -> list[Claim]:
     """Claim every claimable image."""
-    return await storage.claim_images(owner, limit, LEASE)
+    return await storage.claim_images(owner, limit, LEASE, MAX_ATTEMPTS)
 
 
 @pytest.mark.anyio
@@ -142,14 +144,14 @@ class StorageContract:
         """Claims respect the limit, count attempts, and never hand out an image twice."""
         request = make_request((3, 2))
         await storage.create_request(request)
-        first = await storage.claim_images("w1", 2, LEASE)
-        second = await storage.claim_images("w2", 10, LEASE)
+        first = await storage.claim_images("w1", 2, LEASE, MAX_ATTEMPTS)
+        second = await storage.claim_images("w2", 10, LEASE, MAX_ATTEMPTS)
         assert len(first) == 2
         assert len(second) == 3
         ids = [c.image_id for c in first + second]
         assert sorted(ids) == sorted(i.image_id for i in request.images)
         assert all(c.attempt == 1 and c.request_id == request.request_id for c in first + second)
-        assert await storage.claim_images("w3", 10, LEASE) == []
+        assert await storage.claim_images("w3", 10, LEASE, MAX_ATTEMPTS) == []
         progress = await storage.progress(request.request_id)
         assert (progress.queued, progress.working) == (0, 5)
 
@@ -161,7 +163,9 @@ class StorageContract:
 
         async def claimer(name: str) -> None:
             for _ in range(5):
-                got.extend(c.image_id for c in await storage.claim_images(name, 3, LEASE))
+                got.extend(
+                    c.image_id for c in await storage.claim_images(name, 3, LEASE, MAX_ATTEMPTS)
+                )
 
         async with anyio.create_task_group() as tasks:
             for n in range(6):
@@ -189,6 +193,63 @@ class StorageContract:
         await storage.complete_image(new, result())
         [image] = await storage.list_images(request.request_id)
         assert image.state is ImageState.DONE
+
+    async def test_expired_leases_come_before_the_queue(
+        self, storage: Storage, clock: FakeClock
+    ) -> None:
+        """A dead worker's image is taken over before any queued image, in queue order."""
+        first = make_request((1,))
+        await storage.create_request(first)
+        [dead] = await claim_all(storage, "w1")
+        later = make_request((5,))
+        await storage.create_request(later)
+        clock.advance(LEASE + 1)
+        claims = await storage.claim_images("w2", 2, LEASE, MAX_ATTEMPTS)
+        assert claims[0].image_id == dead.image_id
+        assert claims[1].image_id == later.images[0].image_id
+
+    async def test_queue_is_claimed_in_upload_order(self, storage: Storage) -> None:
+        """Images are claimed in the order they were stored, across requests."""
+        first, second = make_request((2,)), make_request((2,))
+        await storage.create_request(first)
+        await storage.create_request(second)
+        claimed = []
+        for _ in range(4):
+            claimed += [c.image_id for c in await storage.claim_images("w", 1, LEASE, 9)]
+        assert claimed == [i.image_id for i in first.images + second.images]
+
+    async def test_image_that_keeps_killing_workers_fails(
+        self, storage: Storage, clock: FakeClock
+    ) -> None:
+        """After max_attempts expired leases the image fails with worker_lost, not again."""
+        request = make_request((1,))
+        await storage.create_request(request)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            [claim] = await claim_all(storage)
+            assert claim.attempt == attempt
+            clock.advance(LEASE + 1)
+        assert await claim_all(storage) == []
+        [image] = await storage.list_images(request.request_id)
+        assert image.state is ImageState.FAILED
+        assert image.failure is not None and image.failure.code == "worker_lost"
+        assert await storage.unfinalized_requests(10) == [request.request_id]
+        final = await storage.finalize_request(request.request_id)
+        assert final is not None and final.status is RequestStatus.FAILED
+
+    async def test_renewed_lease_is_not_taken_over(
+        self, storage: Storage, clock: FakeClock
+    ) -> None:
+        """Renewing keeps the image; a claim that lost its image is not renewed."""
+        request = make_request((2,))
+        await storage.create_request(request)
+        kept, lost = await claim_all(storage)
+        clock.advance(LEASE - 1)
+        assert await storage.renew_claims([kept], LEASE) == [kept]
+        clock.advance(2)
+        [taken] = await claim_all(storage, "w2")
+        assert taken.image_id == lost.image_id
+        assert await storage.renew_claims([kept, lost], LEASE) == [kept]
+        await storage.complete_image(kept, result())
 
     # -- finishing images -------------------------------------------------------------
 
@@ -289,6 +350,25 @@ class StorageContract:
         assert final is not None
         assert final.status is RequestStatus.FAILED
         assert await storage.list_deliveries(request.request_id) == []
+
+    async def test_lost_finalize_is_found_again(self, storage: Storage) -> None:
+        """A request whose images all finished but was never finalized shows up for a sweep."""
+        request, other = make_request((2,)), make_request((1,))
+        await storage.create_request(request)
+        await storage.create_request(other)
+        claims = await claim_all(storage)
+        for claim in claims:
+            if claim.request_id == request.request_id:
+                await storage.complete_image(claim, result())
+        assert await storage.unfinalized_requests(10) == [request.request_id]
+        assert await storage.finalize_request(request.request_id) is not None
+        assert await storage.unfinalized_requests(10) == []
+
+    async def test_base_url_is_kept(self, storage: Storage) -> None:
+        """The public base URL given at upload reads back with the request."""
+        request = dataclasses.replace(make_request((1,)), base_url="https://img.example")
+        await storage.create_request(request)
+        assert (await storage.get_request(request.request_id)).base_url == "https://img.example"
 
     async def test_concurrent_finalize_has_one_winner(self, storage: Storage) -> None:
         """Many workers finalizing the same request at once: exactly one succeeds."""
