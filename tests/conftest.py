@@ -11,7 +11,9 @@ from hypothesis import HealthCheck, settings
 
 from imgcompress_core import Settings
 from procs import Service, running_services
-from servers import LocalServer, running_server
+from servers import MONGODB_SERVER_USED, LocalServer, running_server
+
+pytest_plugins = ["mongo_server"]
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
@@ -60,3 +62,17 @@ def test_settings(tmp_path: Path) -> Settings:
 def services() -> Iterator[list[Service]]:
     """Collect `imgcompress` subprocesses a test starts; kill any still running afterwards."""
     yield from running_services()
+
+
+@pytest.fixture(params=["sqlite", "mongodb"])
+def store(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """Each store the service can scale out on: (name, MongoDB URI or None)."""
+    if request.param == "sqlite":
+        return "sqlite", None
+    return "mongodb", request.getfixturevalue("mongodb_uri")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which MongoDB server the Mongo tests used (stand-in or a real one)."""
+    for line in MONGODB_SERVER_USED or ["MongoDB tests did not run in this session"]:
+        terminalreporter.write_line(line)

@@ -86,7 +86,7 @@ def wait_final(base: str, request_id: str, timeout: float = 60) -> dict[str, Any
     """Poll the status endpoint until the request is final."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = httpx.get(f"{base}/api/status/{request_id}").json()
+        body = httpx.get(f"{base}/api/status/{request_id}", timeout=30).json()
         if body["status"] != "Pending":
             return body  # type: ignore[no-any-return]
         time.sleep(0.2)

@@ -17,6 +17,9 @@ from typing import Any
 
 from PIL import Image
 
+# Filled by the MongoDB fixture (tests/mongo/conftest.py), reported at the end of the run.
+MONGODB_SERVER_USED: list[str] = []
+
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
 

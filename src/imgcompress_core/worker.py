@@ -168,8 +168,9 @@ class Worker:
             except Exception as exc:
                 log.warning("renewing leases failed: %s", exc)
                 continue
-            if len(held) < len(claims):
-                log.warning("worker %s lost %d leases", self.owner, len(claims) - len(held))
+            lost = [c for c in claims if c not in held and c.image_id in self._held]
+            if lost:  # (claims finished since the snapshot are not lost)
+                log.warning("worker %s lost %d leases", self.owner, len(lost))
 
     async def _sweep_loop(self, stop: anyio.Event) -> None:
         """Finalize requests whose finalize step was lost (a crash, a storage error)."""
@@ -218,7 +219,10 @@ class Worker:
             note=compressed.note,
         )
         with anyio.CancelScope(shield=True):
-            await self.storage.complete_image(claim, result)
+            try:
+                await self.storage.complete_image(claim, result)
+            except ImageFailure as exc:  # the store cannot keep this result (too large)
+                await self._record_failure(claim, exc)
 
     async def _record_failure(self, claim: Claim, exc: ImageFailure) -> None:
         failure = Failure(exc.code, exc.message)

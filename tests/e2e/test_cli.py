@@ -32,11 +32,15 @@ def test_serve_upload_status_output_webhook(
     services: list[Service],
     image_server: LocalServer,
     webhook_receiver: LocalServer,
+    store: tuple[str, str | None],
 ) -> None:
-    """`imgcompress serve` under uvicorn: the curl session from the README, over real HTTP."""
+    """`imgcompress serve` under uvicorn on each store: upload, status, output, webhook."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    service = Service(["serve", "--port", str(port)], env_for(tmp_path), tmp_path / "serve.log")
+    env = env_for(tmp_path)
+    if store[1]:
+        env["IMGCOMPRESS_MONGODB_URI"] = store[1]
+    service = Service(["serve", "--port", str(port)], env, tmp_path / "serve.log")
     services.append(service)
     service.wait_http(base)
 

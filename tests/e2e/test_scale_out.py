@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pymongo import MongoClient
 
 from procs import Service, env_for, free_port, wait_final
 from servers import LocalServer, photo
@@ -35,20 +36,37 @@ def big_csv(image_server: LocalServer) -> bytes:
 
 def progress(base: str, request_id: str) -> dict[str, int]:
     """Return the progress counts."""
-    body = httpx.get(f"{base}/api/status/{request_id}").json()
+    body = httpx.get(f"{base}/api/status/{request_id}", timeout=30).json()
     return body["progress"]  # type: ignore[no-any-return]
 
 
+def stored_images(tmp_path: Path, store: str, uri: str | None) -> tuple[int, int]:
+    """Return (stored image bodies, distinct image ids) straight from the store."""
+    if store == "sqlite":
+        with sqlite3.connect(tmp_path / "service.sqlite3") as db:
+            (stored,) = db.execute("SELECT COUNT(*) FROM image_data").fetchone()
+            (distinct,) = db.execute("SELECT COUNT(DISTINCT image_id) FROM image_data").fetchone()
+        return stored, distinct
+    with MongoClient(uri) as client:
+        images = client.get_default_database().images
+        done = list(images.find({"image": {"$ne": None}}, projection={"_id": 1}))
+    return len(done), len({d["_id"] for d in done})
+
+
 @pytest.mark.slow
-def test_three_workers_one_killed_sqlite(
+def test_three_workers_one_killed(
     tmp_path: Path,
     services: list[Service],
     image_server: LocalServer,
     webhook_receiver: LocalServer,
+    store: tuple[str, str | None],
 ) -> None:
-    """SQLite: serve + 3 workers on one file; SIGKILL one mid-way; nothing lost or doubled."""
+    """serve + 3 workers on one store; SIGKILL one mid-way; nothing lost or doubled."""
+    name, uri = store
     env = env_for(tmp_path)
     env.update(IMGCOMPRESS_LEASE_SECONDS="3", IMGCOMPRESS_CPU_WORKERS="1")
+    if uri:
+        env["IMGCOMPRESS_MONGODB_URI"] = uri
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     web = Service(["serve", "--port", str(port), "--no-run-worker"], env, tmp_path / "web.log")
@@ -68,7 +86,7 @@ def test_three_workers_one_killed_sqlite(
     deadline = time.monotonic() + 60
     while progress(base, request_id)["done"] < IMAGES // 6:
         assert time.monotonic() < deadline, "the workers made no progress"
-        time.sleep(0.05)
+        time.sleep(0.2)
     victim = workers[0]
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait()
@@ -84,9 +102,7 @@ def test_three_workers_one_killed_sqlite(
     taken_over = [image for image in images if image["attempts"] >= 2]
     assert taken_over, "no image was taken over from the killed worker"
 
-    with sqlite3.connect(tmp_path / "service.sqlite3") as db:
-        (stored,) = db.execute("SELECT COUNT(*) FROM image_data").fetchone()
-        (distinct,) = db.execute("SELECT COUNT(DISTINCT image_id) FROM image_data").fetchone()
+    stored, distinct = stored_images(tmp_path, name, uri)
     assert stored == distinct == IMAGES
 
     deadline = time.monotonic() + 20
