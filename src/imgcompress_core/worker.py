@@ -191,7 +191,9 @@ class Worker:
         except Exception:
             log.exception("image %s: could not record its result", claim.image_id)
         finally:
-            del self._held[claim.image_id]
+            # A retried image may already be claimed again (by this worker) under a new claim.
+            if self._held.get(claim.image_id) is claim:
+                del self._held[claim.image_id]
             self._wake_images.set()
 
     async def _process_image(self, claim: Claim) -> None:

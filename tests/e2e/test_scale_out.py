@@ -53,6 +53,22 @@ def stored_images(tmp_path: Path, store: str, uri: str | None) -> tuple[int, int
     return len(done), len({d["_id"] for d in done})
 
 
+def lease_holders(tmp_path: Path, store: str, uri: str | None) -> set[int]:
+    """Return the pids of workers that hold a lease on an image right now."""
+    if store == "sqlite":
+        with sqlite3.connect(tmp_path / "service.sqlite3") as db:
+            owners = [
+                r[0] for r in db.execute("SELECT lease_owner FROM images WHERE state='working'")
+            ]
+    else:
+        with MongoClient(uri) as client:
+            docs = client.get_default_database().images.find(
+                {"state": "working"}, projection={"leaseOwner": 1}
+            )
+            owners = [d.get("leaseOwner") for d in docs]
+    return {int(owner.split(":")[1]) for owner in owners if owner}
+
+
 @pytest.mark.slow
 def test_three_workers_one_killed(
     tmp_path: Path,
@@ -84,10 +100,14 @@ def test_three_workers_one_killed(
     workers = [Service(["worker"], env, tmp_path / f"worker{n}.log") for n in range(3)]
     services.extend(workers)
     deadline = time.monotonic() + 60
-    while progress(base, request_id)["done"] < IMAGES // 6:
-        assert time.monotonic() < deadline, "the workers made no progress"
-        time.sleep(0.2)
-    victim = workers[0]
+    by_pid = {worker.process.pid: worker for worker in workers}
+    while True:
+        assert time.monotonic() < deadline, "no worker was caught holding images"
+        holders = lease_holders(tmp_path, name, uri) & set(by_pid)
+        if progress(base, request_id)["done"] >= IMAGES // 6 and holders:
+            break
+        time.sleep(0.1)
+    victim = by_pid[min(holders)]
     victim.process.send_signal(signal.SIGKILL)
     victim.process.wait()
     killed_at = progress(base, request_id)
@@ -112,6 +132,7 @@ def test_three_workers_one_killed(
     hooks = webhook_receiver.posts()
     assert len(hooks) == 1
     assert hooks[0].json()["done"] == IMAGES
-    for worker in workers[1:]:
-        assert worker.stop() == 0
+    for worker in workers:
+        if worker is not victim:
+            assert worker.stop() == 0
     assert web.stop() == 0
