@@ -1,129 +1,90 @@
-"""Downloading with httpx: vetted destinations, capped bytes, time limits, typed failures.
+"""Downloading with httpx: vetted and pinned destinations, capped bytes, time limits.
 
-``HttpxFetcher`` is the production ``Fetcher``. For every URL, and again for every
-redirect hop (followed by hand), it checks the scheme, refuses user info, resolves the
-host and refuses the download if ANY address it resolves to is not globally routable
-(loopback, private, link-local, CGNAT, multicast, reserved, unspecified) unless
-``allow_private_networks`` is set. Bytes are counted as they are read, after any
-content decoding, so neither a lying Content-Length nor a gzip bomb can pass the cap;
-an overall deadline cuts off a server that drips bytes slowly.
+``HttpxFetcher`` is the production ``Fetcher``. For the URL, and again for every
+redirect hop (followed by hand, at most ``max_redirects``), it:
+
+1. parses the URL once with ``httpx.URL`` (:func:`check_url`) and refuses anything but
+   plain ``http``/``https`` with a DNS name or canonical IP literal: no user info, no
+   empty, percent-encoded or oddly-written numeric hosts, no control characters;
+2. refuses a host missing from ``allowed_hosts`` when that allow-list is not empty;
+3. resolves the host once with the injectable resolver and refuses the hop if ANY
+   address is not globally routable (loopback, private, link-local, CGNAT, multicast,
+   reserved, unspecified, their IPv4-mapped/compatible/6to4/NAT64 forms, Teredo) or is
+   a cloud metadata endpoint (:func:`resolve_destination`); ``allow_private_networks``
+   admits the non-global unicast ranges, never metadata;
+4. connects to exactly those vetted addresses (DNS pinning): the connection pool opens
+   sockets only through a network backend that reads the vetted addresses from a
+   context variable set for this request, and refuses any connection it has no pin
+   for. The URL is not rewritten, so the Host header, TLS SNI and the certificate check
+   use the real host name, and keep-alive pooling works per real origin. See
+   ``_guard.py``.
+
+Environment proxies are ignored (``trust_env=False``) unless ``FetchOptions.proxy`` is
+set; through a proxy, destinations are still vetted but the proxy resolves names again,
+so it must enforce egress itself. Cookies are never stored. ``Accept-Encoding:
+identity`` is sent; a server that compresses anyway (gzip or deflate) is decoded here
+with a bounded inflater, and ``max_bytes`` applies both to the bytes read from the wire
+and to the bytes after decoding, so neither a lying Content-Length nor a gzip bomb gets
+past it. Connect and read timeouts apply per operation and ``deadline`` to the whole
+download, including DNS and redirects, so a server dripping bytes is cut off.
 
 Every failure is a :class:`~imgcompress_core.errors.FetchError` with a stable ``code``:
 ``invalid_url``, ``blocked_destination``, ``dns_failure``, ``connection_failed``,
 ``download_timeout``, ``too_many_redirects``, ``source_too_large``,
-``upstream_http_<status>``. ``retryable`` says whether trying again can help.
+``bad_content_encoding``, ``upstream_http_<status>``. ``retryable`` says whether trying
+again can help (timeouts, connection failures, DNS errors, HTTP 408/425/429/5xx).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import socket
+import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from urllib.parse import SplitResult, urljoin, urlsplit
 
 import anyio
+import httpcore
 import httpx
 
+from ._guard import (
+    GuardedClient,
+    Resolver,
+    check_url,
+    host_allowed,
+    is_public_address,
+    odd_character,
+    refusal_reason,
+    resolve_destination,
+    system_resolver,
+    vet_destination,
+)
 from .errors import FetchError
 from .ports import Fetched
 
 __all__ = [
+    "USER_AGENT",
     "FetchOptions",
+    "GuardedClient",
     "HttpxFetcher",
     "Resolver",
     "check_url",
+    "host_allowed",
     "is_public_address",
+    "refusal_reason",
+    "resolve_destination",
     "system_resolver",
     "vet_destination",
 ]
 
 USER_AGENT = "imgcompress/0.1 (+https://github.com/imgcompress)"
 
-Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
-
-
-async def system_resolver(host: str, port: int) -> Sequence[str]:
-    """Resolve ``host`` with the system resolver, returning every address."""
-    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
-
-
-_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
-
-
-def is_public_address(address: str) -> bool:
-    """Return True if ``address`` is globally routable (and not a cloud metadata endpoint)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast and ip not in _METADATA
-
-
-def check_url(url: str) -> SplitResult:
-    """Return the parsed URL, or raise FetchError(invalid_url) unless it is plain http(s)."""
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # a malformed port raises here
-    except ValueError as exc:
-        raise FetchError(f"not a valid URL: {exc}", code="invalid_url") from exc
-    if parts.scheme not in ("http", "https"):
-        raise FetchError("only http and https URLs can be fetched", code="invalid_url")
-    if not parts.hostname:
-        raise FetchError("the URL has no host name", code="invalid_url")
-    if parts.username is not None or parts.password is not None:
-        raise FetchError("URLs with a user name or password are refused", code="invalid_url")
-    if any(c.isspace() or ord(c) < 32 for c in url):
-        raise FetchError("the URL contains spaces or control characters", code="invalid_url")
-    return parts
-
-
-async def vet_destination(
-    parts: SplitResult, *, allow_private: bool, resolver: Resolver = system_resolver
-) -> None:
-    """Raise FetchError(blocked_destination) if the URL's host resolves anywhere non-public."""
-    if allow_private:
-        return
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        try:
-            addresses = list(await resolver(host, port))
-        except OSError as exc:
-            raise FetchError(
-                f"the host name {host!r} could not be resolved", code="dns_failure", retryable=True
-            ) from exc
-    if not addresses:
-        raise FetchError(f"the host name {host!r} has no addresses", code="dns_failure")
-    blocked = [a for a in addresses if not is_public_address(a)]
-    if blocked:
-        raise FetchError(
-            f"{host!r} resolves to a non-public address ({blocked[0]}); private, loopback and "
-            "link-local destinations are refused (allow_private_networks is off)",
-            code="blocked_destination",
-        )
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
 
 @dataclass(frozen=True, slots=True)
 class FetchOptions:
-    """Limits for one download."""
+    """Limits for one download, and the only two ways to relax the destination rules."""
 
     allow_private_networks: bool = False
     max_bytes: int = 25 * 1024 * 1024
@@ -133,13 +94,76 @@ class FetchOptions:
     max_redirects: int = 5
     max_connections: int = 16
     connections_per_host: int = 8
+    allowed_hosts: frozenset[str] = frozenset()  # non-empty: only these (``*.x`` allowed)
+    proxy: str | None = None  # explicit proxy URL; environment proxies are never used
 
 
-_REDIRECTS = {301, 302, 303, 307, 308}
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_RETRYABLE_STATUS = frozenset({408, 425, 429})
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Parse Retry-After: delay-seconds or an HTTP date; None if absent or malformed."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+@dataclass(slots=True)
+class _Gate:
+    semaphore: anyio.Semaphore
+    users: int = 0
+
+
+class _Inflater:
+    """Decode gzip or deflate without ever producing more than the cap allows."""
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding in ("gzip", "x-gzip")
+        self._z = zlib.decompressobj(31 if self._gzip else 15)
+        self._started = False
+
+    def feed(self, data: bytes, body: bytearray, cap: int) -> None:
+        while data and not self._z.eof:
+            try:
+                out = self._z.decompress(data, cap - len(body) + 1)
+            except zlib.error as exc:
+                if self._started or self._gzip:
+                    raise _bad_encoding(f"the compressed body is corrupt ({exc})") from exc
+                self._z = zlib.decompressobj(-15)  # "deflate" sent without its zlib header
+                self._started = True
+                continue
+            self._started = True
+            body += out
+            if len(body) > cap:
+                raise _too_large(cap)
+            data = self._z.unconsumed_tail
+
+
+def _bad_encoding(reason: str) -> FetchError:
+    return FetchError(reason, code="bad_content_encoding")
+
+
+def _too_large(cap: int) -> FetchError:
+    return FetchError(
+        f"the image is larger than {cap} bytes (max_image_bytes)", code="source_too_large"
+    )
 
 
 class HttpxFetcher:
-    """The production Fetcher: one pooled httpx client with vetted, capped downloads."""
+    """The production Fetcher: one pinned, pooled httpx client with vetted, capped downloads.
+
+    ``resolver`` answers DNS questions (tests inject fakes); ``transport`` replaces the
+    network stack entirely (tests only: no pinning); ``network_backend`` is where pinned
+    sockets are opened; ``ssl_context`` replaces the default certificate checks (for a
+    private CA).
+    """
 
     def __init__(
         self,
@@ -147,10 +171,11 @@ class HttpxFetcher:
         *,
         resolver: Resolver = system_resolver,
         transport: httpx.AsyncBaseTransport | None = None,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.options = options
-        self._resolver = resolver
-        self._client = httpx.AsyncClient(
+        self._guard = GuardedClient(
             timeout=httpx.Timeout(
                 connect=options.connect_timeout,
                 read=options.read_timeout,
@@ -161,16 +186,20 @@ class HttpxFetcher:
                 max_connections=options.max_connections,
                 max_keepalive_connections=options.max_connections,
             ),
-            follow_redirects=False,
-            trust_env=False,
-            headers={"User-Agent": USER_AGENT, "Accept": "image/*"},
+            allow_private_networks=options.allow_private_networks,
+            allowed_hosts=options.allowed_hosts,
+            resolver=resolver,
+            proxy=options.proxy,
+            headers={"User-Agent": USER_AGENT, "Accept": "image/*", "Accept-Encoding": "identity"},
+            ssl_context=ssl_context,
             transport=transport,
+            network_backend=network_backend,
         )
-        self._per_host: dict[str, anyio.Semaphore] = {}
+        self._per_host: dict[str, _Gate] = {}
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        await self._guard.aclose()
 
     async def fetch(self, url: str) -> Fetched:
         """Download ``url`` (following vetted redirects) or raise FetchError."""
@@ -185,75 +214,99 @@ class HttpxFetcher:
             ) from exc
 
     async def _follow(self, url: str) -> Fetched:
-        current = url
+        parsed = check_url(url)
+        seen = {str(parsed)}
         for _hop in range(self.options.max_redirects + 1):
-            parts = check_url(current)
-            await vet_destination(
-                parts, allow_private=self.options.allow_private_networks, resolver=self._resolver
-            )
-            host = parts.netloc.lower()
-            gate = self._per_host.setdefault(
-                host, anyio.Semaphore(self.options.connections_per_host)
-            )
-            async with gate:
-                result = await self._get(current)
+            async with self._gate(parsed.netloc.decode("ascii")):
+                result = await self._get(parsed)
             if isinstance(result, Fetched):
                 return result
-            current = result
+            if str(result) in seen:
+                raise FetchError(
+                    f"redirect loop: {parsed} redirects back to {result}",
+                    code="too_many_redirects",
+                )
+            seen.add(str(result))
+            parsed = result
         raise FetchError(
             f"more than {self.options.max_redirects} redirects (max_redirects)",
             code="too_many_redirects",
         )
 
-    async def _get(self, url: str) -> Fetched | str:
-        """Return the body, or the next URL when the answer is a redirect."""
+    @asynccontextmanager
+    async def _gate(self, key: str) -> AsyncIterator[None]:
+        """At most ``connections_per_host`` downloads from one host at a time."""
+        gate = self._per_host.get(key)
+        if gate is None:
+            gate = self._per_host[key] = _Gate(anyio.Semaphore(self.options.connections_per_host))
+        gate.users += 1
         try:
-            async with self._client.stream("GET", url) as response:
-                if response.status_code in _REDIRECTS:
-                    location: str | None = response.headers.get("location")
-                    if not location:
-                        raise FetchError(
-                            f"redirect {response.status_code} without a Location header",
-                            code=f"upstream_http_{response.status_code}",
-                        )
-                    return str(urljoin(url, location))
-                self._check_status(response)
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > self.options.max_bytes:
-                    raise self._too_large()
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > self.options.max_bytes:
-                        raise self._too_large()
-                content_type: str | None = response.headers.get("content-type")
-                return Fetched(url=url, data=bytes(body), content_type=content_type)
-        except httpx.TimeoutException as exc:
-            raise FetchError(
-                f"the server did not answer in time ({type(exc).__name__})",
-                code="download_timeout",
-                retryable=True,
-            ) from exc
-        except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise FetchError(
-                f"the connection failed: {exc or type(exc).__name__}",
-                code="connection_failed",
-                retryable=True,
-            ) from exc
+            async with gate.semaphore:
+                yield
+        finally:
+            gate.users -= 1
+            if gate.users == 0:
+                del self._per_host[key]
 
-    def _check_status(self, response: httpx.Response) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
-            return
+    async def _get(self, url: httpx.URL) -> Fetched | httpx.URL:
+        """Return the body, or the next (checked) URL when the answer is a redirect."""
+        async with self._guard.open("GET", url) as response:
+            status = response.status_code
+            if status in _REDIRECTS:
+                return _redirect_target(url, status, response.headers.get("location"))
+            if not 200 <= status < 300:
+                raise FetchError(
+                    f"the image server answered HTTP {status}",
+                    code=f"upstream_http_{status}",
+                    retryable=status >= 500 or status in _RETRYABLE_STATUS,
+                    retry_after=_retry_after(response.headers.get("retry-after")),
+                )
+            data = await self._read(response)
+            content_type: str | None = response.headers.get("content-type")
+            return Fetched(url=str(url), data=data, content_type=content_type)
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        """Read the body, counting wire bytes and decoded bytes against ``max_bytes``."""
+        cap = self.options.max_bytes
+        declared = response.headers.get("content-length", "").strip()
+        if declared.isascii() and declared.isdigit() and int(declared) > cap:
+            raise _too_large(cap)
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        inflater: _Inflater | None = None
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            inflater = _Inflater(encoding)
+        elif encoding not in ("", "identity"):
+            raise _bad_encoding(
+                f"the server sent the body with Content-Encoding {encoding!r}, which is not "
+                "accepted (identity, gzip and deflate are)"
+            )
+        body = bytearray()
+        wire = 0
+        async for chunk in response.aiter_raw():
+            wire += len(chunk)
+            if wire > cap:
+                raise _too_large(cap)
+            if inflater is None:
+                body += chunk
+            else:
+                inflater.feed(chunk, body, cap)
+        return bytes(body)
+
+
+def _redirect_target(base: httpx.URL, status: int, location: str | None) -> httpx.URL:
+    """Resolve a Location header against ``base`` and check it like any URL."""
+    if not location:
         raise FetchError(
-            f"the image server answered HTTP {status}",
-            code=f"upstream_http_{status}",
-            retryable=status >= 500 or status in (408, 425, 429),
-            retry_after=_retry_after(response.headers.get("retry-after")),
+            f"redirect {status} without a Location header", code=f"upstream_http_{status}"
         )
-
-    def _too_large(self) -> FetchError:
-        return FetchError(
-            f"the image is larger than {self.options.max_bytes} bytes (max_image_bytes)",
-            code="source_too_large",
-        )
+    try:
+        odd = odd_character(location)
+        if odd is not None:
+            raise ValueError(f"it contains the character {odd}")
+        target = check_url(str(base.join(location)))
+    except (FetchError, httpx.InvalidURL, ValueError) as exc:
+        raise FetchError(
+            f"the server redirected to {location[:200]!r}, which is refused: {exc}",
+            code="invalid_url",
+        ) from exc
+    return target

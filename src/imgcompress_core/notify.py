@@ -1,66 +1,87 @@
 """Webhook delivery: POST a finished request's event as JSON.
 
-``WebhookNotifier`` vets the destination like any download, never follows redirects,
-and treats anything but a 2xx answer as a failure. A 410 Gone means the receiver does not
-want the event: that failure is not retryable.
+``WebhookNotifier`` goes through the same guard as downloads (``fetch.GuardedClient``):
+one URL parser, the destination resolved once and refused if any address is not public
+(unless ``allow_private_networks``), the socket pinned to the vetted address, no
+environment proxies, no cookies. It never follows redirects, never reads the receiver's
+answer body, gives the whole POST ``timeout`` seconds, and treats anything but a 2xx
+answer as a failure. A 410 Gone means the receiver does not want the event: that failure
+is not retryable; nor are refused destinations (``invalid_url``, ``blocked_destination``).
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
+import httpcore
 import httpx
 
 from .errors import FetchError, NotificationError
-from .fetch import USER_AGENT, Resolver, check_url, system_resolver, vet_destination
+from .fetch import USER_AGENT, GuardedClient, Resolver, system_resolver
 
 __all__ = ["WebhookNotifier"]
 
+_TRANSPORT_CODES = frozenset({"connection_failed", "download_timeout"})
+
 
 class WebhookNotifier:
-    """The production Notifier: one JSON POST per delivery attempt."""
+    """The production Notifier: one guarded JSON POST per delivery attempt."""
 
     def __init__(
         self,
         *,
         timeout: float = 15.0,
         allow_private_networks: bool = False,
+        allowed_hosts: frozenset[str] = frozenset(),
+        proxy: str | None = None,
         resolver: Resolver = system_resolver,
+        transport: httpx.AsyncBaseTransport | None = None,
+        network_backend: httpcore.AsyncNetworkBackend | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._allow_private = allow_private_networks
-        self._resolver = resolver
-        self._client = httpx.AsyncClient(
-            timeout=timeout,
-            follow_redirects=False,
-            trust_env=False,
+        self._timeout = timeout
+        self._guard = GuardedClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+            allow_private_networks=allow_private_networks,
+            allowed_hosts=allowed_hosts,
+            resolver=resolver,
+            proxy=proxy,
             headers={"User-Agent": USER_AGENT},
+            ssl_context=ssl_context,
+            transport=transport,
+            network_backend=network_backend,
         )
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._client.aclose()
+        await self._guard.aclose()
 
     async def notify(self, url: str, payload: Mapping[str, Any]) -> None:
         """POST ``payload`` to ``url`` or raise NotificationError."""
-        try:
-            parts = check_url(url)
-            await vet_destination(parts, allow_private=self._allow_private, resolver=self._resolver)
-        except FetchError as exc:
-            raise NotificationError(str(exc), code=exc.code, retryable=exc.retryable) from exc
         body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"}
         try:
-            response = await self._client.post(
-                url, content=body, headers={"Content-Type": "application/json"}
-            )
-        except httpx.HTTPError as exc:
+            with anyio.fail_after(self._timeout):
+                async with self._guard.open("POST", url, content=body, headers=headers) as answer:
+                    status = answer.status_code
+        except TimeoutError as exc:
             raise NotificationError(
-                f"the webhook receiver could not be reached: {exc or type(exc).__name__}"
+                f"the webhook receiver did not answer within {self._timeout:g} s (webhook_timeout)"
             ) from exc
-        if not 200 <= response.status_code < 300:
+        except FetchError as exc:
+            if exc.code in _TRANSPORT_CODES:
+                raise NotificationError(
+                    f"the webhook receiver could not be reached: {exc}"
+                ) from exc
+            raise NotificationError(str(exc), code=exc.code, retryable=exc.retryable) from exc
+        if not 200 <= status < 300:
             raise NotificationError(
-                f"the webhook receiver answered HTTP {response.status_code}",
-                code=f"webhook_http_{response.status_code}",
-                retryable=response.status_code != 410,
+                f"the webhook receiver answered HTTP {status}",
+                code=f"webhook_http_{status}",
+                retryable=status != 410,
             )

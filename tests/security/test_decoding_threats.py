@@ -1,0 +1,210 @@
+"""Hostile image files against ``compress_image``: bombs, truncation, disguises.
+
+The fuzzing counterpart (any bytes give a result or a CompressionError) is in
+``tests/unit/test_compress.py``. Two known gaps are recorded here as strict xfails, so
+they turn into failures the day they are fixed and the marker must come off.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import time
+
+import pytest
+from PIL import EpsImagePlugin, Image
+from security_kit import (
+    RawServer,
+    Router,
+    elapsed,
+    gif_frame_bomb,
+    jpeg_scan_bomb,
+    png_header,
+    response,
+)
+
+from imgcompress_core.compress import CompressOptions, compress_image
+from imgcompress_core.errors import CompressionError
+from imgcompress_core.fetch import FetchOptions, HttpxFetcher
+
+
+def encode(
+    fmt: str, size: tuple[int, int] = (64, 48), mode: str = "RGB", **params: object
+) -> bytes:
+    image = Image.linear_gradient("L").resize(size).convert(mode)
+    out = io.BytesIO()
+    image.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def refused(data: bytes, code: str, options: CompressOptions = CompressOptions()) -> str:
+    with pytest.raises(CompressionError) as caught:
+        compress_image(data, options)
+    assert caught.value.code == code, caught.value.message
+    return caught.value.message
+
+
+# Decompression bombs: the pixel cap is checked from the header, before decoding
+
+
+@pytest.mark.parametrize(("width", "height"), [(100_000, 100_000), (65_535, 65_535), (8000, 8000)])
+def test_a_png_claiming_huge_dimensions_is_refused_from_its_header(width: int, height: int) -> None:
+    start = time.perf_counter()
+    refused(png_header(width, height), "image_too_large")
+    assert elapsed(start) < 0.5
+
+
+def test_the_pixel_cap_names_itself_and_the_size() -> None:
+    message = refused(png_header(2000, 2000), "image_too_large", CompressOptions(max_pixels=10**6))
+    assert "2000x2000" in message and "max_image_pixels" in message
+
+
+def test_a_jpeg_claiming_huge_dimensions_is_refused_from_its_header() -> None:
+    data = bytearray(encode("JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 65_000, 65_000)
+    start = time.perf_counter()
+    refused(bytes(data), "image_too_large")
+    assert elapsed(start) < 0.5
+
+
+def test_a_gif_with_a_huge_canvas_is_refused() -> None:
+    refused(gif_frame_bomb(65_535, 65_535, 1), "image_too_large")
+
+
+@pytest.mark.parametrize("side", [8000, 16000])
+def test_a_webp_claiming_a_huge_canvas_is_refused(side: int) -> None:
+    frames = [Image.new("RGB", (2, 2), (i * 80, 0, 0)) for i in range(2)]
+    out = io.BytesIO()
+    frames[0].save(out, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    data = bytearray(out.getvalue())
+    assert data[12:16] == b"VP8X"
+    data[24:27] = (side - 1).to_bytes(3, "little")
+    data[27:30] = (side - 1).to_bytes(3, "little")
+    refused(bytes(data), "image_too_large")
+
+
+# Frame bombs: animations are stored as they are, never decoded frame by frame
+
+
+def test_a_gif_frame_bomb_is_not_decoded_frame_by_frame() -> None:
+    """5,000 frames on a 7000x7000 canvas (49 MP each if composited): handled in
+    milliseconds, because only the first two frame headers are read."""
+    bomb = gif_frame_bomb(7000, 7000, 5000)
+    start = time.perf_counter()
+    result = compress_image(bomb)
+    assert elapsed(start) < 1.0
+    assert result.kept_original and result.input_format == "GIF"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="compress.py does not bound animations yet (frames, total pixels): a 5,000-frame "
+    "GIF is stored and served unchanged",
+)
+def test_a_gif_frame_bomb_is_refused() -> None:
+    with pytest.raises(CompressionError):
+        compress_image(gif_frame_bomb(7000, 7000, 5000))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="compress.py does not cap progressive JPEG scans: every repeated scan is run over "
+    "the whole image (CPU time grows with pixels x scans, with no deadline)",
+)
+def test_a_progressive_jpeg_scan_bomb_is_refused_quickly() -> None:
+    bomb = jpeg_scan_bomb(1000, 1000)  # 24 KB
+    start = time.perf_counter()
+    with pytest.raises(CompressionError):
+        compress_image(bomb)
+    assert elapsed(start) < 0.2
+
+
+# Truncated files fail with corrupt_image
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP"])
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_a_truncated_image_is_corrupt(fmt: str, keep: float) -> None:
+    data = encode(fmt, (256, 192), quality=90) if fmt != "GIF" else encode(fmt, (256, 192))
+    refused(data[: int(len(data) * keep)], "corrupt_image")
+
+
+@pytest.mark.parametrize(
+    "head", [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBP"]
+)
+def test_a_bare_signature_is_corrupt(head: bytes) -> None:
+    message = refused(head, "corrupt_image")
+    assert "starts like a" in message
+
+
+# Disguised files: Content-Type and names are never trusted, only the bytes
+
+
+DISGUISES = [
+    (b"<!DOCTYPE html><html><body>Not found</body></html>", "not_an_image", None),
+    (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "not_an_image", None),
+    (b'{"error": "not an image"}', "not_an_image", None),
+    (b"", "not_an_image", None),
+    (b"%PDF-1.7\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n", "unsupported_format", "PDF"),
+    (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", "unsupported_format", "EPS"),
+    (b"\xc5\xd0\xd3\xc6" + b"\x00" * 28, "unsupported_format", "EPS"),
+    (b"8BPS\x00\x01" + b"\x00" * 40, "unsupported_format", "PSD"),
+    (b"\xff\xd8\xff\xe0<html><script>alert(1)</script></html>", "corrupt_image", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "named"), DISGUISES, ids=[d[0][:12].hex() for d in DISGUISES]
+)
+def test_a_disguised_file_fails_with_the_right_code(
+    data: bytes, code: str, named: str | None
+) -> None:
+    message = refused(data, code)
+    if named:
+        assert named in message
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "BMP", "ICO"])
+def test_other_real_formats_are_named_and_refused(fmt: str) -> None:
+    data = encode(fmt, (32, 32))
+    message = refused(data, "unsupported_format")
+    assert fmt in message
+
+
+def test_eps_never_reaches_ghostscript(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+
+    def spy(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        raise AssertionError("an external program was started")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", spy)
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    monkeypatch.setattr(subprocess, "check_call", spy)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n0 0 moveto showpage\n%%EOF\n"
+    refused(eps, "unsupported_format")
+    assert calls == []
+
+
+@pytest.mark.anyio
+async def test_content_type_is_never_trusted() -> None:
+    """HTML served as image/jpeg is refused; a JPEG served as text/html is compressed."""
+    jpeg = encode("JPEG", (320, 240), quality=95)
+    router = Router(
+        {
+            "/page.jpg": response(200, b"<html>login</html>", {"Content-Type": "image/jpeg"}),
+            "/photo": response(200, jpeg, {"Content-Type": "text/html"}),
+        }
+    )
+    server = RawServer(router)
+    fetcher = HttpxFetcher(FetchOptions(allow_private_networks=True))
+    try:
+        page = await fetcher.fetch(server.url("/page.jpg"))
+        photo = await fetcher.fetch(server.url("/photo"))
+    finally:
+        await fetcher.aclose()
+        server.stop()
+    refused(page.data, "not_an_image")
+    assert compress_image(photo.data).content_type == "image/jpeg"
