@@ -106,6 +106,18 @@ class Storage(Protocol):
         """Return ids of Pending requests whose images are all final (a finalize was lost)."""
         ...
 
+    async def cancel_request(self, request_id: str) -> None:
+        """Fail every unfinished image of a request with ``cancelled`` (their claims die)."""
+        ...
+
+    async def delete_request(self, request_id: str) -> None:
+        """Remove a request with its products, images, image bytes and deliveries."""
+        ...
+
+    async def finished_before(self, cutoff: float, limit: int) -> list[str]:
+        """Return ids of final requests that finished before ``cutoff`` (for retention)."""
+        ...
+
     async def get_image_data(self, image_id: str) -> StoredImage:
         """Return a processed image's bytes or raise ImageNotFound."""
         ...

@@ -45,6 +45,8 @@ def fetch_options(settings: Settings) -> FetchOptions:
         max_redirects=settings.max_redirects,
         max_connections=settings.download_concurrency,
         connections_per_host=settings.connections_per_host,
+        allowed_hosts=settings.image_hosts(),
+        proxy=settings.outbound_proxy,
     )
 
 
@@ -69,6 +71,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         poll_interval=settings.poll_interval,
         webhook_max_attempts=settings.webhook_max_attempts,
         shutdown_grace=settings.shutdown_grace,
+        retention_seconds=settings.retention_seconds,
         compress=settings.compress_options(),
     )
 
@@ -99,6 +102,7 @@ class Imgcompress:
             self.storage,
             limits=self.settings.manifest_limits(),
             allow_private_networks=self.settings.allow_private_networks,
+            webhook_hosts=self.settings.webhook_hosts(),
             clock=clock,
             on_submit=self._wake,
         )
@@ -123,6 +127,8 @@ class Imgcompress:
             webhook = WebhookNotifier(
                 timeout=self.settings.webhook_timeout,
                 allow_private_networks=self.settings.allow_private_networks,
+                allowed_hosts=self.settings.webhook_hosts(),
+                proxy=self.settings.outbound_proxy,
             )
             self._stack.push_async_callback(webhook.aclose)
             notifier = webhook
@@ -165,6 +171,13 @@ class Imgcompress:
     async def image(self, image_id: str) -> StoredImage:
         """Return a processed image."""
         return await self.service.image(image_id)
+
+    async def cancel_or_delete(self, request_id: str) -> bool:
+        """Cancel a Pending request (False) or delete a final one (True)."""
+        deleted = await self.service.cancel_or_delete(request_id)
+        if not deleted and self.worker is not None:
+            self.worker.wake()
+        return deleted
 
     async def wait(
         self,

@@ -162,6 +162,7 @@ class Service:
         *,
         limits: ManifestLimits = ManifestLimits(),
         allow_private_networks: bool = False,
+        webhook_hosts: frozenset[str] = frozenset(),
         resolver: Resolver = system_resolver,
         clock: Callable[[], float] = time.time,
         on_submit: Callable[[], None] | None = None,
@@ -169,6 +170,7 @@ class Service:
         self.storage = storage
         self.limits = limits
         self._allow_private = allow_private_networks
+        self._webhook_hosts = webhook_hosts
         self._resolver = resolver
         self._clock = clock
         self._on_submit = on_submit
@@ -213,7 +215,12 @@ class Service:
             )
         try:
             parts = check_url(url)
-            await vet_destination(parts, allow_private=self._allow_private, resolver=self._resolver)
+            await vet_destination(
+                parts,
+                allow_private=self._allow_private,
+                resolver=self._resolver,
+                allowed_hosts=self._webhook_hosts,
+            )
         except FetchError as exc:
             raise InvalidWebhookUrl(f"webhook_url is not acceptable: {exc}") from exc
 
@@ -250,3 +257,17 @@ class Service:
     async def image(self, image_id: str) -> StoredImage:
         """Return a processed image (ImageNotFound if there is none)."""
         return await self.storage.get_image_data(image_id)
+
+    async def cancel_or_delete(self, request_id: str) -> bool:
+        """Cancel a Pending request and return False; delete a final one and return True.
+
+        Cancelling fails every unfinished image (``cancelled``); images already done stay
+        available, and the request then finalizes as usual (its webhook included).
+        """
+        request = await self.storage.get_request(request_id)
+        if request.status is RequestStatus.PENDING:
+            await self.storage.cancel_request(request_id)
+            await self.storage.finalize_request(request_id)
+            return False
+        await self.storage.delete_request(request_id)
+        return True

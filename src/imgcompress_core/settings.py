@@ -23,6 +23,10 @@ def _default_cpu_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
+def _hosts(value: str) -> frozenset[str]:
+    return frozenset(h.strip().lower() for h in value.split(",") if h.strip())
+
+
 class Settings(BaseSettings):
     """Every setting of imgcompress, with its default."""
 
@@ -51,6 +55,20 @@ class Settings(BaseSettings):
         False,
         description="allow image and webhook URLs on loopback, private and link-local "
         "addresses (tests and demos only)",
+    )
+
+    allowed_hosts: str = Field(
+        "",
+        description="if set, only these image hosts may be fetched (comma-separated; "
+        "*.example.com matches subdomains); narrows, never widens",
+    )
+    webhook_allowed_hosts: str = Field(
+        "", description="if set, webhooks may only go to these hosts (comma-separated)"
+    )
+    outbound_proxy: str | None = Field(
+        None,
+        description="send downloads and webhooks through this http(s) proxy; environment "
+        "proxy variables are always ignored",
     )
 
     # Compression.
@@ -91,6 +109,10 @@ class Settings(BaseSettings):
         30.0, ge=0, description="seconds a stopping worker lets images in flight finish"
     )
 
+    retention_seconds: float = Field(
+        0, ge=0, description="delete finished requests and their images after this long (0: keep)"
+    )
+
     # Webhooks.
     webhook_timeout: float = Field(15.0, gt=0, description="seconds for one webhook POST")
     webhook_max_attempts: int = Field(5, ge=1, description="tries per webhook delivery")
@@ -107,6 +129,14 @@ class Settings(BaseSettings):
             max_urls_per_row=self.max_urls_per_row,
             max_url_length=self.max_url_length,
         )
+
+    def image_hosts(self) -> frozenset[str]:
+        """Return the image-host allow-list (empty: any public host)."""
+        return _hosts(self.allowed_hosts)
+
+    def webhook_hosts(self) -> frozenset[str]:
+        """Return the webhook-host allow-list (empty: any public host)."""
+        return _hosts(self.webhook_allowed_hosts)
 
     def base_url(self) -> str:
         """Return the public base URL without a trailing slash."""

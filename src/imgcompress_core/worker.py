@@ -49,6 +49,7 @@ class WorkerConfig:
     poll_interval: float = 0.5
     webhook_max_attempts: int = 5
     shutdown_grace: float = 30.0
+    retention_seconds: float = 0.0
     compress: CompressOptions = CompressOptions()
 
 
@@ -173,14 +174,27 @@ class Worker:
                 log.warning("worker %s lost %d leases", self.owner, len(lost))
 
     async def _sweep_loop(self, stop: anyio.Event) -> None:
-        """Finalize requests whose finalize step was lost (a crash, a storage error)."""
+        """Finalize requests whose finalize step was lost (a crash, a storage error), and
+        delete those past their retention period."""
         while not stop.is_set():
             try:
                 for request_id in await self.storage.unfinalized_requests(50):
                     await self._finalize(request_id)
             except Exception as exc:
                 log.warning("finalizing finished requests failed: %s", exc)
+            if self.config.retention_seconds > 0:
+                await self._expire()
             await anyio.sleep(self.config.poll_interval * 10)
+
+    async def _expire(self) -> None:
+        """Delete finished requests older than the retention period."""
+        cutoff = self._clock() - self.config.retention_seconds
+        try:
+            for request_id in await self.storage.finished_before(cutoff, 50):
+                await self.storage.delete_request(request_id)
+                log.info("request expired request=%s (retention)", request_id)
+        except Exception as exc:
+            log.warning("removing expired requests failed: %s", exc)
 
     async def _process(self, claim: Claim) -> None:
         try:

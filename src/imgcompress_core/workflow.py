@@ -5,6 +5,7 @@ Images::
     queued ──claim──▶ working ──complete──▶ done
        ▲                 │ ──fail──────▶ failed
        └────retry────────┘
+    queued or working ──cancel──▶ failed (code ``cancelled``)
     (an expired lease lets another worker claim a working image again: working ─▶ working)
 
 A request is ``Pending`` while any of its images is queued or working. When every image
@@ -23,6 +24,7 @@ from .errors import IllegalTransition
 from .model import Failure, ImageState, Progress, RequestStatus
 
 __all__ = [
+    "CANCELLED",
     "FINAL_IMAGE_STATES",
     "TRANSITIONS",
     "WORKER_LOST",
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 TRANSITIONS: Mapping[ImageState, frozenset[ImageState]] = {
-    ImageState.QUEUED: frozenset({ImageState.WORKING}),
+    ImageState.QUEUED: frozenset({ImageState.WORKING, ImageState.FAILED}),
     ImageState.WORKING: frozenset(
         {ImageState.WORKING, ImageState.DONE, ImageState.FAILED, ImageState.QUEUED}
     ),
@@ -50,6 +52,10 @@ WORKER_LOST = Failure(
     "worker_lost",
     "processing this image stopped its worker every time it was tried (max_attempts reached)",
 )
+
+
+# Recorded for every unfinished image of a request that was cancelled.
+CANCELLED = Failure("cancelled", "the request was cancelled before this image was processed")
 
 
 def check_transition(current: ImageState, target: ImageState) -> None:

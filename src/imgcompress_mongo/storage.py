@@ -73,7 +73,7 @@ from imgcompress_core.model import (
     new_id,
 )
 from imgcompress_core.settings import Settings
-from imgcompress_core.workflow import WORKER_LOST, check_transition, final_status
+from imgcompress_core.workflow import CANCELLED, WORKER_LOST, check_transition, final_status
 
 from ._errors import translated
 
@@ -546,6 +546,39 @@ class MongoStorage:
                 if not await self._unfinished(doc["_id"]):
                     found.append(doc["_id"])
         return found[:limit]
+
+    async def cancel_request(self, request_id: str) -> None:
+        """Fail every unfinished image with ``cancelled`` (clearing their leases)."""
+        await self._request_doc(request_id)
+        async with translated("cancelling a request"):
+            await self._col("images").update_many(
+                {"requestId": request_id, "state": {"$in": _ACTIVE}},
+                {
+                    "$set": {
+                        "state": ImageState.FAILED.value,
+                        "failureCode": CANCELLED.code,
+                        "failureMessage": CANCELLED.message,
+                        "leaseToken": None,
+                        "updatedAt": self._clock(),
+                    }
+                },
+            )
+
+    async def delete_request(self, request_id: str) -> None:
+        """Remove the request first (so it disappears at once), then what it owned."""
+        await self._request_doc(request_id)
+        async with translated("deleting a request"):
+            await self._col("requests").delete_one({"_id": request_id})
+            for name in ("images", "products", "deliveries"):
+                await self._col(name).delete_many({"requestId": request_id})
+
+    async def finished_before(self, cutoff: float, limit: int) -> list[str]:
+        """Return final requests that finished before ``cutoff``."""
+        async with translated("looking for old requests"):
+            cursor = self._col("requests").find(
+                {"finalized": True, "finishedAt": {"$lt": cutoff}}, projection={"_id": 1}
+            )
+            return [d["_id"] for d in await cursor.limit(limit).to_list()]
 
     async def get_image_data(self, image_id: str) -> StoredImage:
         """Return a processed image's bytes or raise ImageNotFound."""

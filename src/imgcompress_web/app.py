@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
@@ -138,6 +138,22 @@ async def image(
     return Response(stored.data, media_type=stored.content_type, headers=headers)
 
 
+@delete(
+    "/api/requests/{request_id:str}",
+    status_code=200,
+    summary="Cancel a Pending request; delete a finished one",
+)
+async def cancel_or_delete(
+    request: Request[Any, Any, Any], ic: NamedDependency[Imgcompress], request_id: FromPath[str]
+) -> Response[Any]:
+    """Cancel the request's unfinished images (200 with its status), or if it is already
+    final, remove it and its images (204)."""
+    if await ic.cancel_or_delete(request_id):
+        return Response(None, status_code=204)
+    report = await ic.status(request_id)
+    return Response(report.to_document(_request_urls(request, ic, report.request.base_url)))
+
+
 @get("/health", summary="The process is alive")
 async def health() -> dict[str, str]:
     """Answer while the process runs."""
@@ -172,7 +188,16 @@ def create_app(
             yield
 
     return Litestar(
-        route_handlers=[upload, status, output_csv, image, health, ready, *page_handlers()],
+        route_handlers=[
+            upload,
+            status,
+            output_csv,
+            image,
+            cancel_or_delete,
+            health,
+            ready,
+            *page_handlers(),
+        ],
         dependencies={"ic": Provide(_ic, sync_to_thread=False)},
         lifespan=[lifespan],
         plugins=[ProblemDetailsPlugin(problem_details_config())],

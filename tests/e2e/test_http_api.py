@@ -153,3 +153,34 @@ async def test_page_health_ready_and_schema(client: AsyncTestClient) -> None:  #
     schema = (await client.get("/schema/openapi.json")).json()
     assert "/api/upload" in schema["paths"]
     assert "/api/status/{request_id}" in schema["paths"]
+
+
+async def test_delete_cancels_then_removes(test_settings: Settings) -> None:
+    """DELETE on a Pending request cancels its images; a second DELETE removes it (204)."""
+    settings = test_settings.model_copy(update={"run_worker": False})
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        response = await upload(client, f"{HEADER}1,A,https://a.example/x.jpg\n")
+        request_id = response.json()["requestId"]
+        cancelled = await client.delete(f"/api/requests/{request_id}")
+        assert cancelled.status_code == 200
+        body = cancelled.json()
+        assert body["status"] == "Failed"
+        [image] = body["products"][0]["images"]
+        assert image["state"] == "failed"
+        assert image["error"]["code"] == "cancelled"
+        removed = await client.delete(f"/api/requests/{request_id}")
+        assert removed.status_code == 204
+        assert (await client.get(f"/api/status/{request_id}")).status_code == 404
+        assert (await client.delete(f"/api/requests/{request_id}")).status_code == 404
+
+
+async def test_output_csv_is_409_while_pending(test_settings: Settings) -> None:
+    """The output CSV is not served half-done: 409 with Retry-After until final."""
+    settings = test_settings.model_copy(update={"run_worker": False})
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        response = await upload(client, f"{HEADER}1,A,https://a.example/x.jpg\n")
+        request_id = response.json()["requestId"]
+        out = await client.get(f"/api/requests/{request_id}/output.csv")
+        assert out.status_code == 409
+        assert out.headers["retry-after"]
+        assert out.json()["code"] == "request_pending"

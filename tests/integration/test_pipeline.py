@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import io
 
+import anyio
 import pytest
 from PIL import Image
 
 from imgcompress_core import (
+    ImageNotFound,
     ImageState,
     Imgcompress,
     ManifestError,
+    RequestNotFound,
     RequestStatus,
     Settings,
 )
@@ -177,3 +180,24 @@ async def test_work_survives_a_restart(image_server: LocalServer, test_settings:
     async with Imgcompress(test_settings) as ic:
         report = await ic.wait(request_id, timeout=30)
     assert report.request.status is RequestStatus.COMPLETED
+
+
+async def test_finished_requests_expire_after_retention(
+    image_server: LocalServer, test_settings: Settings
+) -> None:
+    """With retention set, a finished request and its images are deleted by the sweep."""
+    url = image_server.add("/a.jpg", photo())
+    settings = test_settings.model_copy(update={"retention_seconds": 0.2})
+    async with Imgcompress(settings) as ic:
+        request_id = await ic.submit(manifest([("1", "A", [url])]))
+        report = await ic.wait(request_id, timeout=30)
+        [image] = report.images
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    await ic.status(request_id)
+                except RequestNotFound:
+                    break
+                await anyio.sleep(0.05)
+        with pytest.raises(ImageNotFound):
+            await ic.image(image.image_id)

@@ -31,7 +31,7 @@ from ..model import (
     StoredImage,
     new_id,
 )
-from ..workflow import WORKER_LOST, check_transition, final_status
+from ..workflow import CANCELLED, WORKER_LOST, check_transition, final_status
 
 __all__ = ["MemoryStorage"]
 
@@ -259,6 +259,36 @@ class MemoryStorage:
             if request.status is RequestStatus.PENDING and self._remaining[request_id] <= 0
         )
         return list(itertools.islice(pending, limit))
+
+    async def cancel_request(self, request_id: str) -> None:
+        """Fail every unfinished image with ``cancelled``."""
+        await self.get_request(request_id)
+        for image_id in self._by_request[request_id]:
+            image = self._images[image_id]
+            if image.state in (ImageState.QUEUED, ImageState.WORKING):
+                self._queued.pop(image_id, None)
+                self._set_final(image, ImageState.FAILED, CANCELLED)
+                self._leases[image_id] = _Lease(token="", expires_at=0.0)
+
+    async def delete_request(self, request_id: str) -> None:
+        """Remove the request and everything stored for it."""
+        await self.get_request(request_id)
+        for image_id in self._by_request.pop(request_id):
+            for table in (self._images, self._leases, self._data, self._queued, self._working):
+                table.pop(image_id, None)
+        for delivery in [d for d in self._deliveries.values() if d.request_id == request_id]:
+            del self._deliveries[delivery.delivery_id]
+            del self._delivery_leases[delivery.delivery_id]
+        del self._requests[request_id], self._products[request_id], self._remaining[request_id]
+
+    async def finished_before(self, cutoff: float, limit: int) -> list[str]:
+        """Return final requests that finished before ``cutoff``."""
+        old = (
+            r.request_id
+            for r in self._requests.values()
+            if r.finished_at is not None and r.finished_at < cutoff
+        )
+        return list(itertools.islice(old, limit))
 
     async def get_image_data(self, image_id: str) -> StoredImage:
         """Return a processed image's bytes or raise ImageNotFound."""

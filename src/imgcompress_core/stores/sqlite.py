@@ -47,7 +47,7 @@ from ..model import (
     StoredImage,
     new_id,
 )
-from ..workflow import WORKER_LOST, check_transition, final_status
+from ..workflow import CANCELLED, WORKER_LOST, check_transition, final_status
 
 __all__ = ["SqliteStorage"]
 
@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS requests (
     base_url     TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_unfinalized ON requests (status, remaining);
+CREATE INDEX IF NOT EXISTS requests_finished ON requests (finished_at);
 CREATE TABLE IF NOT EXISTS products (
     request_id TEXT NOT NULL,
     row        INTEGER NOT NULL,
@@ -546,6 +547,52 @@ class SqliteStorage:
             rows = conn.execute(
                 "SELECT request_id FROM requests WHERE status = ? AND remaining <= 0 LIMIT ?",
                 (RequestStatus.PENDING.value, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    @_in_thread
+    def cancel_request(self, request_id: str) -> None:
+        """Fail every unfinished image with ``cancelled`` in one transaction."""
+        with self._write() as conn:
+            self._request(conn, request_id)
+            cancelled = conn.execute(
+                "UPDATE images SET state = ?, failure_code = ?, failure_message = ?,"
+                " lease_token = NULL, updated_at = ? WHERE request_id = ? AND state IN (?, ?)",
+                (
+                    ImageState.FAILED.value,
+                    CANCELLED.code,
+                    CANCELLED.message,
+                    self._clock(),
+                    request_id,
+                    ImageState.QUEUED.value,
+                    ImageState.WORKING.value,
+                ),
+            ).rowcount
+            conn.execute(
+                "UPDATE requests SET remaining = remaining - ? WHERE request_id = ?",
+                (cancelled, request_id),
+            )
+
+    @_in_thread
+    def delete_request(self, request_id: str) -> None:
+        """Remove the request and everything stored for it."""
+        with self._write() as conn:
+            self._request(conn, request_id)
+            conn.execute(
+                "DELETE FROM image_data WHERE image_id IN"
+                " (SELECT image_id FROM images WHERE request_id = ?)",
+                (request_id,),
+            )
+            for table in ("images", "products", "deliveries", "requests"):
+                conn.execute(f"DELETE FROM {table} WHERE request_id = ?", (request_id,))
+
+    @_in_thread
+    def finished_before(self, cutoff: float, limit: int) -> list[str]:
+        """Return final requests that finished before ``cutoff``."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT request_id FROM requests WHERE status != ? AND finished_at < ? LIMIT ?",
+                (RequestStatus.PENDING.value, cutoff, limit),
             ).fetchall()
         return [r[0] for r in rows]
 

@@ -364,6 +364,53 @@ class StorageContract:
         assert await storage.finalize_request(request.request_id) is not None
         assert await storage.unfinalized_requests(10) == []
 
+    async def test_cancel_fails_unfinished_images_and_fences_their_workers(
+        self, storage: Storage
+    ) -> None:
+        """Cancelling keeps done images, fails the rest as cancelled, and kills live claims."""
+        request = make_request((3,), webhook_url="https://hooks.example/c")
+        await storage.create_request(request)
+        done, working = await storage.claim_images("w", 2, LEASE, MAX_ATTEMPTS)
+        await storage.complete_image(done, result())
+        await storage.cancel_request(request.request_id)
+        images = {i.image_id: i for i in await storage.list_images(request.request_id)}
+        assert images[done.image_id].state is ImageState.DONE
+        others = [i for i in images.values() if i.image_id != done.image_id]
+        assert {i.state for i in others} == {ImageState.FAILED}
+        assert {i.failure.code for i in others if i.failure} == {"cancelled"}
+        with pytest.raises(LeaseLost):
+            await storage.complete_image(working, result())
+        assert await claim_all(storage) == []
+        final = await storage.finalize_request(request.request_id)
+        assert final is not None and final.status is RequestStatus.COMPLETED
+        assert (await storage.get_image_data(done.image_id)).data == result().data
+
+    async def test_delete_removes_everything(self, storage: Storage, clock: FakeClock) -> None:
+        """A deleted request, its images, bytes and deliveries are gone; others stay."""
+        request, other = make_request((1,), webhook_url="https://h.example/d"), make_request((1,))
+        await storage.create_request(request)
+        await storage.create_request(other)
+        for claim in await claim_all(storage):
+            await storage.complete_image(claim, result())
+        await storage.finalize_request(request.request_id)
+        await storage.finalize_request(other.request_id)
+        clock.advance(100)
+        assert set(await storage.finished_before(clock.now, 10)) == {
+            request.request_id,
+            other.request_id,
+        }
+        assert await storage.finished_before(clock.now - 200, 10) == []
+        await storage.delete_request(request.request_id)
+        with pytest.raises(RequestNotFound):
+            await storage.get_request(request.request_id)
+        with pytest.raises(ImageNotFound):
+            await storage.get_image_data(request.images[0].image_id)
+        assert await storage.claim_deliveries("w", 10, LEASE) == []  # its webhook went too
+        assert await storage.finished_before(clock.now, 10) == [other.request_id]
+        assert (await storage.get_request(other.request_id)).status is RequestStatus.COMPLETED
+        with pytest.raises(RequestNotFound):
+            await storage.delete_request(request.request_id)
+
     async def test_base_url_is_kept(self, storage: Storage) -> None:
         """The public base URL given at upload reads back with the request."""
         request = dataclasses.replace(make_request((1,)), base_url="https://img.example")
