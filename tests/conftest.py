@@ -54,6 +54,8 @@ def test_settings(tmp_path: Path) -> Settings:
         poll_interval=0.05,
         retry_base_delay=0.05,
         retry_max_delay=0.2,
+        webhook_retry_base=0.05,
+        webhook_retry_max=0.2,
         cpu_workers=2,
     )
 

@@ -196,7 +196,19 @@ class CompressionError(ImageFailure):
 
 
 class NotificationError(ImgCompressError):
-    """A webhook delivery failed; ``retryable`` says whether trying again can help."""
+    """A webhook delivery failed; ``retryable`` says whether trying again can help and
+    ``retry_after`` carries the receiver's Retry-After, in seconds."""
 
     code = "webhook_failed"
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, code=code, retryable=retryable)
+        self.retry_after = retry_after

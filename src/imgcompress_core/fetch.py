@@ -75,6 +75,7 @@ __all__ = [
     "is_public_address",
     "refusal_reason",
     "resolve_destination",
+    "retry_after_seconds",
     "system_resolver",
     "vet_destination",
 ]
@@ -102,7 +103,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     """Parse Retry-After: delay-seconds or an HTTP date; None if absent or malformed."""
     if not value:
         return None
@@ -259,7 +260,7 @@ class HttpxFetcher:
                     f"the image server answered HTTP {status}",
                     code=f"upstream_http_{status}",
                     retryable=status >= 500 or status in _RETRYABLE_STATUS,
-                    retry_after=_retry_after(response.headers.get("retry-after")),
+                    retry_after=retry_after_seconds(response.headers.get("retry-after")),
                 )
             data = await self._read(response)
             content_type: str | None = response.headers.get("content-type")

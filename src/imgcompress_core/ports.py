@@ -148,8 +148,9 @@ class Storage(Protocol):
 class Notifier(Protocol):
     """Sends a finished request's event to its webhook URL."""
 
-    async def notify(self, url: str, payload: Mapping[str, Any]) -> None:
-        """Deliver ``payload`` to ``url`` or raise NotificationError."""
+    async def notify(self, url: str, payload: Mapping[str, Any], *, delivery_id: str) -> None:
+        """Deliver ``payload`` to ``url`` or raise NotificationError; ``delivery_id`` is the
+        same for every attempt of one delivery (receivers use it to drop duplicates)."""
         ...
 
 

@@ -70,6 +70,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         lease_seconds=settings.lease_seconds,
         poll_interval=settings.poll_interval,
         webhook_max_attempts=settings.webhook_max_attempts,
+        webhook_retry_base=settings.webhook_retry_base,
+        webhook_retry_max=settings.webhook_retry_max,
         shutdown_grace=settings.shutdown_grace,
         retention_seconds=settings.retention_seconds,
         compress=settings.compress_options(),
@@ -126,6 +128,7 @@ class Imgcompress:
         if notifier is None:
             webhook = WebhookNotifier(
                 timeout=self.settings.webhook_timeout,
+                secret=self.settings.webhook_secret,
                 allow_private_networks=self.settings.allow_private_networks,
                 allowed_hosts=self.settings.webhook_hosts(),
                 proxy=self.settings.outbound_proxy,

@@ -115,7 +115,16 @@ class Settings(BaseSettings):
 
     # Webhooks.
     webhook_timeout: float = Field(15.0, gt=0, description="seconds for one webhook POST")
-    webhook_max_attempts: int = Field(5, ge=1, description="tries per webhook delivery")
+    webhook_secret: str | None = Field(
+        None,
+        description="sign webhooks the Standard Webhooks way with this secret (whsec_... or "
+        "any string)",
+    )
+    webhook_max_attempts: int = Field(
+        30, ge=1, description="tries per webhook delivery (with the defaults: about a day)"
+    )
+    webhook_retry_base: float = Field(5.0, ge=0, description="first webhook retry delay, s")
+    webhook_retry_max: float = Field(3600.0, ge=0, description="longest webhook retry delay, s")
 
     def compress_options(self) -> CompressOptions:
         """Return the compression options these settings ask for."""

@@ -47,7 +47,9 @@ class WorkerConfig:
     retry_max_delay: float = 60.0
     lease_seconds: float = 120.0
     poll_interval: float = 0.5
-    webhook_max_attempts: int = 5
+    webhook_max_attempts: int = 30
+    webhook_retry_base: float = 5.0
+    webhook_retry_max: float = 3600.0
     shutdown_grace: float = 30.0
     retention_seconds: float = 0.0
     compress: CompressOptions = CompressOptions()
@@ -307,11 +309,15 @@ class Worker:
             request = await self.storage.get_request(claim.request_id)
             progress = await self.storage.progress(claim.request_id)
             urls = Urls(request.base_url) if request.base_url else self.urls
-            await self.notifier.notify(claim.url, webhook_payload(request, progress, urls))
+            payload = webhook_payload(request, progress, urls)
+            await self.notifier.notify(claim.url, payload, delivery_id=claim.delivery_id)
         except NotificationError as exc:
             give_up = not exc.retryable or claim.attempt >= self.config.webhook_max_attempts
             delay = backoff_delay(
-                claim.attempt, self.config.retry_base_delay, self.config.retry_max_delay
+                claim.attempt,
+                self.config.webhook_retry_base,
+                self.config.webhook_retry_max,
+                exc.retry_after,
             )
             log.warning(
                 "webhook request=%s attempt=%d failed: %s%s",

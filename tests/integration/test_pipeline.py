@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -201,3 +205,69 @@ async def test_finished_requests_expire_after_retention(
                 await anyio.sleep(0.05)
         with pytest.raises(ImageNotFound):
             await ic.image(image.image_id)
+
+
+def documented_verify() -> Callable[[str, dict[str, str], bytes], bool]:
+    """Return the verify() function exactly as docs/api.md shows it to receivers."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/api.md", "exec"), namespace)
+    return namespace["verify"]  # type: ignore[no-any-return]
+
+
+async def test_signed_webhook_verifies_with_the_documented_snippet(
+    image_server: LocalServer, webhook_receiver: LocalServer, test_settings: Settings
+) -> None:
+    """A receiver down for two attempts gets the delivery; same webhook-id, valid signature."""
+    secret = "whsec_" + base64.b64encode(b"a very secret key").decode()
+    webhook_receiver.script("/signed", [(503, {}, b"down"), (500, {}, b"down"), (204, {}, b"")])
+    url = image_server.add("/a.jpg", photo())
+    settings = test_settings.model_copy(update={"webhook_secret": secret})
+    async with Imgcompress(settings) as ic:
+        request_id = await ic.submit(manifest([("1", "A", [url])]), webhook_receiver.url("/signed"))
+        report = await ic.wait(request_id, timeout=30)
+    [delivery] = report.deliveries
+    assert (delivery.state.value, delivery.attempts) == ("delivered", 3)
+    posts = webhook_receiver.posts()
+    assert len(posts) == 3
+    verify = documented_verify()
+    ids = set()
+    for post in posts:
+        headers = {k.lower(): v for k, v in post.headers.items()}
+        assert verify(secret, headers, post.body)
+        assert not verify("whsec_" + base64.b64encode(b"wrong").decode(), headers, post.body)
+        ids.add(headers["webhook-id"])
+    assert ids == {delivery.delivery_id}
+    assert posts[-1].json()["requestId"] == request_id
+
+
+async def test_webhook_410_is_not_retried(
+    image_server: LocalServer, webhook_receiver: LocalServer, test_settings: Settings
+) -> None:
+    """A receiver answering 410 Gone gets one attempt; the delivery is failed for good."""
+    webhook_receiver.script("/gone", [(410, {}, b"gone")])
+    url = image_server.add("/a.jpg", photo())
+    async with Imgcompress(test_settings) as ic:
+        request_id = await ic.submit(manifest([("1", "A", [url])]), webhook_receiver.url("/gone"))
+        report = await ic.wait(request_id, timeout=30)
+        await anyio.sleep(0.5)
+    [delivery] = report.deliveries
+    assert delivery.state.value == "failed"
+    assert delivery.attempts == 1
+    assert len(webhook_receiver.posts()) == 1
+
+
+async def test_webhook_retry_after_is_honoured(
+    image_server: LocalServer, webhook_receiver: LocalServer, test_settings: Settings
+) -> None:
+    """A 503 with Retry-After: 2 delays the next attempt by at least two seconds."""
+    webhook_receiver.script("/busy", [(503, {"Retry-After": "2"}, b"busy"), (200, {}, b"ok")])
+    url = image_server.add("/a.jpg", photo())
+    settings = test_settings.model_copy(update={"webhook_retry_max": 5.0})
+    async with Imgcompress(settings) as ic:
+        request_id = await ic.submit(manifest([("1", "A", [url])]), webhook_receiver.url("/busy"))
+        await ic.wait(request_id, timeout=30)
+    first, second = webhook_receiver.posts()
+    gap = int(second.headers["webhook-timestamp"]) - int(first.headers["webhook-timestamp"])
+    assert gap >= 2

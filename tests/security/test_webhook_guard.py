@@ -35,7 +35,7 @@ NAMES = {
 async def notify(url: str, **kwargs: object) -> NotificationError | None:
     notifier = WebhookNotifier(**kwargs)  # type: ignore[arg-type]
     try:
-        await notifier.notify(url, PAYLOAD)
+        await notifier.notify(url, PAYLOAD, delivery_id="d1")
     except NotificationError as exc:
         return exc
     finally:

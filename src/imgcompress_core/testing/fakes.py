@@ -38,12 +38,12 @@ class RecordingNotifier:
     fail_first: int = 0
     calls: int = 0
 
-    async def notify(self, url: str, payload: Mapping[str, Any]) -> None:
+    async def notify(self, url: str, payload: Mapping[str, Any], *, delivery_id: str) -> None:
         """Record the payload (or fail, while ``fail_first`` lasts)."""
         self.calls += 1
         if self.calls <= self.fail_first:
             raise NotificationError(f"simulated failure {self.calls}")
-        self.sent.setdefault(url, []).append(dict(payload))
+        self.sent.setdefault(url, []).append({**payload, "_delivery_id": delivery_id})
 
 
 @dataclass
