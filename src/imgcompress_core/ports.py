@@ -25,7 +25,7 @@ from .model import (
     StoredImage,
 )
 
-__all__ = ["Fetched", "Fetcher", "Notifier", "Storage"]
+__all__ = ["Fetched", "Fetcher", "Metrics", "Notifier", "NullMetrics", "Storage"]
 
 
 @runtime_checkable
@@ -106,6 +106,10 @@ class Storage(Protocol):
         """Return ids of Pending requests whose images are all final (a finalize was lost)."""
         ...
 
+    async def queue_depth(self) -> int:
+        """Count images waiting to be claimed, across all requests."""
+        ...
+
     async def cancel_request(self, request_id: str) -> None:
         """Fail every unfinished image of a request with ``cancelled`` (their claims die)."""
         ...
@@ -170,3 +174,47 @@ class Fetcher(Protocol):
     async def fetch(self, url: str) -> Fetched:
         """Return the body at ``url`` or raise FetchError with a stable code."""
         ...
+
+
+@runtime_checkable
+class Metrics(Protocol):
+    """Receives what the worker observes (counts and durations), e.g. for Prometheus."""
+
+    def image_done(self, input_bytes: int, output_bytes: int) -> None:
+        """An image was compressed and stored."""
+        ...
+
+    def image_failed(self, code: str) -> None:
+        """An image failed for good with this reason code."""
+        ...
+
+    def fetch_seconds(self, seconds: float) -> None:
+        """A download took this long (successful or not)."""
+        ...
+
+    def compress_seconds(self, seconds: float) -> None:
+        """Decoding and re-encoding one image took this long."""
+        ...
+
+    def request_finished(self, status: str) -> None:
+        """A request reached its final status."""
+        ...
+
+
+class NullMetrics:
+    """Metrics that go nowhere (the default)."""
+
+    def image_done(self, input_bytes: int, output_bytes: int) -> None:
+        """Ignore."""
+
+    def image_failed(self, code: str) -> None:
+        """Ignore."""
+
+    def fetch_seconds(self, seconds: float) -> None:
+        """Ignore."""
+
+    def compress_seconds(self, seconds: float) -> None:
+        """Ignore."""
+
+    def request_finished(self, status: str) -> None:
+        """Ignore."""

@@ -24,7 +24,7 @@ import anyio
 from .fetch import FetchOptions, HttpxFetcher
 from .model import DeliveryState, StoredImage
 from .notify import WebhookNotifier
-from .ports import Fetcher, Notifier, Storage
+from .ports import Fetcher, Metrics, Notifier, Storage
 from .samples import SampleFetcher
 from .service import Service, StatusReport, Urls
 from .settings import Settings
@@ -90,6 +90,7 @@ class Imgcompress:
         notifier: Notifier | None = None,
         run_worker: bool = True,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.storage = storage if storage is not None else storage_from_settings(self.settings)
@@ -98,6 +99,7 @@ class Imgcompress:
         self._notifier = notifier
         self._run_worker = run_worker
         self._clock = clock
+        self._metrics = metrics
         self._stack = AsyncExitStack()
         self.worker: Worker | None = None
         self.service = Service(
@@ -142,6 +144,7 @@ class Imgcompress:
             self.urls,
             worker_config(self.settings),
             clock=self._clock,
+            metrics=self._metrics,
         )
         tasks = await self._stack.enter_async_context(anyio.create_task_group())
         stop = anyio.Event()

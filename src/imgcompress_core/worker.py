@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import anyio
 import anyio.to_thread
 
-from .compress import CompressOptions, compress_image
+from .compress import CompressedImage, CompressOptions, compress_image
 from .errors import ImageFailure, LeaseLost, NotificationError
 from .model import Claim, DeliveryClaim, Failure, ImageResult
-from .ports import Fetcher, Notifier, Storage
+from .ports import Fetcher, Metrics, Notifier, NullMetrics, Storage
 from .service import Urls, webhook_payload
 
 __all__ = ["Worker", "WorkerConfig", "backoff_delay"]
@@ -79,6 +79,12 @@ class _Signal:
             self._event = anyio.Event()
 
 
+def _timed_compress(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
+    """Compress in a worker thread and measure how long it took there."""
+    started = time.perf_counter()
+    return compress_image(data, options), time.perf_counter() - started
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
 
@@ -95,6 +101,7 @@ class Worker:
         config: WorkerConfig = WorkerConfig(),
         *,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.storage = storage
         self.fetcher = fetcher
@@ -102,6 +109,7 @@ class Worker:
         self.urls = urls
         self.config = config
         self.owner = _owner()
+        self.metrics: Metrics = metrics or NullMetrics()
         self._clock = clock
         self._cpu = anyio.CapacityLimiter(config.cpu_workers)
         self._wake_images = _Signal()
@@ -214,9 +222,13 @@ class Worker:
 
     async def _process_image(self, claim: Claim) -> None:
         try:
-            fetched = await self.fetcher.fetch(claim.url)
+            started = time.perf_counter()
+            try:
+                fetched = await self.fetcher.fetch(claim.url)
+            finally:
+                self.metrics.fetch_seconds(time.perf_counter() - started)
             compressed = await anyio.to_thread.run_sync(
-                compress_image, fetched.data, self.config.compress, limiter=self._cpu
+                _timed_compress, fetched.data, self.config.compress, limiter=self._cpu
             )
         except ImageFailure as exc:
             with anyio.CancelScope(shield=True):
@@ -227,20 +239,25 @@ class Worker:
             failure = Failure("internal_error", f"an unexpected error occurred: {exc!r}")
             with anyio.CancelScope(shield=True):
                 await self.storage.fail_image(claim, failure)
+            self.metrics.image_failed(failure.code)
             return
+        image, seconds = compressed
+        self.metrics.compress_seconds(seconds)
         result = ImageResult(
-            data=compressed.data,
-            content_type=compressed.content_type,
-            width=compressed.width,
-            height=compressed.height,
-            input_bytes=compressed.input_bytes,
-            note=compressed.note,
+            data=image.data,
+            content_type=image.content_type,
+            width=image.width,
+            height=image.height,
+            input_bytes=image.input_bytes,
+            note=image.note,
         )
         with anyio.CancelScope(shield=True):
             try:
                 await self.storage.complete_image(claim, result)
             except ImageFailure as exc:  # the store cannot keep this result (too large)
                 await self._record_failure(claim, exc)
+                return
+        self.metrics.image_done(result.input_bytes, len(result.data))
 
     async def _record_failure(self, claim: Claim, exc: ImageFailure) -> None:
         failure = Failure(exc.code, exc.message)
@@ -270,11 +287,13 @@ class Worker:
             exc.message,
         )
         await self.storage.fail_image(claim, failure)
+        self.metrics.image_failed(exc.code)
 
     async def _finalize(self, request_id: str) -> None:
         final = await self.storage.finalize_request(request_id)
         if final is None:
             return
+        self.metrics.request_finished(final.status.value)
         progress = await self.storage.progress(request_id)
         log.info(
             "request finished request=%s status=%s done=%d failed=%d",

@@ -547,6 +547,11 @@ class MongoStorage:
                     found.append(doc["_id"])
         return found[:limit]
 
+    async def queue_depth(self) -> int:
+        """Count queued images."""
+        async with translated("counting queued images"):
+            return await self._col("images").count_documents({"state": ImageState.QUEUED.value})
+
     async def cancel_request(self, request_id: str) -> None:
         """Fail every unfinished image with ``cancelled`` (clearing their leases)."""
         await self._request_doc(request_id)

@@ -24,6 +24,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from imgcompress_core import Imgcompress, Settings, StorageUnavailable, Urls
 from imgcompress_core.errors import InvalidWebhookUrl, ManifestError, ManifestProblem
 
+from .metrics import PrometheusMetrics, metrics_endpoint
 from .pages import page_handlers
 from .problems import exception_handlers, problem_details_config
 
@@ -94,6 +95,7 @@ async def upload(
     content = await file.read()
     base = _urls(request, ic.settings).base
     request_id = await ic.submit(content, webhook, base_url=base)
+    request.app.state.metrics.request_accepted()
     return Accepted(requestId=request_id)
 
 
@@ -180,11 +182,14 @@ def create_app(
     """Build the service; pass ``imgcompress`` to use one you wired yourself (tests, embedding)."""
     settings = settings or (imgcompress.settings if imgcompress else Settings())
 
+    metrics = PrometheusMetrics()
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        ic = imgcompress or Imgcompress(settings, run_worker=settings.run_worker)
+        ic = imgcompress or Imgcompress(settings, run_worker=settings.run_worker, metrics=metrics)
         async with ic:
             app.state.imgcompress = ic
+            app.state.metrics = metrics
             yield
 
     return Litestar(
@@ -196,6 +201,7 @@ def create_app(
             cancel_or_delete,
             health,
             ready,
+            metrics_endpoint,
             *page_handlers(),
         ],
         dependencies={"ic": Provide(_ic, sync_to_thread=False)},

@@ -184,3 +184,38 @@ async def test_output_csv_is_409_while_pending(test_settings: Settings) -> None:
         assert out.status_code == 409
         assert out.headers["retry-after"]
         assert out.json()["code"] == "request_pending"
+
+
+def metric(text: str, name: str) -> float:
+    """Return one sample's value from Prometheus text (0 if absent)."""
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head == name:
+            return float(value)
+    return 0.0
+
+
+async def test_metrics_move_during_a_run(
+    client: AsyncTestClient,  # type: ignore[type-arg]
+    image_server: LocalServer,
+) -> None:
+    """/metrics counts accepted and finished requests, images by result, bytes, durations."""
+    before = (await client.get("/metrics")).text
+    assert metric(before, 'imgcompress_requests_total{status="accepted"}') == 0
+    good = image_server.add("/m.jpg", photo(300, 200))
+    missing = image_server.url("/gone.jpg")
+    response = await upload(client, f'{HEADER}1,A,"{good},{missing}"\n')
+    await wait_final(client, response.json()["requestId"])
+    scrape = await client.get("/metrics")
+    assert scrape.headers["content-type"].startswith("text/plain")
+    text = scrape.text
+    assert metric(text, 'imgcompress_requests_total{status="accepted"}') == 1
+    assert metric(text, 'imgcompress_requests_total{status="Completed"}') == 1
+    assert metric(text, 'imgcompress_images_total{reason="",result="done"}') == 1
+    assert metric(text, 'imgcompress_images_total{reason="upstream_http_404",result="failed"}') == 1
+    assert (
+        metric(text, "imgcompress_bytes_in_total") > metric(text, "imgcompress_bytes_out_total") > 0
+    )
+    assert metric(text, "imgcompress_fetch_seconds_count") == 2
+    assert metric(text, "imgcompress_compress_seconds_count") == 1
+    assert metric(text, "imgcompress_queue_depth") == 0

@@ -260,6 +260,10 @@ class MemoryStorage:
         )
         return list(itertools.islice(pending, limit))
 
+    async def queue_depth(self) -> int:
+        """Count queued images."""
+        return len(self._queued)
+
     async def cancel_request(self, request_id: str) -> None:
         """Fail every unfinished image with ``cancelled``."""
         await self.get_request(request_id)

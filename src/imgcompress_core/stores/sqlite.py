@@ -551,6 +551,15 @@ class SqliteStorage:
         return [r[0] for r in rows]
 
     @_in_thread
+    def queue_depth(self) -> int:
+        """Count queued images."""
+        with self._read() as conn:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM images WHERE state = ?", (ImageState.QUEUED.value,)
+            ).fetchone()
+        return int(count)
+
+    @_in_thread
     def cancel_request(self, request_id: str) -> None:
         """Fail every unfinished image with ``cancelled`` in one transaction."""
         with self._write() as conn:

@@ -155,6 +155,15 @@ class StorageContract:
         progress = await storage.progress(request.request_id)
         assert (progress.queued, progress.working) == (0, 5)
 
+    async def test_queue_depth_counts_waiting_images(self, storage: Storage) -> None:
+        """Queued images across requests are counted; claimed ones are not."""
+        assert await storage.queue_depth() == 0
+        await storage.create_request(make_request((2, 1)))
+        await storage.create_request(make_request((2,)))
+        assert await storage.queue_depth() == 5
+        await storage.claim_images("w", 2, LEASE, MAX_ATTEMPTS)
+        assert await storage.queue_depth() == 3
+
     async def test_concurrent_claims_never_overlap(self, storage: Storage) -> None:
         """Many claimers at once get disjoint sets of images."""
         request = make_request((10, 10, 10))
