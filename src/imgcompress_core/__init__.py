@@ -12,6 +12,7 @@ from .compress import CompressedImage, CompressOptions, compress_image
 from .errors import (
     CompressionError,
     FetchError,
+    IdempotencyConflict,
     IllegalTransition,
     ImageFailure,
     ImageNotFound,
@@ -49,6 +50,7 @@ __all__ = [
     "Fetched",
     "Fetcher",
     "HttpxFetcher",
+    "IdempotencyConflict",
     "IllegalTransition",
     "ImageFailure",
     "ImageNotFound",

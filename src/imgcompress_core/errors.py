@@ -10,6 +10,7 @@ The tree::
     │   └── ImageNotFound
     ├── InvalidWebhookUrl             the webhook URL given at upload is not acceptable
     ├── RequestNotFinished            the output CSV was asked for while images are still pending
+    ├── IdempotencyConflict           an Idempotency-Key reused with a different upload
     ├── IllegalTransition             a state change the workflow does not allow
     ├── LeaseLost                     a worker lost its claim on an image or delivery
     ├── StorageUnavailable            the store cannot be reached (retryable)
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 __all__ = [
     "CompressionError",
     "FetchError",
+    "IdempotencyConflict",
     "IllegalTransition",
     "ImageFailure",
     "ImageNotFound",
@@ -145,6 +147,12 @@ class RequestNotFinished(ImgCompressError):
 
     code = "request_pending"
     retryable = True
+
+
+class IdempotencyConflict(ImgCompressError):
+    """An Idempotency-Key was already used for a different upload."""
+
+    code = "idempotency_key_reused"
 
 
 class IllegalTransition(ImgCompressError):

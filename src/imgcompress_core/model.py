@@ -100,6 +100,8 @@ class NewRequest:
     products: tuple[NewProduct, ...]
     images: tuple[NewImage, ...]
     base_url: str = ""  # public base URL for the links written about this request
+    idempotency_key: str | None = None  # a client's Idempotency-Key header
+    body_hash: str = ""  # what the key was used with (the CSV and webhook URL)
 
 
 @dataclass(frozen=True, slots=True)

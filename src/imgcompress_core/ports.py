@@ -49,8 +49,13 @@ class Storage(Protocol):
         """Raise StorageUnavailable unless the store answers."""
         ...
 
-    async def create_request(self, request: NewRequest) -> None:
-        """Store a request with its products and queued images, all or nothing."""
+    async def create_request(self, request: NewRequest) -> str:
+        """Store a request with its products and queued images, all or nothing; return its id.
+
+        With an ``idempotency_key`` already used for the same ``body_hash``, store nothing
+        and return the earlier request's id; with a different body raise
+        IdempotencyConflict.
+        """
         ...
 
     async def get_request(self, request_id: str) -> RequestRecord:

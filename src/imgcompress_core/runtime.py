@@ -161,10 +161,20 @@ class Imgcompress:
         await self._stack.aclose()
 
     async def submit(
-        self, csv: bytes, webhook_url: str | None = None, *, base_url: str | None = None
+        self,
+        csv: bytes,
+        webhook_url: str | None = None,
+        *,
+        base_url: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
-        """Validate and store a CSV; return its request id."""
-        return await self.service.submit(csv, webhook_url, base_url=base_url or self.urls.base)
+        """Validate and store a CSV; return its request id (see Service.submit)."""
+        return await self.service.submit(
+            csv,
+            webhook_url,
+            base_url=base_url or self.urls.base,
+            idempotency_key=idempotency_key,
+        )
 
     async def status(self, request_id: str) -> StatusReport:
         """Return everything known about a request."""

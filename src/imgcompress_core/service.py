@@ -6,6 +6,7 @@ they never touch storage rules themselves.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,6 +154,12 @@ def webhook_payload(request: RequestRecord, progress: Progress, urls: Urls) -> d
     }
 
 
+def _body_hash(csv: bytes, webhook_url: str | None) -> str:
+    digest = hashlib.sha256(csv)
+    digest.update(b"\0" + (webhook_url or "").encode())
+    return digest.hexdigest()
+
+
 class Service:
     """The use cases of imgcompress over one Storage."""
 
@@ -176,12 +183,19 @@ class Service:
         self._on_submit = on_submit
 
     async def submit(
-        self, csv: bytes, webhook_url: str | None = None, *, base_url: str = ""
+        self,
+        csv: bytes,
+        webhook_url: str | None = None,
+        *,
+        base_url: str = "",
+        idempotency_key: str | None = None,
     ) -> str:
         """Validate a CSV (and webhook URL), store the request, and return its id.
 
         ``base_url`` is the public address of the service, kept with the request for the
-        links its webhook carries (a worker elsewhere cannot know it).
+        links its webhook carries (a worker elsewhere cannot know it). The same
+        ``idempotency_key`` with the same CSV and webhook URL returns the first request's id
+        and stores nothing new; with anything different it raises IdempotencyConflict.
         """
         manifest = await anyio.to_thread.run_sync(parse_manifest, csv, self.limits)
         webhook = (webhook_url or "").strip() or None
@@ -201,11 +215,13 @@ class Service:
             products=products,
             images=images,
             base_url=base_url.rstrip("/"),
+            idempotency_key=idempotency_key,
+            body_hash=_body_hash(csv, webhook),
         )
-        await self.storage.create_request(request)
-        if self._on_submit is not None:
+        request_id = await self.storage.create_request(request)
+        if self._on_submit is not None and request_id == request.request_id:
             self._on_submit()
-        return request.request_id
+        return request_id
 
     async def _check_webhook(self, url: str) -> None:
         if len(url) > self.limits.max_url_length:

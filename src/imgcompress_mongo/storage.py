@@ -49,6 +49,7 @@ from pymongo.uri_parser import parse_uri
 from pymongo.write_concern import WriteConcern
 
 from imgcompress_core.errors import (
+    IdempotencyConflict,
     ImageFailure,
     ImageNotFound,
     LeaseLost,
@@ -191,6 +192,7 @@ class MongoStorage:
             deliveries = self._col("deliveries")
             await deliveries.create_index([("state", ASCENDING), ("nextAttemptAt", ASCENDING)])
             await deliveries.create_index([("requestId", ASCENDING)])
+            await self._col("idempotency").create_index([("requestId", ASCENDING)])
 
     async def close(self) -> None:
         """Close the client if this store created it."""
@@ -208,10 +210,18 @@ class MongoStorage:
 
     # -- requests ---------------------------------------------------------------------
 
-    async def create_request(self, request: NewRequest) -> None:
-        """Store the products and images first, then the request that makes them visible."""
+    async def create_request(self, request: NewRequest) -> str:
+        """Store the products and images first, then the request that makes them visible.
+
+        An Idempotency-Key is claimed first (a document whose ``_id`` is the key): whoever
+        inserts it creates the request; a repeat returns the owner's id.
+        """
         now = self._clock()
         rid = request.request_id
+        if request.idempotency_key is not None:
+            owner = await self._claim_key(request)
+            if owner != rid:
+                return owner
         names = {p.row: p.name for p in request.products}
         # Claim order: ObjectIds rise with time (and within a process), so their hex does too.
         batch = str(ObjectId())
@@ -272,6 +282,30 @@ class MongoStorage:
                     "checkedAt": now,
                 }
             )
+        return rid
+
+    async def _claim_key(self, request: NewRequest) -> str:
+        """Insert the key's document, or return the id of the request that owns it."""
+        keys = self._col("idempotency")
+        async with translated("checking an Idempotency-Key"):
+            try:
+                await keys.insert_one(
+                    {
+                        "_id": request.idempotency_key,
+                        "requestId": request.request_id,
+                        "bodyHash": request.body_hash,
+                    }
+                )
+                return request.request_id
+            except DuplicateKeyError:
+                earlier = await keys.find_one({"_id": request.idempotency_key})
+        if earlier is None:  # deleted in between: try once more
+            return await self._claim_key(request)
+        if earlier["bodyHash"] != request.body_hash:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used for a different upload"
+            )
+        return str(earlier["requestId"])
 
     async def _request_doc(self, request_id: str) -> Doc:
         async with translated("reading a request"):
@@ -574,7 +608,7 @@ class MongoStorage:
         await self._request_doc(request_id)
         async with translated("deleting a request"):
             await self._col("requests").delete_one({"_id": request_id})
-            for name in ("images", "products", "deliveries"):
+            for name in ("images", "products", "deliveries", "idempotency"):
                 await self._col(name).delete_many({"requestId": request_id})
 
     async def finished_before(self, cutoff: float, limit: int) -> list[str]:

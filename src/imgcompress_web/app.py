@@ -22,7 +22,12 @@ from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from imgcompress_core import Imgcompress, Settings, StorageUnavailable, Urls
-from imgcompress_core.errors import InvalidWebhookUrl, ManifestError, ManifestProblem
+from imgcompress_core.errors import (
+    IdempotencyConflict,
+    InvalidWebhookUrl,
+    ManifestError,
+    ManifestProblem,
+)
 
 from .metrics import PrometheusMetrics, metrics_endpoint
 from .pages import page_handlers
@@ -94,7 +99,10 @@ async def upload(
         raise InvalidWebhookUrl("webhook_url must be a text field, not a file")
     content = await file.read()
     base = _urls(request, ic.settings).base
-    request_id = await ic.submit(content, webhook, base_url=base)
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise IdempotencyConflict("an Idempotency-Key must be 1 to 255 characters")
+    request_id = await ic.submit(content, webhook, base_url=base, idempotency_key=key)
     request.app.state.metrics.request_accepted()
     return Accepted(requestId=request_id)
 

@@ -16,6 +16,7 @@ from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetail
 from litestar.types import ExceptionHandlersMap
 
 from imgcompress_core.errors import (
+    IdempotencyConflict,
     ImgCompressError,
     InvalidWebhookUrl,
     ManifestError,
@@ -35,6 +36,7 @@ _STATUS: list[tuple[type[ImgCompressError], int, str]] = [
     (InvalidWebhookUrl, 400, "The webhook URL cannot be accepted"),
     (NotFound, 404, "Not found"),
     (RequestNotFinished, 409, "Not finished yet"),
+    (IdempotencyConflict, 422, "Idempotency-Key reused"),
     (StorageUnavailable, 503, "Storage unavailable"),
 ]
 

@@ -219,3 +219,21 @@ async def test_metrics_move_during_a_run(
     assert metric(text, "imgcompress_fetch_seconds_count") == 2
     assert metric(text, "imgcompress_compress_seconds_count") == 1
     assert metric(text, "imgcompress_queue_depth") == 0
+
+
+async def test_idempotency_key(test_settings: Settings) -> None:
+    """A retried upload with the same Idempotency-Key creates nothing new; another body is 422."""
+    settings = test_settings.model_copy(update={"run_worker": False})
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        text = f"{HEADER}1,A,https://a.example/x.jpg\n"
+        files = {"file": ("p.csv", text.encode(), "text/csv")}
+        first = await client.post("/api/upload", files=files, headers={"Idempotency-Key": "abc"})
+        again = await client.post("/api/upload", files=files, headers={"Idempotency-Key": "abc"})
+        assert first.status_code == again.status_code == 202
+        assert first.json() == again.json()
+        other = {"file": ("p.csv", (text + "2,B,https://a.example/y.jpg\n").encode(), "text/csv")}
+        conflict = await client.post("/api/upload", files=other, headers={"Idempotency-Key": "abc"})
+        assert conflict.status_code == 422
+        assert conflict.json()["code"] == "idempotency_key_reused"
+        fresh = await client.post("/api/upload", files=files)
+        assert fresh.json()["requestId"] != first.json()["requestId"]

@@ -13,7 +13,7 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 
-from ..errors import ImageNotFound, LeaseLost, RequestNotFound
+from ..errors import IdempotencyConflict, ImageNotFound, LeaseLost, RequestNotFound
 from ..model import (
     Claim,
     Delivery,
@@ -43,6 +43,14 @@ class _Lease:
     not_before: float = 0.0
 
 
+def _same_upload(earlier: tuple[str, str], request: NewRequest) -> str:
+    """Return the earlier request's id, or raise if the key came with another body."""
+    request_id, body_hash = earlier
+    if body_hash != request.body_hash:
+        raise IdempotencyConflict("this Idempotency-Key was already used for a different upload")
+    return request_id
+
+
 class MemoryStorage:
     """Storage in process memory; everything is gone when the process ends."""
 
@@ -59,6 +67,7 @@ class MemoryStorage:
         self._queued: dict[str, None] = {}  # queued image ids in claim order
         self._working: dict[str, None] = {}
         self._remaining: dict[str, int] = {}
+        self._idempotency: dict[str, tuple[str, str]] = {}
 
     async def open(self) -> None:
         """Nothing to open."""
@@ -69,8 +78,13 @@ class MemoryStorage:
     async def ping(self) -> None:
         """Always reachable."""
 
-    async def create_request(self, request: NewRequest) -> None:
-        """Store a request with its products and queued images."""
+    async def create_request(self, request: NewRequest) -> str:
+        """Store a request with its products and queued images (or find its earlier twin)."""
+        if request.idempotency_key is not None:
+            earlier = self._idempotency.get(request.idempotency_key)
+            if earlier is not None:
+                return _same_upload(earlier, request)
+            self._idempotency[request.idempotency_key] = (request.request_id, request.body_hash)
         now = self._clock()
         self._requests[request.request_id] = RequestRecord(
             request_id=request.request_id,
@@ -104,6 +118,7 @@ class MemoryStorage:
             self._queued[image.image_id] = None
             ids.append(image.image_id)
         self._by_request[request.request_id] = ids
+        return request.request_id
 
     async def get_request(self, request_id: str) -> RequestRecord:
         """Return a request or raise RequestNotFound."""
@@ -284,6 +299,8 @@ class MemoryStorage:
             del self._deliveries[delivery.delivery_id]
             del self._delivery_leases[delivery.delivery_id]
         del self._requests[request_id], self._products[request_id], self._remaining[request_id]
+        for key in [k for k, (rid, _) in self._idempotency.items() if rid == request_id]:
+            del self._idempotency[key]
 
     async def finished_before(self, cutoff: float, limit: int) -> list[str]:
         """Return final requests that finished before ``cutoff``."""

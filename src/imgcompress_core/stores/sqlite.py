@@ -24,6 +24,7 @@ import anyio
 import anyio.to_thread
 
 from ..errors import (
+    IdempotencyConflict,
     ImageNotFound,
     ImgCompressError,
     LeaseLost,
@@ -118,6 +119,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivered_at     REAL,
     lease_token      TEXT,
     lease_expires_at REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key        TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    body_hash  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_by_request ON deliveries (request_id);
@@ -220,10 +226,26 @@ class SqliteStorage:
     # -- requests ---------------------------------------------------------------------
 
     @_in_thread
-    def create_request(self, request: NewRequest) -> None:
-        """Store a request with its products and queued images in one transaction."""
+    def create_request(self, request: NewRequest) -> str:
+        """Store a request with its products and queued images in one transaction (or find
+        the earlier request made with the same Idempotency-Key)."""
         now = self._clock()
         with self._write() as conn:
+            if request.idempotency_key is not None:
+                earlier = conn.execute(
+                    "SELECT request_id, body_hash FROM idempotency WHERE key = ?",
+                    (request.idempotency_key,),
+                ).fetchone()
+                if earlier is not None:
+                    if earlier[1] != request.body_hash:
+                        raise IdempotencyConflict(
+                            "this Idempotency-Key was already used for a different upload"
+                        )
+                    return str(earlier[0])
+                conn.execute(
+                    "INSERT INTO idempotency (key, request_id, body_hash) VALUES (?, ?, ?)",
+                    (request.idempotency_key, request.request_id, request.body_hash),
+                )
             conn.execute(
                 "INSERT INTO requests (request_id, status, columns, webhook_url, created_at,"
                 " updated_at, total_images, remaining, base_url)"
@@ -264,6 +286,7 @@ class SqliteStorage:
                     for i in request.images
                 ),
             )
+        return request.request_id
 
     def _request(self, conn: sqlite3.Connection, request_id: str) -> RequestRecord:
         row = conn.execute(
@@ -592,7 +615,7 @@ class SqliteStorage:
                 " (SELECT image_id FROM images WHERE request_id = ?)",
                 (request_id,),
             )
-            for table in ("images", "products", "deliveries", "requests"):
+            for table in ("images", "products", "deliveries", "idempotency", "requests"):
                 conn.execute(f"DELETE FROM {table} WHERE request_id = ?", (request_id,))
 
     @_in_thread

@@ -26,7 +26,13 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from ..errors import IllegalTransition, ImageNotFound, LeaseLost, RequestNotFound
+from ..errors import (
+    IdempotencyConflict,
+    IllegalTransition,
+    ImageNotFound,
+    LeaseLost,
+    RequestNotFound,
+)
 from ..model import (
     Claim,
     DeliveryState,
@@ -118,6 +124,25 @@ class StorageContract:
         assert all(i.state is ImageState.QUEUED and i.attempts == 0 for i in images)
         progress = await storage.progress(request.request_id)
         assert (progress.total, progress.queued, progress.finished) == (3, 3, 0)
+
+    async def test_idempotency_key_returns_the_first_request(self, storage: Storage) -> None:
+        """The same key and body give back the first id and store nothing; another body
+        is a conflict; deleting the request frees the key."""
+        first = dataclasses.replace(make_request((2,)), idempotency_key="k1", body_hash="h1")
+        assert await storage.create_request(first) == first.request_id
+        again = dataclasses.replace(make_request((2,)), idempotency_key="k1", body_hash="h1")
+        assert await storage.create_request(again) == first.request_id
+        with pytest.raises(RequestNotFound):
+            await storage.get_request(again.request_id)
+        assert await storage.queue_depth() == 2
+        other = dataclasses.replace(make_request((1,)), idempotency_key="k1", body_hash="h2")
+        with pytest.raises(IdempotencyConflict):
+            await storage.create_request(other)
+        for claim in await claim_all(storage):
+            await storage.fail_image(claim, Failure("x", "y"))
+        await storage.finalize_request(first.request_id)
+        await storage.delete_request(first.request_id)
+        assert await storage.create_request(other) == other.request_id
 
     async def test_unknown_ids_raise_not_found(self, storage: Storage) -> None:
         """Unknown request and image ids raise the core's NotFound errors."""
