@@ -102,6 +102,7 @@ class NewRequest:
     base_url: str = ""  # public base URL for the links written about this request
     idempotency_key: str | None = None  # a client's Idempotency-Key header
     body_hash: str = ""  # what the key was used with (the CSV and webhook URL)
+    owner: str = ""  # who created it (an API key's fingerprint); "" when the API is open
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,7 @@ class RequestRecord:
     finished_at: float | None
     total_images: int
     base_url: str = ""
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,6 +167,7 @@ class Imgcompress:
         *,
         base_url: str | None = None,
         idempotency_key: str | None = None,
+        owner: str = "",
     ) -> str:
         """Validate and store a CSV; return its request id (see Service.submit)."""
         return await self.service.submit(
@@ -174,11 +175,12 @@ class Imgcompress:
             webhook_url,
             base_url=base_url or self.urls.base,
             idempotency_key=idempotency_key,
+            owner=owner,
         )
 
-    async def status(self, request_id: str) -> StatusReport:
-        """Return everything known about a request."""
-        return await self.service.status(request_id)
+    async def status(self, request_id: str, *, owner: str | None = None) -> StatusReport:
+        """Return everything known about a request (only ``owner``'s, when given)."""
+        return await self.service.status(request_id, owner=owner)
 
     async def output_csv(self, request_id: str) -> str:
         """Return a request's output CSV."""
@@ -188,9 +190,9 @@ class Imgcompress:
         """Return a processed image."""
         return await self.service.image(image_id)
 
-    async def cancel_or_delete(self, request_id: str) -> bool:
+    async def cancel_or_delete(self, request_id: str, *, owner: str | None = None) -> bool:
         """Cancel a Pending request (False) or delete a final one (True)."""
-        deleted = await self.service.cancel_or_delete(request_id)
+        deleted = await self.service.cancel_or_delete(request_id, owner=owner)
         if not deleted and self.worker is not None:
             self.worker.wake()
         return deleted

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from .errors import FetchError, InvalidWebhookUrl, RequestNotFinished
+from .errors import FetchError, InvalidWebhookUrl, RequestNotFinished, RequestNotFound
 from .fetch import Resolver, check_url, system_resolver, vet_destination
 from .manifest import ManifestLimits, parse_manifest, render_output_csv
 from .model import (
@@ -189,6 +189,7 @@ class Service:
         *,
         base_url: str = "",
         idempotency_key: str | None = None,
+        owner: str = "",
     ) -> str:
         """Validate a CSV (and webhook URL), store the request, and return its id.
 
@@ -215,8 +216,9 @@ class Service:
             products=products,
             images=images,
             base_url=base_url.rstrip("/"),
-            idempotency_key=idempotency_key,
+            idempotency_key=f"{owner}:{idempotency_key}" if idempotency_key else None,
             body_hash=_body_hash(csv, webhook),
+            owner=owner,
         )
         request_id = await self.storage.create_request(request)
         if self._on_submit is not None and request_id == request.request_id:
@@ -240,9 +242,16 @@ class Service:
         except FetchError as exc:
             raise InvalidWebhookUrl(f"webhook_url is not acceptable: {exc}") from exc
 
-    async def status(self, request_id: str) -> StatusReport:
-        """Return everything known about a request (RequestNotFound if there is none)."""
+    async def _owned(self, request_id: str, owner: str | None) -> RequestRecord:
+        """Return the request, or RequestNotFound if it is not ``owner``'s (None: anyone's)."""
         request = await self.storage.get_request(request_id)
+        if owner is not None and request.owner != owner:
+            raise RequestNotFound(request_id)
+        return request
+
+    async def status(self, request_id: str, *, owner: str | None = None) -> StatusReport:
+        """Return everything known about a request (RequestNotFound if there is none)."""
+        request = await self._owned(request_id, owner)
         return StatusReport(
             request=request,
             progress=await self.storage.progress(request_id),
@@ -251,13 +260,15 @@ class Service:
             deliveries=await self.storage.list_deliveries(request_id),
         )
 
-    async def output_csv(self, request_id: str, image_url: Callable[[str], str]) -> str:
+    async def output_csv(
+        self, request_id: str, image_url: Callable[[str], str], *, owner: str | None = None
+    ) -> str:
         """Return the output CSV: input columns plus each processed image's URL.
 
         ``image_url`` turns an image id into the address written out (``Urls.image`` for
         the service, a file path for ``imgcompress process``).
         """
-        request = await self.storage.get_request(request_id)
+        request = await self._owned(request_id, owner)
         if request.status is RequestStatus.PENDING:
             raise RequestNotFinished(
                 f"request {request_id} is still Pending; its output CSV is ready once it is final"
@@ -274,13 +285,13 @@ class Service:
         """Return a processed image (ImageNotFound if there is none)."""
         return await self.storage.get_image_data(image_id)
 
-    async def cancel_or_delete(self, request_id: str) -> bool:
+    async def cancel_or_delete(self, request_id: str, *, owner: str | None = None) -> bool:
         """Cancel a Pending request and return False; delete a final one and return True.
 
         Cancelling fails every unfinished image (``cancelled``); images already done stay
         available, and the request then finalizes as usual (its webhook included).
         """
-        request = await self.storage.get_request(request_id)
+        request = await self._owned(request_id, owner)
         if request.status is RequestStatus.PENDING:
             await self.storage.cancel_request(request_id)
             await self.storage.finalize_request(request_id)

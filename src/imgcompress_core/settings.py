@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     )
     run_worker: bool = Field(True, description="`serve` also processes images in-process")
 
+    api_keys: str = Field(
+        "",
+        description="if set, the API needs `Authorization: Bearer <key>` with one of these "
+        "comma-separated keys, and each key sees only its own requests",
+    )
+
     # What the service may fetch.
     allow_private_networks: bool = Field(
         False,
@@ -138,6 +144,10 @@ class Settings(BaseSettings):
             max_urls_per_row=self.max_urls_per_row,
             max_url_length=self.max_url_length,
         )
+
+    def api_key_set(self) -> frozenset[str]:
+        """Return the accepted API keys (empty: the API is open)."""
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
 
     def image_hosts(self) -> frozenset[str]:
         """Return the image-host allow-list (empty: any public host)."""

@@ -103,6 +103,7 @@ def _request(doc: Doc) -> RequestRecord:
         finished_at=doc.get("finishedAt"),
         total_images=doc["totalImages"],
         base_url=doc.get("baseUrl", ""),
+        owner=doc.get("owner", ""),
     )
 
 
@@ -277,6 +278,7 @@ class MongoStorage:
                     "finishedAt": None,
                     "totalImages": len(request.images),
                     "baseUrl": request.base_url,
+                    "owner": request.owner,
                     "finalized": False,
                     "webhookQueued": request.webhook_url is None,
                     "checkedAt": now,

@@ -29,6 +29,7 @@ from imgcompress_core.errors import (
     ManifestProblem,
 )
 
+from .auth import caller
 from .metrics import PrometheusMetrics, metrics_endpoint
 from .pages import page_handlers
 from .problems import exception_handlers, problem_details_config
@@ -86,6 +87,7 @@ async def upload(
     data: Annotated[dict[str, Any], _UPLOAD_BODY],
 ) -> Accepted:
     """Validate the CSV, store the request, and answer with its id at once."""
+    owner = caller(request, ic)
     file = data.get("file")
     if not isinstance(file, UploadFile):
         reason = (
@@ -102,7 +104,9 @@ async def upload(
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
         raise IdempotencyConflict("an Idempotency-Key must be 1 to 255 characters")
-    request_id = await ic.submit(content, webhook, base_url=base, idempotency_key=key)
+    request_id = await ic.submit(
+        content, webhook, base_url=base, idempotency_key=key, owner=owner or ""
+    )
     request.app.state.metrics.request_accepted()
     return Accepted(requestId=request_id)
 
@@ -112,7 +116,7 @@ async def status(
     request: Request[Any, Any, Any], ic: NamedDependency[Imgcompress], request_id: FromPath[str]
 ) -> dict[str, Any]:
     """Return the status, progress counts and every product's images."""
-    report = await ic.status(request_id)
+    report = await ic.status(request_id, owner=caller(request, ic))
     return report.to_document(_request_urls(request, ic, report.request.base_url))
 
 
@@ -125,9 +129,10 @@ async def output_csv(
     request: Request[Any, Any, Any], ic: NamedDependency[Imgcompress], request_id: FromPath[str]
 ) -> Response[str]:
     """Return the input CSV with an added Output Image Urls column."""
-    record = await ic.storage.get_request(request_id)
+    owner = caller(request, ic)
+    record = await ic.storage.get_request(request_id)  # output_csv checks the owner
     urls = _request_urls(request, ic, record.base_url)
-    text = await ic.service.output_csv(request_id, urls.image)
+    text = await ic.service.output_csv(request_id, urls.image, owner=owner)
     return Response(
         text,
         media_type="text/csv",
@@ -158,9 +163,10 @@ async def cancel_or_delete(
 ) -> Response[Any]:
     """Cancel the request's unfinished images (200 with its status), or if it is already
     final, remove it and its images (204)."""
-    if await ic.cancel_or_delete(request_id):
+    owner = caller(request, ic)
+    if await ic.cancel_or_delete(request_id, owner=owner):
         return Response(None, status_code=204)
-    report = await ic.status(request_id)
+    report = await ic.status(request_id, owner=owner)
     return Response(report.to_document(_request_urls(request, ic, report.request.base_url)))
 
 

@@ -237,3 +237,32 @@ async def test_idempotency_key(test_settings: Settings) -> None:
         assert conflict.json()["code"] == "idempotency_key_reused"
         fresh = await client.post("/api/upload", files=files)
         assert fresh.json()["requestId"] != first.json()["requestId"]
+
+
+async def test_api_keys(test_settings: Settings) -> None:
+    """With API keys set: 401 without a valid key; a key sees only its own requests."""
+    settings = test_settings.model_copy(update={"api_keys": "alpha, beta", "run_worker": False})
+    alpha = {"Authorization": "Bearer alpha"}
+    beta = {"Authorization": "Bearer beta"}
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        files = {"file": ("p.csv", f"{HEADER}1,A,https://a.example/x.jpg\n".encode(), "text/csv")}
+        anonymous = await client.post("/api/upload", files=files)
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"].startswith("Bearer")
+        assert anonymous.headers["content-type"] == "application/problem+json"
+        wrong = await client.post("/api/upload", files=files, headers={"Authorization": "Bearer x"})
+        assert wrong.status_code == 401
+        created = await client.post("/api/upload", files=files, headers=alpha)
+        assert created.status_code == 202
+        request_id = created.json()["requestId"]
+        assert (await client.get(f"/api/status/{request_id}", headers=alpha)).status_code == 200
+        assert (await client.get(f"/api/status/{request_id}", headers=beta)).status_code == 404
+        assert (await client.get(f"/api/status/{request_id}")).status_code == 401
+        for method, path in (
+            ("GET", f"/api/requests/{request_id}/output.csv"),
+            ("DELETE", f"/api/requests/{request_id}"),
+        ):
+            response = await client.request(method, path, headers=beta)
+            assert response.status_code == 404, path
+        assert (await client.get(f"/api/status/{request_id}", headers=alpha)).status_code == 200
+        assert (await client.get("/health")).status_code == 200

@@ -96,6 +96,7 @@ class MemoryStorage:
             finished_at=None,
             total_images=len(request.images),
             base_url=request.base_url,
+            owner=request.owner,
         )
         self._remaining[request.request_id] = len(request.images)
         self._products[request.request_id] = [

@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS requests (
     finished_at  REAL,
     total_images INTEGER NOT NULL,
     remaining    INTEGER NOT NULL,
-    base_url     TEXT NOT NULL DEFAULT ''
+    base_url     TEXT NOT NULL DEFAULT '',
+    owner        TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS requests_unfinalized ON requests (status, remaining);
 CREATE INDEX IF NOT EXISTS requests_finished ON requests (finished_at);
@@ -248,8 +249,8 @@ class SqliteStorage:
                 )
             conn.execute(
                 "INSERT INTO requests (request_id, status, columns, webhook_url, created_at,"
-                " updated_at, total_images, remaining, base_url)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " updated_at, total_images, remaining, base_url, owner)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.request_id,
                     RequestStatus.PENDING.value,
@@ -260,6 +261,7 @@ class SqliteStorage:
                     len(request.images),
                     len(request.images),
                     request.base_url,
+                    request.owner,
                 ),
             )
             conn.executemany(
@@ -291,7 +293,7 @@ class SqliteStorage:
     def _request(self, conn: sqlite3.Connection, request_id: str) -> RequestRecord:
         row = conn.execute(
             "SELECT request_id, status, columns, webhook_url, created_at, updated_at,"
-            " finished_at, total_images, base_url FROM requests WHERE request_id = ?",
+            " finished_at, total_images, base_url, owner FROM requests WHERE request_id = ?",
             (request_id,),
         ).fetchone()
         if row is None:
@@ -306,6 +308,7 @@ class SqliteStorage:
             finished_at=row[6],
             total_images=row[7],
             base_url=row[8],
+            owner=row[9],
         )
 
     @_in_thread

@@ -445,11 +445,15 @@ class StorageContract:
         with pytest.raises(RequestNotFound):
             await storage.delete_request(request.request_id)
 
-    async def test_base_url_is_kept(self, storage: Storage) -> None:
-        """The public base URL given at upload reads back with the request."""
-        request = dataclasses.replace(make_request((1,)), base_url="https://img.example")
+    async def test_base_url_and_owner_are_kept(self, storage: Storage) -> None:
+        """The public base URL and the owner given at upload read back with the request."""
+        request = dataclasses.replace(
+            make_request((1,)), base_url="https://img.example", owner="key-fingerprint"
+        )
         await storage.create_request(request)
-        assert (await storage.get_request(request.request_id)).base_url == "https://img.example"
+        record = await storage.get_request(request.request_id)
+        assert record.base_url == "https://img.example"
+        assert record.owner == "key-fingerprint"
 
     async def test_concurrent_finalize_has_one_winner(self, storage: Storage) -> None:
         """Many workers finalizing the same request at once: exactly one succeeds."""

@@ -24,6 +24,13 @@ const imgcompress = (() => {
     return error.message;
   }
 
+  // With IMGCOMPRESS_API_KEYS set, the API wants a key: the page keeps it for this tab.
+  function api(path, options = {}) {
+    const key = sessionStorage.getItem("imgcompress-api-key");
+    const headers = key ? { Authorization: `Bearer ${key}` } : {};
+    return fetch(path, { ...options, headers: { ...headers, ...(options.headers || {}) } });
+  }
+
   function size(bytes) {
     if (bytes == null) return "–";
     if (bytes < 1024) return `${bytes} B`;
@@ -53,7 +60,9 @@ const imgcompress = (() => {
     data.append("file", file, file.name || "products.csv");
     const hook = form.querySelector("#webhook_url").value.trim();
     if (hook) data.append("webhook_url", hook);
-    const response = await fetch("/api/upload", { method: "POST", body: data });
+    const key = form.querySelector("#api_key").value.trim();
+    if (key) sessionStorage.setItem("imgcompress-api-key", key);
+    const response = await api("/api/upload", { method: "POST", body: data });
     const body = await response.json();
     if (!response.ok) return showProblem(body);
     window.location.assign(`/requests/${encodeURIComponent(body.requestId)}`);
@@ -138,9 +147,23 @@ const imgcompress = (() => {
   async function requestPage() {
     const requestId = decodeURIComponent(window.location.pathname.split("/").pop());
     document.getElementById("request-id").textContent = requestId;
-    document.getElementById("csv-link").href = `/api/requests/${encodeURIComponent(requestId)}/output.csv`;
+    const csvPath = `/api/requests/${encodeURIComponent(requestId)}/output.csv`;
+    const csvLink = document.getElementById("csv-link");
+    csvLink.href = csvPath;
+    if (sessionStorage.getItem("imgcompress-api-key")) {
+      // A plain link cannot send the key: fetch the CSV and hand the browser a blob.
+      csvLink.addEventListener("click", async (e) => {
+        e.preventDefault();
+        const blob = await (await api(csvPath)).blob();
+        const url = URL.createObjectURL(blob);
+        const a = el("a", { href: url, download: `${requestId}-output.csv` });
+        document.body.append(a);
+        a.click();
+        a.remove();
+      });
+    }
     for (;;) {
-      const response = await fetch(`/api/status/${encodeURIComponent(requestId)}`);
+      const response = await api(`/api/status/${encodeURIComponent(requestId)}`);
       const body = await response.json();
       if (!response.ok) return showProblem(body);
       render(body);
