@@ -82,6 +82,15 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         50_000_000, ge=1, description="largest image accepted, in pixels (width x height)"
     )
+    max_animation_frames: int = Field(
+        1000, ge=1, description="most frames in an animated GIF, WebP or PNG"
+    )
+    max_animation_pixels: int = Field(
+        500_000_000, ge=1, description="largest animation, in pixels (width x height x frames)"
+    )
+    max_jpeg_scans: int = Field(
+        100, ge=1, description="most scans in a progressive JPEG (each one decodes it again)"
+    )
 
     # Upload limits.
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest CSV accepted")
@@ -134,7 +143,13 @@ class Settings(BaseSettings):
 
     def compress_options(self) -> CompressOptions:
         """Return the compression options these settings ask for."""
-        return CompressOptions(quality=self.jpeg_quality, max_pixels=self.max_image_pixels)
+        return CompressOptions(
+            quality=self.jpeg_quality,
+            max_pixels=self.max_image_pixels,
+            max_frames=self.max_animation_frames,
+            max_animation_pixels=self.max_animation_pixels,
+            max_scans=self.max_jpeg_scans,
+        )
 
     def manifest_limits(self) -> ManifestLimits:
         """Return the CSV limits these settings ask for."""
