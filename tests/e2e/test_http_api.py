@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
 from litestar.testing import AsyncTestClient
 from PIL import Image
 
-from imgcompress_core import Settings
+from imgcompress_core import Imgcompress, Settings, SqliteStorage
 from imgcompress_web import create_app
 from servers import LocalServer, photo
 
@@ -266,3 +268,25 @@ async def test_api_keys(test_settings: Settings) -> None:
             assert response.status_code == 404, path
         assert (await client.get(f"/api/status/{request_id}", headers=alpha)).status_code == 200
         assert (await client.get("/health")).status_code == 200
+
+
+async def test_upload_is_503_not_202_when_the_store_is_locked(
+    test_settings: Settings, tmp_path: Path
+) -> None:
+    """If the store cannot take the request, the client hears 503 with Retry-After."""
+    path = tmp_path / "locked.sqlite3"
+    store = SqliteStorage(path, busy_timeout=0.2)
+    ic = Imgcompress(test_settings, storage=store, run_worker=False)
+    async with AsyncTestClient(app=create_app(test_settings, imgcompress=ic)) as client:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            response = await upload(client, f"{HEADER}1,A,https://a.example/x.jpg\n")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert response.json()["code"] == "storage_unavailable"
+        accepted = await upload(client, f"{HEADER}1,A,https://a.example/x.jpg\n")
+        assert accepted.status_code == 202
