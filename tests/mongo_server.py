@@ -9,6 +9,7 @@ run. If the server cannot start the tests fail: they never skip.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -24,8 +25,6 @@ from servers import MONGODB_SERVER_USED as SERVER_USED
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -62,14 +61,23 @@ def start_stand_in(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         if process.poll() is not None:
             err = (data_dir / "nx-27017.out").read_text(errors="replace")
             pytest.fail(f"nx-27017 exited with {process.returncode}:\n{err}")
+        # Wait for the port with a plain socket: a driver that fails to connect can leave
+        # its socket to the garbage collector, which pytest (rightly) reports.
         try:
-            with MongoClient(uri, serverSelectionTimeoutMS=500) as client:
-                client.admin.command("ping")
-            return process, uri
-        except PyMongoError:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
             time.sleep(0.2)
-    process.kill()
-    pytest.fail(f"nx-27017 did not answer on {uri} within 30 s")
+    else:
+        process.kill()
+        pytest.fail(f"nx-27017 did not listen on {uri} within 30 s")
+    try:
+        with MongoClient(uri, serverSelectionTimeoutMS=10_000) as client:
+            client.admin.command("ping")
+    except PyMongoError as exc:
+        process.kill()
+        pytest.fail(f"nx-27017 on {uri} does not answer ping: {exc}")
+    return process, uri
 
 
 @pytest.fixture(scope="session")
