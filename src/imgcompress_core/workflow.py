@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .errors import IllegalTransition
-from .model import Failure, ImageState, Progress, RequestStatus
+from .model import DeliveryState, Failure, ImageState, Progress, RequestStatus
 
 __all__ = [
     "CANCELLED",
@@ -29,6 +29,7 @@ __all__ = [
     "TRANSITIONS",
     "WORKER_LOST",
     "check_transition",
+    "delivery_outcome",
     "final_status",
     "sources",
 ]
@@ -74,3 +75,18 @@ def final_status(progress: Progress) -> RequestStatus | None:
     if progress.finished < progress.total:
         return None
     return RequestStatus.COMPLETED if progress.done > 0 else RequestStatus.FAILED
+
+
+def delivery_outcome(
+    delivered: bool, next_attempt_at: float | None, now: float
+) -> tuple[DeliveryState, float | None]:
+    """Return a delivery's state after an attempt, and when it was delivered (if it was).
+
+    Delivered is final; a failure with no next attempt is given up (failed); any other
+    failure stays pending until ``next_attempt_at``.
+    """
+    if delivered:
+        return DeliveryState.DELIVERED, now
+    if next_attempt_at is None:
+        return DeliveryState.FAILED, None
+    return DeliveryState.PENDING, None

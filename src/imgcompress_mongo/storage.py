@@ -74,7 +74,13 @@ from imgcompress_core.model import (
     new_id,
 )
 from imgcompress_core.settings import Settings
-from imgcompress_core.workflow import CANCELLED, WORKER_LOST, check_transition, final_status
+from imgcompress_core.workflow import (
+    CANCELLED,
+    WORKER_LOST,
+    check_transition,
+    delivery_outcome,
+    final_status,
+)
 
 from ._errors import translated
 
@@ -673,12 +679,7 @@ class MongoStorage:
     ) -> None:
         """Record one delivery attempt, fenced by the claim's token."""
         now = self._clock()
-        if delivered:
-            state, when = DeliveryState.DELIVERED, now
-        elif next_attempt_at is None:
-            state, when = DeliveryState.FAILED, None
-        else:
-            state, when = DeliveryState.PENDING, None
+        state, when = delivery_outcome(delivered, next_attempt_at, now)
         async with translated("recording a webhook attempt"):
             result = await self._col("deliveries").update_one(
                 {"_id": claim.delivery_id, "leaseToken": claim.token},

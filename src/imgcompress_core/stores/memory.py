@@ -31,7 +31,13 @@ from ..model import (
     StoredImage,
     new_id,
 )
-from ..workflow import CANCELLED, WORKER_LOST, check_transition, final_status
+from ..workflow import (
+    CANCELLED,
+    WORKER_LOST,
+    check_transition,
+    delivery_outcome,
+    final_status,
+)
 
 __all__ = ["MemoryStorage"]
 
@@ -357,12 +363,7 @@ class MemoryStorage:
         if delivery is None or lease is None or lease.token != claim.token:
             raise LeaseLost(f"delivery {claim.delivery_id} is no longer held by this claim")
         now = self._clock()
-        if delivered:
-            state, when = DeliveryState.DELIVERED, now
-        elif next_attempt_at is None:
-            state, when = DeliveryState.FAILED, None
-        else:
-            state, when = DeliveryState.PENDING, None
+        state, when = delivery_outcome(delivered, next_attempt_at, now)
         self._delivery_leases[claim.delivery_id] = _Lease(token="", expires_at=0.0)
         self._deliveries[claim.delivery_id] = dataclasses.replace(
             delivery,

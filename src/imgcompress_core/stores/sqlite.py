@@ -48,7 +48,13 @@ from ..model import (
     StoredImage,
     new_id,
 )
-from ..workflow import CANCELLED, WORKER_LOST, check_transition, final_status
+from ..workflow import (
+    CANCELLED,
+    WORKER_LOST,
+    check_transition,
+    delivery_outcome,
+    final_status,
+)
 
 __all__ = ["SqliteStorage"]
 
@@ -671,12 +677,7 @@ class SqliteStorage:
     ) -> None:
         """Record one delivery attempt."""
         now = self._clock()
-        if delivered:
-            state, when = DeliveryState.DELIVERED, now
-        elif next_attempt_at is None:
-            state, when = DeliveryState.FAILED, None
-        else:
-            state, when = DeliveryState.PENDING, None
+        state, when = delivery_outcome(delivered, next_attempt_at, now)
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE deliveries SET state = ?, last_error = ?, delivered_at = ?,"
