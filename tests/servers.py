@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-# Filled by the MongoDB fixture (tests/mongo/conftest.py), reported at the end of the run.
+# Filled by the MongoDB fixture (tests/mongo_server.py), reported at the end of the run.
 MONGODB_SERVER_USED: list[str] = []
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"

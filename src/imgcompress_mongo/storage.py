@@ -1,58 +1,66 @@
 """``MongoStorage``: the core's Storage protocol on MongoDB, with pymongo's async client.
 
-Documents are flat, one per request, product, image and webhook delivery; every change
-is a top-level ``$set``/``$inc`` on one document, conditional on the state it starts
-from, so any number of web and worker processes on any number of machines can share
-one database (and nothing grows without bound inside a document).
+Collections, one flat document per thing (see :mod:`._documents` for the fields):
+``requests`` (``_id`` = requestId), ``products``, ``images`` (``_id`` = imageId, the
+processed bytes in ``image`` once done), ``deliveries`` (``_id`` = ``<requestId>:final``),
+``idempotency`` (``_id`` = the Idempotency-Key) and ``counters`` (the claim order).
+Every change is a top-level ``$set``/``$inc`` on one document, conditional on the state
+it starts from, so any number of web and worker processes on any number of machines can
+share one database. No multi-document transactions are used (the nx-27017 stand-in the
+tests run on has none, and a standalone mongod neither).
 
-Collections (the seed's field names are kept: ``requests`` has ``requestId`` and
-``status``; ``images`` has ``name``, ``image``, ``contentType``, ``productName`` and
-``requestId``):
+Decisions:
 
-- ``requests``: ``_id`` = requestId, status, counts, timestamps, ``finalized`` flags.
-- ``products``: ``_id`` = ``<requestId>:<row>``, the row's cells for the output CSV.
-- ``images``: ``_id`` = imageId; state, lease (``leaseToken``, ``leaseExpiresAt``),
-  attempts, failure, sizes, and the processed bytes in ``image`` (BSON binary) once done.
-- ``deliveries``: ``_id`` = ``<requestId>:final``: at most one webhook delivery per
-  request, whoever tries to create it.
-
-Claims are ``find_one_and_update`` calls, one image each, so two workers never get the
-same image. Finalizing is idempotent and safe to race: the status changes with a
-conditional update that only one caller can win, and the delivery has a deterministic
-id. A crash between steps is repaired by ``unfinalized_requests``, which the worker's
-sweep calls.
-
-An image whose processed bytes do not fit in one document (over 15 MiB, leaving room
-under BSON's 16 MiB) is refused: ``complete_image`` raises ``ImageFailure`` with code
-``output_too_large`` and the worker records that as the image's failure. (Outputs are
-never larger than their input, so this needs an input over 15 MiB that barely
-compresses.)
-
-Writes use majority write concern and pymongo's retryable writes.
+- **Claims**: MongoDB has no ``UPDATE ... LIMIT ... RETURNING``, so images are claimed one
+  ``find_one_and_update`` at a time (expired leases first, then the queue in ``seq``
+  order), up to ``limit``; each is atomic, so two workers never get the same image.
+  ``seq`` comes from one ``$inc`` on a counter per request, so the queue is first in,
+  first out across processes.
+- **Finishing** an image is one update filtered on its id, the claim's lease token and
+  the states :func:`~imgcompress_core.workflow.sources` allows. When it matches nothing
+  the document says why: another token means LeaseLost; the same claim completing twice
+  is a no-op; anything else goes to ``check_transition`` (IllegalTransition).
+- **Finalizing** happens exactly once: ``find_one_and_update`` from ``Pending`` to the
+  final status can match for one caller only, and only that caller gets the record. The
+  webhook delivery has a fixed ``_id``, so it is created at most once even if a crash
+  between the two steps makes the sweep (``unfinalized_requests``) create it again.
+- **Creating** a request writes products and images first and the request last, which
+  makes them visible. If a write fails, what was written is removed (best effort, for at
+  most 5 s). A process killed between those writes leaves images of a request that
+  never appears: workers still process them (finalizing then logs RequestNotFound) and
+  retention never deletes them. Only a multi-document transaction (replica sets only)
+  closes that gap; the upload itself was not acknowledged, so nothing accepted is lost.
+- **Oversized images**: BSON documents hold at most 16 MiB. An image whose processed
+  bytes exceed ``MAX_IMAGE_BYTES`` (15 MiB, keeping 1 MiB for the other fields) is
+  refused *before anything is written*: ``complete_image`` raises
+  ``ImageFailure(code="output_too_large")``, which the worker records as that image's
+  failure (the image keeps its lease until then). Downloads may be up to
+  ``max_image_bytes`` (25 MiB by default), but a compressed output over 15 MiB is rare.
+- **Durability**: writes use write concern ``majority`` and reads ``majority`` read
+  concern (both work on a standalone mongod, a replica set and the stand-in); a client
+  the store creates itself turns on retryable writes.
+- **Errors**: connection trouble (``ConnectionFailure``: ``AutoReconnect``,
+  ``ServerSelectionTimeoutError``, network timeouts) becomes the core's
+  ``StorageUnavailable``; any other driver error an ``ImgCompressError`` with code
+  ``storage_error``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from bson import ObjectId
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 from pymongo.read_concern import ReadConcern
-from pymongo.uri_parser import parse_uri
 from pymongo.write_concern import WriteConcern
 
 from imgcompress_core.errors import (
-    IdempotencyConflict,
     ImageFailure,
     ImageNotFound,
-    LeaseLost,
+    ImgCompressError,
     RequestNotFound,
     StorageUnavailable,
 )
@@ -60,7 +68,6 @@ from imgcompress_core.model import (
     Claim,
     Delivery,
     DeliveryClaim,
-    DeliveryState,
     Failure,
     ImageRecord,
     ImageResult,
@@ -74,81 +81,40 @@ from imgcompress_core.model import (
     new_id,
 )
 from imgcompress_core.settings import Settings
-from imgcompress_core.workflow import (
-    CANCELLED,
-    WORKER_LOST,
-    check_transition,
-    delivery_outcome,
-    final_status,
-)
+from imgcompress_core.workflow import CANCELLED, final_status
 
+from . import _deliveries, _images, _requests
+from ._documents import (
+    FINAL_STATUSES,
+    MAX_IMAGE_BYTES,
+    NO_BYTES,
+    UNFINISHED,
+    Doc,
+    image_docs,
+    product_docs,
+    request_doc,
+    to_delivery,
+    to_image,
+    to_progress,
+    to_request,
+)
 from ._errors import translated
+from ._schema import DEFAULT_DATABASE, database_from_uri, ensure_indexes, reserve_seq
 
 __all__ = ["MAX_IMAGE_BYTES", "MongoStorage", "create_storage"]
 
-Doc = dict[str, Any]
-MAX_IMAGE_BYTES = 15 * 1024 * 1024
-_ACTIVE = [ImageState.QUEUED.value, ImageState.WORKING.value]
-_NO_BYTES = {"image": 0}
-
 
 def create_storage(settings: Settings) -> MongoStorage:
-    """Build the store from settings (the ``imgcompress.storage`` entry point)."""
-    assert settings.mongodb_uri is not None
+    """Build the store from settings (the ``imgcompress.storage`` entry point's factory)."""
+    if not settings.mongodb_uri:
+        raise ImgCompressError("no MongoDB URI is set", code="storage_adapter_missing")
     return MongoStorage(settings.mongodb_uri)
-
-
-def _request(doc: Doc) -> RequestRecord:
-    return RequestRecord(
-        request_id=doc["requestId"],
-        status=RequestStatus(doc["status"]),
-        columns=tuple(doc["columns"]),
-        webhook_url=doc.get("webhookUrl"),
-        created_at=doc["createdAt"],
-        updated_at=doc["updatedAt"],
-        finished_at=doc.get("finishedAt"),
-        total_images=doc["totalImages"],
-        base_url=doc.get("baseUrl", ""),
-        owner=doc.get("owner", ""),
-    )
-
-
-def _image(doc: Doc) -> ImageRecord:
-    failure = Failure(doc["failureCode"], doc["failureMessage"]) if doc.get("failureCode") else None
-    return ImageRecord(
-        image_id=doc["_id"],
-        request_id=doc["requestId"],
-        row=doc["row"],
-        position=doc["position"],
-        url=doc["url"],
-        state=ImageState(doc["state"]),
-        attempts=doc["attempts"],
-        failure=failure,
-        input_bytes=doc.get("inputBytes"),
-        output_bytes=doc.get("outputBytes"),
-        width=doc.get("width"),
-        height=doc.get("height"),
-        content_type=doc.get("contentType"),
-        note=doc.get("note"),
-        updated_at=doc["updatedAt"],
-    )
-
-
-def _delivery(doc: Doc) -> Delivery:
-    return Delivery(
-        delivery_id=doc["_id"],
-        request_id=doc["requestId"],
-        url=doc["url"],
-        state=DeliveryState(doc["state"]),
-        attempts=doc["attempts"],
-        next_attempt_at=doc["nextAttemptAt"],
-        last_error=doc.get("lastError"),
-        delivered_at=doc.get("deliveredAt"),
-    )
 
 
 class MongoStorage:
     """Storage on MongoDB: flat documents, conditional updates, leases with fencing tokens."""
+
+    max_image_bytes: int = MAX_IMAGE_BYTES  # largest processed image kept (one document)
 
     def __init__(
         self,
@@ -159,7 +125,7 @@ class MongoStorage:
         client: AsyncMongoClient[Doc] | None = None,
     ) -> None:
         self.uri = uri
-        self.database_name = database or parse_uri(uri).get("database") or "imgcompress"
+        self.database_name = database or database_from_uri(uri) or DEFAULT_DATABASE
         self._clock = clock
         self._client = client
         self._owns_client = client is None
@@ -167,39 +133,32 @@ class MongoStorage:
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _col(self, name: str) -> AsyncCollection[Doc]:
+    @property
+    def database(self) -> AsyncDatabase[Doc]:
+        """The database handle (majority write and read concern); StorageUnavailable until
+        the store is open."""
+        return self._database()
+
+    def _database(self) -> AsyncDatabase[Doc]:
         if self._db is None:
-            raise StorageUnavailable("the MongoDB store is not open")
-        return self._db.get_collection(name)
+            raise StorageUnavailable("the MongoDB store is not open (call open() first)")
+        return self._db
+
+    def _col(self, name: str) -> AsyncCollection[Doc]:
+        return self._database().get_collection(name)
 
     async def open(self) -> None:
-        """Connect and create the indexes (idempotent)."""
-        if self._client is None:
-            self._client = AsyncMongoClient(self.uri, retryWrites=True, tz_aware=False)
-        self._db = self._client.get_database(
-            self.database_name,
-            write_concern=WriteConcern(w="majority"),
-            read_concern=ReadConcern("majority"),
-        )
+        """Create the client (unless one was given) and the indexes; idempotent."""
+        async with translated("connecting"):
+            if self._client is None:
+                self._client = AsyncMongoClient(self.uri, retryWrites=True)
+            self._db = self._client.get_database(
+                self.database_name,
+                write_concern=WriteConcern(w="majority"),
+                read_concern=ReadConcern("majority"),
+            )
         async with translated("creating indexes"):
-            requests = self._col("requests")
-            await requests.create_index([("requestId", ASCENDING)], unique=True)
-            await requests.create_index([("status", ASCENDING), ("checkedAt", ASCENDING)])
-            await requests.create_index([("finalized", ASCENDING), ("webhookQueued", ASCENDING)])
-            await self._col("products").create_index([("requestId", ASCENDING), ("row", ASCENDING)])
-            images = self._col("images")
-            await images.create_index(
-                [("requestId", ASCENDING), ("row", ASCENDING), ("position", ASCENDING)]
-            )
-            await images.create_index([("requestId", ASCENDING), ("state", ASCENDING)])
-            await images.create_index(
-                [("state", ASCENDING), ("queuedAt", ASCENDING), ("order", ASCENDING)]
-            )
-            await images.create_index([("state", ASCENDING), ("leaseExpiresAt", ASCENDING)])
-            deliveries = self._col("deliveries")
-            await deliveries.create_index([("state", ASCENDING), ("nextAttemptAt", ASCENDING)])
-            await deliveries.create_index([("requestId", ASCENDING)])
-            await self._col("idempotency").create_index([("requestId", ASCENDING)])
+            await ensure_indexes(self._db)
 
     async def close(self) -> None:
         """Close the client if this store created it."""
@@ -209,111 +168,33 @@ class MongoStorage:
         self._db = None
 
     async def ping(self) -> None:
-        """Raise StorageUnavailable unless the server answers."""
-        async with translated("ping"):
-            if self._db is None:
-                raise StorageUnavailable("the MongoDB store is not open")
-            await self._db.command("ping")
+        """Raise StorageUnavailable unless the server answers ``ping``."""
+        async with translated("pinging"):
+            await self._database().command("ping")
 
     # -- requests ---------------------------------------------------------------------
 
     async def create_request(self, request: NewRequest) -> str:
-        """Store the products and images first, then the request that makes them visible.
-
-        An Idempotency-Key is claimed first (a document whose ``_id`` is the key): whoever
-        inserts it creates the request; a repeat returns the owner's id.
-        """
-        now = self._clock()
+        """Store the products and images, then the request that makes them visible (or
+        return the earlier request made with the same Idempotency-Key)."""
         rid = request.request_id
         if request.idempotency_key is not None:
-            owner = await self._claim_key(request)
-            if owner != rid:
-                return owner
-        names = {p.row: p.name for p in request.products}
-        # Claim order: ObjectIds rise with time (and within a process), so their hex does too.
-        batch = str(ObjectId())
-        async with translated("storing a request"):
-            if request.products:
-                await self._col("products").insert_many(
-                    [
-                        {
-                            "_id": f"{rid}:{p.row}",
-                            "requestId": rid,
-                            "row": p.row,
-                            "serial": p.serial,
-                            "name": p.name,
-                            "cells": list(p.cells),
-                        }
-                        for p in request.products
-                    ],
-                    ordered=False,
-                )
-            if request.images:
-                await self._col("images").insert_many(
-                    [
-                        {
-                            "_id": i.image_id,
-                            "requestId": rid,
-                            "name": names.get(i.row, ""),
-                            "productName": names.get(i.row, ""),
-                            "row": i.row,
-                            "position": i.position,
-                            "url": i.url,
-                            "state": ImageState.QUEUED.value,
-                            "attempts": 0,
-                            "queuedAt": batch,
-                            "order": order,
-                            "notBefore": 0.0,
-                            "leaseExpiresAt": 0.0,
-                            "leaseToken": None,
-                            "updatedAt": now,
-                        }
-                        for order, i in enumerate(request.images)
-                    ],
-                    ordered=False,
-                )
-            await self._col("requests").insert_one(
-                {
-                    "_id": rid,
-                    "requestId": rid,
-                    "status": RequestStatus.PENDING.value,
-                    "columns": list(request.columns),
-                    "webhookUrl": request.webhook_url,
-                    "createdAt": request.created_at,
-                    "updatedAt": now,
-                    "finishedAt": None,
-                    "totalImages": len(request.images),
-                    "baseUrl": request.base_url,
-                    "owner": request.owner,
-                    "finalized": False,
-                    "webhookQueued": request.webhook_url is None,
-                    "checkedAt": now,
-                }
-            )
+            earlier = await _requests.claim_key(self._database(), request)
+            if earlier != rid:
+                return earlier
+        now = self._clock()
+        try:
+            async with translated("storing a request"):
+                if request.products:
+                    await self._col("products").insert_many(product_docs(request))
+                if request.images:
+                    first = await reserve_seq(self._database(), len(request.images))
+                    await self._col("images").insert_many(image_docs(request, first, now))
+                await self._col("requests").insert_one(request_doc(request, now))
+        except ImgCompressError:
+            await _requests.undo_create(self._database(), request)
+            raise
         return rid
-
-    async def _claim_key(self, request: NewRequest) -> str:
-        """Insert the key's document, or return the id of the request that owns it."""
-        keys = self._col("idempotency")
-        async with translated("checking an Idempotency-Key"):
-            try:
-                await keys.insert_one(
-                    {
-                        "_id": request.idempotency_key,
-                        "requestId": request.request_id,
-                        "bodyHash": request.body_hash,
-                    }
-                )
-                return request.request_id
-            except DuplicateKeyError:
-                earlier = await keys.find_one({"_id": request.idempotency_key})
-        if earlier is None:  # deleted in between: try once more
-            return await self._claim_key(request)
-        if earlier["bodyHash"] != request.body_hash:
-            raise IdempotencyConflict(
-                "this Idempotency-Key was already used for a different upload"
-            )
-        return str(earlier["requestId"])
 
     async def _request_doc(self, request_id: str) -> Doc:
         async with translated("reading a request"):
@@ -324,7 +205,7 @@ class MongoStorage:
 
     async def get_request(self, request_id: str) -> RequestRecord:
         """Return a request or raise RequestNotFound."""
-        return _request(await self._request_doc(request_id))
+        return to_request(await self._request_doc(request_id))
 
     async def list_products(self, request_id: str) -> list[ProductRecord]:
         """Return a request's products in row order."""
@@ -343,154 +224,77 @@ class MongoStorage:
         async with translated("reading images"):
             cursor = (
                 self._col("images")
-                .find({"requestId": request_id}, projection=_NO_BYTES)
+                .find({"requestId": request_id}, projection=NO_BYTES)
                 .sort([("row", ASCENDING), ("position", ASCENDING)])
             )
-            return [_image(d) for d in await cursor.to_list()]
+            return [to_image(d) for d in await cursor.to_list()]
 
-    async def _counts(self, request_id: str) -> Progress:
+    async def _progress(self, request_id: str) -> Progress:
         pipeline: list[Doc] = [
             {"$match": {"requestId": request_id}},
             {"$group": {"_id": "$state", "n": {"$sum": 1}}},
         ]
         async with translated("counting images"):
             cursor = await self._col("images").aggregate(pipeline)
-            counts = {d["_id"]: d["n"] for d in await cursor.to_list()}
-        return Progress(
-            total=sum(counts.values()),
-            queued=counts.get(ImageState.QUEUED.value, 0),
-            working=counts.get(ImageState.WORKING.value, 0),
-            done=counts.get(ImageState.DONE.value, 0),
-            failed=counts.get(ImageState.FAILED.value, 0),
-        )
+            return to_progress({d["_id"]: d["n"] for d in await cursor.to_list()})
 
     async def progress(self, request_id: str) -> Progress:
-        """Count a request's images by state."""
+        """Count a request's images by state (one ``$group`` aggregation)."""
         await self._request_doc(request_id)
-        return await self._counts(request_id)
+        return await self._progress(request_id)
 
-    # -- claims -----------------------------------------------------------------------
+    # -- images -----------------------------------------------------------------------
 
     async def claim_images(
         self, owner: str, limit: int, lease_seconds: float, max_attempts: int
     ) -> list[Claim]:
-        """Lease up to ``limit`` images, one atomic find_one_and_update each."""
-        now = self._clock()
-        images = self._col("images")
+        """Lease up to ``limit`` images (expired leases first, then the queue in order),
+        one atomic find_one_and_update each."""
         async with translated("claiming images"):
-            await images.update_many(
-                {
-                    "state": ImageState.WORKING.value,
-                    "leaseExpiresAt": {"$lte": now},
-                    "attempts": {"$gte": max_attempts},
-                },
-                {
-                    "$set": {
-                        "state": ImageState.FAILED.value,
-                        "failureCode": WORKER_LOST.code,
-                        "failureMessage": WORKER_LOST.message,
-                        "leaseToken": None,
-                        "updatedAt": now,
-                    }
-                },
+            return await _images.claim(
+                self._col("images"),
+                self._clock(),
+                owner=owner,
+                token=new_id(),
+                limit=limit,
+                lease_seconds=lease_seconds,
+                max_attempts=max_attempts,
             )
-            token = new_id()
-            update = {
-                "$set": {
-                    "state": ImageState.WORKING.value,
-                    "leaseOwner": owner,
-                    "leaseToken": token,
-                    "leaseExpiresAt": now + lease_seconds,
-                    "updatedAt": now,
-                },
-                "$inc": {"attempts": 1},
-            }
-            expired: Doc = {"state": ImageState.WORKING.value, "leaseExpiresAt": {"$lte": now}}
-            queued: Doc = {"state": ImageState.QUEUED.value, "notBefore": {"$lte": now}}
-            order = [("queuedAt", ASCENDING), ("order", ASCENDING)]
-            claims: list[Claim] = []
-            for query in (expired, queued):
-                while len(claims) < limit:
-                    doc = await images.find_one_and_update(
-                        query,
-                        update,
-                        sort=order,
-                        projection=_NO_BYTES,
-                        return_document=ReturnDocument.AFTER,
-                    )
-                    if doc is None:
-                        break
-                    claims.append(
-                        Claim(doc["_id"], doc["requestId"], doc["url"], doc["attempts"], token)
-                    )
-        return claims
 
     async def renew_claims(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
         """Extend the leases these claims still hold; return those."""
-        expires = self._clock() + lease_seconds
-        held = []
         async with translated("renewing leases"):
-            for claim in claims:
-                result = await self._col("images").update_one(
-                    {
-                        "_id": claim.image_id,
-                        "leaseToken": claim.token,
-                        "state": ImageState.WORKING.value,
-                    },
-                    {"$set": {"leaseExpiresAt": expires}},
-                )
-                if result.matched_count == 1:
-                    held.append(claim)
-        return held
+            return await _images.renew(self._col("images"), claims, self._clock() + lease_seconds)
 
-    async def _finish(self, claim: Claim, target: ImageState, fields: Doc) -> bool:
-        """Move a claimed image to ``target``; False if it already is there by this claim."""
-        fields = {**fields, "state": target.value, "updatedAt": self._clock()}
-        if target is ImageState.QUEUED:
-            fields["leaseToken"] = None
+    async def _finish(self, claim: Claim, target: ImageState, fields: Doc) -> None:
         async with translated("updating an image"):
-            result = await self._col("images").update_one(
-                {
-                    "_id": claim.image_id,
-                    "leaseToken": claim.token,
-                    "state": ImageState.WORKING.value,
-                },
-                {"$set": fields},
-            )
-            if result.matched_count == 1:
-                return True
-            doc = await self._col("images").find_one({"_id": claim.image_id}, projection=_NO_BYTES)
-        if doc is None or doc.get("leaseToken") != claim.token:
-            raise LeaseLost(f"image {claim.image_id} is no longer held by this claim")
-        if target is ImageState.DONE and doc["state"] == ImageState.DONE.value:
-            return False  # the same claim finishing twice: already done
-        check_transition(ImageState(doc["state"]), target)
-        raise LeaseLost(f"image {claim.image_id} changed while it was being updated")
+            await _images.finish(self._col("images"), claim, target, fields, self._clock())
 
     async def complete_image(self, claim: Claim, result: ImageResult) -> None:
-        """Store the processed bytes and mark the image done, in one conditional update."""
-        if len(result.data) > MAX_IMAGE_BYTES:
+        """Store the processed bytes and mark the image done, in one conditional update.
+
+        Raises ImageFailure (``output_too_large``) without writing anything when the bytes
+        do not fit in one document.
+        """
+        if len(result.data) > self.max_image_bytes:
             raise ImageFailure(
-                f"the compressed image is {len(result.data)} bytes; MongoDB documents hold at "
-                f"most {MAX_IMAGE_BYTES} bytes of image",
+                f"the compressed image is {len(result.data)} bytes; the MongoDB store keeps "
+                f"at most {self.max_image_bytes} bytes per image (one BSON document)",
                 code="output_too_large",
             )
-        await self._finish(
-            claim,
-            ImageState.DONE,
-            {
-                "image": result.data,
-                "contentType": result.content_type,
-                "etag": hashlib.sha256(result.data).hexdigest()[:32],
-                "inputBytes": result.input_bytes,
-                "outputBytes": len(result.data),
-                "width": result.width,
-                "height": result.height,
-                "note": result.note,
-                "failureCode": None,
-                "failureMessage": None,
-            },
-        )
+        fields: Doc = {
+            "image": result.data,
+            "contentType": result.content_type,
+            "etag": hashlib.sha256(result.data).hexdigest()[:32],
+            "inputBytes": result.input_bytes,
+            "outputBytes": len(result.data),
+            "width": result.width,
+            "height": result.height,
+            "note": result.note,
+            "failureCode": None,
+            "failureMessage": None,
+        }
+        await self._finish(claim, ImageState.DONE, fields)
 
     async def fail_image(self, claim: Claim, failure: Failure) -> None:
         """Mark the image failed for good."""
@@ -498,11 +302,14 @@ class MongoStorage:
         await self._finish(claim, ImageState.FAILED, fields)
 
     async def retry_image(self, claim: Claim, failure: Failure, not_before: float) -> None:
-        """Queue the image again after ``not_before``."""
-        fields = {
+        """Queue the image again after ``not_before`` (its lease ends here)."""
+        fields: Doc = {
             "failureCode": failure.code,
             "failureMessage": failure.message,
             "notBefore": not_before,
+            "leaseOwner": None,
+            "leaseToken": None,
+            "leaseExpiresAt": 0.0,
         }
         await self._finish(claim, ImageState.QUEUED, fields)
 
@@ -511,7 +318,7 @@ class MongoStorage:
     async def _unfinished(self, request_id: str) -> bool:
         async with translated("counting unfinished images"):
             count = await self._col("images").count_documents(
-                {"requestId": request_id, "state": {"$in": _ACTIVE}}, limit=1
+                {"requestId": request_id, "state": {"$in": UNFINISHED}}, limit=1
             )
         return count > 0
 
@@ -522,75 +329,51 @@ class MongoStorage:
         if doc["status"] == RequestStatus.PENDING.value:
             if await self._unfinished(request_id):
                 return None
-            status = final_status(await self._counts(request_id))
-            assert status is not None
+            status = final_status(await self._progress(request_id))
+            if status is None:
+                return None
             now = self._clock()
             async with translated("finalizing a request"):
                 won = await self._col("requests").find_one_and_update(
                     {"_id": request_id, "status": RequestStatus.PENDING.value},
-                    {
-                        "$set": {
-                            "status": status.value,
-                            "finalized": True,
-                            "updatedAt": now,
-                            "finishedAt": now,
-                        }
-                    },
+                    {"$set": {"status": status.value, "updatedAt": now, "finishedAt": now}},
                     return_document=ReturnDocument.AFTER,
                 )
             if won is None:
-                return None
+                return None  # another caller finalized it first
             doc = won
         if not doc.get("webhookQueued", True):
-            await self._queue_delivery(doc)
-        return _request(won) if won is not None else None
-
-    async def _queue_delivery(self, doc: Doc) -> None:
-        """Create the request's one delivery (a duplicate insert is harmless), then flag it."""
-        now = self._clock()
-        async with translated("queueing a webhook"):
-            with contextlib.suppress(DuplicateKeyError):
-                await self._col("deliveries").insert_one(
-                    {
-                        "_id": f"{doc['_id']}:final",
-                        "requestId": doc["_id"],
-                        "url": doc["webhookUrl"],
-                        "state": DeliveryState.PENDING.value,
-                        "attempts": 0,
-                        "nextAttemptAt": now,
-                        "lastError": None,
-                        "deliveredAt": None,
-                        "leaseToken": None,
-                        "leaseExpiresAt": 0.0,
-                    }
+            async with translated("queueing a webhook"):
+                await _deliveries.insert_delivery(self._col("deliveries"), doc, self._clock())
+                await self._col("requests").update_one(
+                    {"_id": request_id}, {"$set": {"webhookQueued": True}}
                 )
-            await self._col("requests").update_one(
-                {"_id": doc["_id"]}, {"$set": {"webhookQueued": True}}
-            )
+        return to_request(won) if won is not None else None
 
     async def unfinalized_requests(self, limit: int) -> list[str]:
-        """Return requests with finalize work left: all images final but still Pending, or
-        final with the webhook not yet queued (a crash between the steps)."""
+        """Return requests with finalize work left: Pending with every image final, or final
+        without their webhook delivery (a crash between the two steps).
+
+        Pending requests are looked at least recently checked first, ``limit`` per call,
+        so repeated sweeps visit them all without counting every request's images at once.
+        """
         now = self._clock()
+        requests = self._col("requests")
         found: list[str] = []
         async with translated("looking for unfinalized requests"):
-            stuck = self._col("requests").find(
-                {"finalized": True, "webhookQueued": False}, projection={"_id": 1}
+            stuck = requests.find(
+                {"webhookQueued": False, "status": {"$in": FINAL_STATUSES}}, projection={"_id": 1}
             )
-            found += [d["_id"] async for d in stuck.limit(limit)]
-            pending = self._col("requests").find(
-                {"status": RequestStatus.PENDING.value}, projection={"_id": 1}
-            )
+            found += [d["_id"] for d in await stuck.limit(limit).to_list()]
+            pending = requests.find({"status": RequestStatus.PENDING.value}, projection={"_id": 1})
             for doc in await pending.sort("checkedAt", ASCENDING).limit(limit).to_list():
-                await self._col("requests").update_one(
-                    {"_id": doc["_id"]}, {"$set": {"checkedAt": now}}
-                )
+                await requests.update_one({"_id": doc["_id"]}, {"$set": {"checkedAt": now}})
                 if not await self._unfinished(doc["_id"]):
                     found.append(doc["_id"])
         return found[:limit]
 
     async def queue_depth(self) -> int:
-        """Count queued images."""
+        """Count queued images across all requests."""
         async with translated("counting queued images"):
             return await self._col("images").count_documents({"state": ImageState.QUEUED.value})
 
@@ -599,7 +382,7 @@ class MongoStorage:
         await self._request_doc(request_id)
         async with translated("cancelling a request"):
             await self._col("images").update_many(
-                {"requestId": request_id, "state": {"$in": _ACTIVE}},
+                {"requestId": request_id, "state": {"$in": UNFINISHED}},
                 {
                     "$set": {
                         "state": ImageState.FAILED.value,
@@ -623,12 +406,13 @@ class MongoStorage:
         """Return final requests that finished before ``cutoff``."""
         async with translated("looking for old requests"):
             cursor = self._col("requests").find(
-                {"finalized": True, "finishedAt": {"$lt": cutoff}}, projection={"_id": 1}
+                {"status": {"$in": FINAL_STATUSES}, "finishedAt": {"$lt": cutoff}},
+                projection={"_id": 1},
             )
             return [d["_id"] for d in await cursor.limit(limit).to_list()]
 
     async def get_image_data(self, image_id: str) -> StoredImage:
-        """Return a processed image's bytes or raise ImageNotFound."""
+        """Return a processed image's bytes or raise ImageNotFound (the only read of them)."""
         async with translated("reading an image"):
             doc = await self._col("images").find_one(
                 {"_id": image_id, "state": ImageState.DONE.value},
@@ -644,30 +428,10 @@ class MongoStorage:
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[DeliveryClaim]:
         """Lease up to ``limit`` due deliveries, one atomic update each."""
-        now = self._clock()
-        claims: list[DeliveryClaim] = []
         async with translated("claiming webhook deliveries"):
-            while len(claims) < limit:
-                token = new_id()
-                doc = await self._col("deliveries").find_one_and_update(
-                    {
-                        "state": DeliveryState.PENDING.value,
-                        "nextAttemptAt": {"$lte": now},
-                        "leaseExpiresAt": {"$lte": now},
-                    },
-                    {
-                        "$set": {"leaseToken": token, "leaseExpiresAt": now + lease_seconds},
-                        "$inc": {"attempts": 1},
-                    },
-                    sort=[("nextAttemptAt", ASCENDING)],
-                    return_document=ReturnDocument.AFTER,
-                )
-                if doc is None:
-                    break
-                claims.append(
-                    DeliveryClaim(doc["_id"], doc["requestId"], doc["url"], doc["attempts"], token)
-                )
-        return claims
+            return await _deliveries.claim_deliveries(
+                self._col("deliveries"), self._clock(), limit, lease_seconds, new_id()
+            )
 
     async def record_delivery(
         self,
@@ -678,28 +442,19 @@ class MongoStorage:
         next_attempt_at: float | None,
     ) -> None:
         """Record one delivery attempt, fenced by the claim's token."""
-        now = self._clock()
-        state, when = delivery_outcome(delivered, next_attempt_at, now)
         async with translated("recording a webhook attempt"):
-            result = await self._col("deliveries").update_one(
-                {"_id": claim.delivery_id, "leaseToken": claim.token},
-                {
-                    "$set": {
-                        "state": state.value,
-                        "lastError": error,
-                        "deliveredAt": when,
-                        "nextAttemptAt": next_attempt_at if next_attempt_at is not None else now,
-                        "leaseToken": None,
-                        "leaseExpiresAt": 0.0,
-                    }
-                },
+            await _deliveries.record_delivery(
+                self._col("deliveries"),
+                claim,
+                self._clock(),
+                delivered=delivered,
+                error=error,
+                next_attempt_at=next_attempt_at,
             )
-        if result.matched_count != 1:
-            raise LeaseLost(f"delivery {claim.delivery_id} is no longer held by this claim")
 
     async def list_deliveries(self, request_id: str) -> list[Delivery]:
         """Return a request's webhook deliveries."""
         await self._request_doc(request_id)
         async with translated("reading webhook deliveries"):
-            docs = await self._col("deliveries").find({"requestId": request_id}).to_list()
-        return [_delivery(d) for d in docs]
+            cursor = self._col("deliveries").find({"requestId": request_id}).sort("_id", ASCENDING)
+            return [to_delivery(d) for d in await cursor.to_list()]
