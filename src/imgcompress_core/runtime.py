@@ -64,6 +64,9 @@ def worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(
         download_concurrency=settings.download_concurrency,
         cpu_workers=settings.cpu_workers,
+        # A process pool re-imports the main module in every child, which an embedding
+        # script without an ``if __name__ == "__main__"`` guard does not survive.
+        cpu_pool="threads" if settings.cpu_pool == "auto" else settings.cpu_pool,
         max_attempts=settings.max_attempts,
         retry_base_delay=settings.retry_base_delay,
         retry_max_delay=settings.retry_max_delay,

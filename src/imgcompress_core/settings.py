@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -114,6 +115,13 @@ class Settings(BaseSettings):
         default_factory=_default_cpu_workers,
         ge=1,
         description="images compressed at once (default: the CPUs available)",
+    )
+    cpu_pool: Literal["auto", "processes", "threads"] = Field(
+        "auto",
+        description=(
+            "where images are compressed: worker processes or threads; auto = processes"
+            " in the imgcompress command, threads when embedded"
+        ),
     )
     max_attempts: int = Field(3, ge=1, description="tries per image for transient failures")
     retry_base_delay: float = Field(1.0, ge=0, description="first retry delay in seconds")

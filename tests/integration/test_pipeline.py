@@ -45,10 +45,15 @@ def manifest(rows: list[tuple[str, str, list[str]]]) -> bytes:
     return out.getvalue().encode()
 
 
+POOLS = pytest.mark.parametrize("cpu_pool", ["processes", "threads"])
+
+
+@POOLS
 async def test_csv_to_compressed_images_and_webhook(
-    image_server: LocalServer, webhook_receiver: LocalServer, test_settings: Settings
+    image_server: LocalServer, webhook_receiver: LocalServer, test_settings: Settings, cpu_pool: str
 ) -> None:
     """Every listed image is downloaded, compressed, stored; the webhook says Completed."""
+    test_settings = test_settings.model_copy(update={"cpu_pool": cpu_pool})
     photos = corpus_images(3)
     urls = [image_server.add(f"/p{i}.jpg", data) for i, data in enumerate(photos)]
     missing = image_server.url("/missing.jpg")
@@ -119,10 +124,13 @@ async def test_transient_failures_are_retried(
     assert image_server.hits("/flaky.jpg") == 3
 
 
+@POOLS
 async def test_permanent_failures_fail_at_once_and_request_fails(
-    image_server: LocalServer, webhook_receiver: LocalServer, test_settings: Settings
+    image_server: LocalServer, webhook_receiver: LocalServer, test_settings: Settings, cpu_pool: str
 ) -> None:
-    """Not-an-image fails without retry; with nothing done the request is Failed."""
+    """Not-an-image fails without retry (its code crosses the process boundary intact);
+    with nothing done the request is Failed."""
+    test_settings = test_settings.model_copy(update={"cpu_pool": cpu_pool})
     url = image_server.add("/page.jpg", b"<html>not an image</html>", content_type="image/jpeg")
     async with Imgcompress(test_settings) as ic:
         request_id = await ic.submit(manifest([("1", "A", [url])]), webhook_receiver.url("/hook"))

@@ -26,8 +26,8 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     "command",
     [
-        ("ruff", "check", "src", "tests", "noxfile.py"),
-        ("ruff", "format", "--check", "src", "tests", "noxfile.py"),
+        ("ruff", "check", "src", "tests", "benchmarks", "noxfile.py"),
+        ("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py"),
         ("mypy", "--strict", "src"),
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],
