@@ -8,36 +8,101 @@ and no database driver; adapters (``imgcompress_web``, ``imgcompress_mongo``) bu
 
 from __future__ import annotations
 
-from .compress import CompressedImage, CompressOptions, compress_image
-from .errors import (
-    CompressionError,
-    FetchError,
-    IdempotencyConflict,
-    IllegalTransition,
-    ImageFailure,
-    ImageNotFound,
-    ImgCompressError,
-    InvalidWebhookUrl,
-    LeaseLost,
-    ManifestError,
-    ManifestProblem,
-    NotFound,
-    NotificationError,
-    RequestNotFinished,
-    RequestNotFound,
-    StorageUnavailable,
-    UploadTooLarge,
-)
-from .fetch import FetchOptions, HttpxFetcher
-from .manifest import Manifest, ManifestLimits, parse_manifest, render_output_csv
-from .model import ImageState, Progress, RequestStatus
-from .notify import WebhookNotifier
-from .ports import Fetched, Fetcher, Notifier, Storage
-from .runtime import Imgcompress
-from .service import Service, StatusReport, Urls
-from .settings import Settings
-from .stores import MemoryStorage, SqliteStorage
-from .worker import Worker, WorkerConfig
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .compress import CompressedImage, CompressOptions, compress_image
+    from .errors import (
+        CompressionError,
+        FetchError,
+        IdempotencyConflict,
+        IllegalTransition,
+        ImageFailure,
+        ImageNotFound,
+        ImgCompressError,
+        InvalidWebhookUrl,
+        LeaseLost,
+        ManifestError,
+        ManifestProblem,
+        NotFound,
+        NotificationError,
+        RequestNotFinished,
+        RequestNotFound,
+        StorageUnavailable,
+        UploadTooLarge,
+    )
+    from .fetch import FetchOptions, HttpxFetcher
+    from .manifest import Manifest, ManifestLimits, parse_manifest, render_output_csv
+    from .model import ImageState, Progress, RequestStatus
+    from .notify import WebhookNotifier
+    from .ports import Fetched, Fetcher, Notifier, Storage
+    from .runtime import Imgcompress
+    from .service import Service, StatusReport, Urls
+    from .settings import Settings
+    from .stores import MemoryStorage, SqliteStorage
+    from .worker import Worker, WorkerConfig
+
+_EXPORTS = {  # public name -> the module that defines it, imported on first use
+    "compress_image": ".compress",
+    "CompressedImage": ".compress",
+    "CompressionError": ".errors",
+    "CompressOptions": ".compress",
+    "Fetched": ".ports",
+    "Fetcher": ".ports",
+    "FetchError": ".errors",
+    "FetchOptions": ".fetch",
+    "HttpxFetcher": ".fetch",
+    "IdempotencyConflict": ".errors",
+    "IllegalTransition": ".errors",
+    "ImageFailure": ".errors",
+    "ImageNotFound": ".errors",
+    "ImageState": ".model",
+    "Imgcompress": ".runtime",
+    "ImgCompressError": ".errors",
+    "InvalidWebhookUrl": ".errors",
+    "LeaseLost": ".errors",
+    "Manifest": ".manifest",
+    "ManifestError": ".errors",
+    "ManifestLimits": ".manifest",
+    "ManifestProblem": ".errors",
+    "MemoryStorage": ".stores",
+    "NotFound": ".errors",
+    "NotificationError": ".errors",
+    "Notifier": ".ports",
+    "parse_manifest": ".manifest",
+    "Progress": ".model",
+    "render_output_csv": ".manifest",
+    "RequestNotFinished": ".errors",
+    "RequestNotFound": ".errors",
+    "RequestStatus": ".model",
+    "Service": ".service",
+    "Settings": ".settings",
+    "SqliteStorage": ".stores",
+    "StatusReport": ".service",
+    "Storage": ".ports",
+    "StorageUnavailable": ".errors",
+    "UploadTooLarge": ".errors",
+    "Urls": ".service",
+    "WebhookNotifier": ".notify",
+    "Worker": ".worker",
+    "WorkerConfig": ".worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module when the name is first used (PEP 562).
+
+    So ``import imgcompress_core.compress`` (what a compression worker process needs)
+    does not import httpx, pydantic and the stores.
+    """
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

@@ -4,9 +4,9 @@ One loop claims as many images as there are free download slots (leases, so a wo
 that dies loses nothing: its claims expire and another worker takes them); each image
 then runs as its own task: download (bounded by the fetcher's pool), compress off the
 event loop (bounded by ``cpu_workers``), store. ``cpu_pool`` says where compression
-runs: ``"processes"`` (anyio worker processes; the benchmarks measured them about 30 %
-faster than threads on JPEG, where Pillow holds the GIL for part of the work) or
-``"threads"`` (no extra processes; the default when embedded, see ``Settings.cpu_pool``).
+runs: ``"processes"`` (see :mod:`.cpu`; the benchmarks measured them about 30 % faster
+than threads on JPEG, where Pillow holds the GIL for part of the work) or ``"threads"``
+(no extra processes; the default when embedded, see ``Settings.cpu_pool``).
 A failure is recorded with its reason; a transient one is retried with exponential
 backoff and full jitter, honouring Retry-After. When a request's last image is final
 the store finalizes it exactly once and queues its webhook, which a second loop sends.
@@ -24,13 +24,11 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import anyio
-import anyio.to_process
-import anyio.to_thread
 
-from .compress import CompressedImage, CompressOptions, compress_image
+from .compress import CompressOptions
+from .cpu import Compressor, CpuPool
 from .errors import ImageFailure, LeaseLost, NotificationError
 from .model import Claim, DeliveryClaim, Failure, ImageResult
 from .ports import Fetcher, Metrics, Notifier, NullMetrics, Storage
@@ -47,7 +45,7 @@ class WorkerConfig:
 
     download_concurrency: int = 16
     cpu_workers: int = 2
-    cpu_pool: Literal["threads", "processes"] = "threads"
+    cpu_pool: CpuPool = "threads"
     max_attempts: int = 3
     retry_base_delay: float = 1.0
     retry_max_delay: float = 60.0
@@ -85,12 +83,6 @@ class _Signal:
             self._event = anyio.Event()
 
 
-def _timed_compress(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
-    """Compress (in a worker thread or process) and measure how long it took there."""
-    started = time.perf_counter()
-    return compress_image(data, options), time.perf_counter() - started
-
-
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
 
@@ -117,7 +109,7 @@ class Worker:
         self.owner = _owner()
         self.metrics: Metrics = metrics or NullMetrics()
         self._clock = clock
-        self._cpu = anyio.CapacityLimiter(config.cpu_workers)
+        self._compressor = Compressor(config.cpu_pool, config.cpu_workers)
         self._wake_images = _Signal()
         self._wake_deliveries = _Signal()
         self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on
@@ -149,6 +141,7 @@ class Worker:
                 tasks.cancel_scope.cancel()
         finally:
             self.alive = False
+            self._compressor.close()
         log.info("worker %s stopped", self.owner)
 
     async def _wake_on(self, stop: anyio.Event) -> None:
@@ -212,15 +205,6 @@ class Worker:
         except Exception as exc:
             log.warning("removing expired requests failed: %s", exc)
 
-    async def _compress(self, data: bytes) -> tuple[CompressedImage, float]:
-        """Compress off the event loop, in the configured pool."""
-        options = self.config.compress
-        if self.config.cpu_pool == "processes":
-            return await anyio.to_process.run_sync(
-                _timed_compress, data, options, limiter=self._cpu
-            )
-        return await anyio.to_thread.run_sync(_timed_compress, data, options, limiter=self._cpu)
-
     async def _process(self, claim: Claim) -> None:
         try:
             await self._process_image(claim)
@@ -242,7 +226,7 @@ class Worker:
                 fetched = await self.fetcher.fetch(claim.url)
             finally:
                 self.metrics.fetch_seconds(time.perf_counter() - started)
-            compressed = await self._compress(fetched.data)
+            compressed = await self._compressor.compress(fetched.data, self.config.compress)
         except ImageFailure as exc:
             with anyio.CancelScope(shield=True):
                 await self._record_failure(claim, exc)

@@ -1,0 +1,83 @@
+"""The compression pool: real worker processes (and threads) behind one interface."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from imgcompress_core import CompressionError, CompressOptions, ImageFailure
+from imgcompress_core.compress import CompressedImage, compress_image, timed_compress
+from imgcompress_core.cpu import Compressor
+from servers import corpus_images
+
+pytestmark = pytest.mark.anyio
+
+OPTIONS = CompressOptions(quality=50)
+
+
+def crash_on_marker(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
+    """Die like a decoder that segfaults when given b"crash"; compress anything else."""
+    if data == b"crash":
+        os._exit(70)
+    return timed_compress(data, options)
+
+
+def worker_pid(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
+    """Report which process ran the function (in the note)."""
+    image = compress_image(data, options)
+    return CompressedImage(**{**_fields(image), "note": str(os.getpid())}), 0.0
+
+
+def _fields(image: CompressedImage) -> dict[str, object]:
+    return {name: getattr(image, name) for name in CompressedImage.__slots__}
+
+
+@pytest.mark.parametrize("pool", ["processes", "threads"])
+async def test_pool_gives_the_same_bytes_as_a_direct_call(pool: str) -> None:
+    """Where it runs does not change the result: the bytes equal compress_image's."""
+    [photo] = corpus_images(1)
+    compressor = Compressor(pool, workers=2)  # type: ignore[arg-type]
+    try:
+        image, seconds = await compressor.compress(photo, OPTIONS)
+    finally:
+        compressor.close()
+    assert image.data == compress_image(photo, OPTIONS).data
+    assert image.content_type == "image/jpeg" and seconds > 0
+
+
+async def test_processes_run_outside_this_process() -> None:
+    """With processes, the work happens in another process, not on the event loop's."""
+    [photo] = corpus_images(1)
+    compressor = Compressor("processes", workers=1, function=worker_pid)
+    try:
+        image, _ = await compressor.compress(photo, OPTIONS)
+    finally:
+        compressor.close()
+    assert image.note is not None and int(image.note) != os.getpid()
+
+
+async def test_bad_image_error_keeps_its_code_across_processes() -> None:
+    """A CompressionError raised in a child arrives as itself, with its stable code."""
+    compressor = Compressor("processes", workers=1)
+    try:
+        with pytest.raises(CompressionError) as caught:
+            await compressor.compress(b"<html>not an image</html>", OPTIONS)
+    finally:
+        compressor.close()
+    assert caught.value.code == "not_an_image"
+
+
+async def test_a_crashed_child_fails_that_image_and_the_pool_recovers() -> None:
+    """A child that dies fails its image as compression_crashed (retryable); the next
+    image gets a fresh pool."""
+    [photo] = corpus_images(1)
+    compressor = Compressor("processes", workers=1, function=crash_on_marker)
+    try:
+        with pytest.raises(ImageFailure) as caught:
+            await compressor.compress(b"crash", OPTIONS)
+        image, _ = await compressor.compress(photo, OPTIONS)
+    finally:
+        compressor.close()
+    assert caught.value.code == "compression_crashed" and caught.value.retryable
+    assert image.data == compress_image(photo, OPTIONS).data
