@@ -15,11 +15,22 @@ parent's main module, so a script that embeds imgcompress with processes needs a
 for that reason; the ``imgcompress`` console script is a two-line module). Each child
 is replaced after ``tasks_per_child`` images, which returns memory that fragmentation
 would otherwise keep.
+
+In processes, each image also has a CPU-time limit (``cpu_seconds``, the setting
+``max_compress_seconds``): before an image the child sets its ``RLIMIT_CPU`` soft limit
+to the CPU time it has used plus ``cpu_seconds``, so the kernel stops a child that
+spends longer on one image (a pathological file within every other cap) with SIGXCPU,
+and that image fails as ``compression_crashed``. A thread cannot be stopped, so with
+threads there is no such limit. When a child dies, the other image in flight in the
+same pool fails that attempt too (the pool is broken for every task it holds); it is
+retried like any transient failure.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
+import resource
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -46,9 +57,12 @@ class Compressor:
         workers: int = 2,
         tasks_per_child: int = 200,
         function: CompressFunction = timed_compress,  # module-level, so processes can pickle it
+        *,
+        cpu_seconds: int = 60,
     ) -> None:
         self.pool = pool
         self.function = function
+        self.cpu_seconds = cpu_seconds
         self.workers = workers
         self.tasks_per_child = tasks_per_child
         self._limiter = anyio.CapacityLimiter(workers)
@@ -67,15 +81,17 @@ class Compressor:
                 return await anyio.to_thread.run_sync(self.function, data, options)
             executor = self._executor()
             try:
+                limited = functools.partial(_within_cpu_limit, self.function, self.cpu_seconds)
                 future: Future[tuple[CompressedImage, float]] = executor.submit(
-                    self.function, data, options
+                    limited, data, options
                 )
                 return await anyio.to_thread.run_sync(future.result)
             except BrokenProcessPool as exc:
                 self._discard(executor)
                 raise ImageFailure(
-                    "the compression process stopped while working on this image "
-                    "(it crashed or ran out of memory)",
+                    "the compression process stopped while working on this image: it "
+                    "crashed, ran out of memory or used more than its "
+                    f"{self.cpu_seconds} s of CPU time (max_compress_seconds)",
                     code="compression_crashed",
                     retryable=True,
                 ) from exc
@@ -98,3 +114,17 @@ class Compressor:
         if self._processes is executor:
             self._processes = None
         executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _within_cpu_limit(
+    function: CompressFunction, cpu_seconds: int, data: bytes, options: CompressOptions
+) -> tuple[CompressedImage, float]:
+    """In a worker process: allow ``cpu_seconds`` more CPU time, then run ``function``."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = int(usage.ru_utime + usage.ru_stime) + 1
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = used + cpu_seconds
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    return function(data, options)

@@ -67,6 +67,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         # A process pool re-imports the main module in every child, which an embedding
         # script without an ``if __name__ == "__main__"`` guard does not survive.
         cpu_pool="threads" if settings.cpu_pool == "auto" else settings.cpu_pool,
+        cpu_seconds=settings.max_compress_seconds,
         max_attempts=settings.max_attempts,
         retry_base_delay=settings.retry_base_delay,
         retry_max_delay=settings.retry_max_delay,

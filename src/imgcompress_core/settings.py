@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     max_jpeg_scans: int = Field(
         100, ge=1, description="most scans in a progressive JPEG (each one decodes it again)"
     )
+    max_compress_seconds: int = Field(
+        60, ge=1, description="CPU seconds one image may take (enforced with cpu_pool=processes)"
+    )
 
     # Upload limits.
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest CSV accepted")

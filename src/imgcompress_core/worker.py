@@ -46,6 +46,7 @@ class WorkerConfig:
     download_concurrency: int = 16
     cpu_workers: int = 2
     cpu_pool: CpuPool = "threads"
+    cpu_seconds: int = 60  # CPU time one image may take; enforced in processes only
     max_attempts: int = 3
     retry_base_delay: float = 1.0
     retry_max_delay: float = 60.0
@@ -109,7 +110,9 @@ class Worker:
         self.owner = _owner()
         self.metrics: Metrics = metrics or NullMetrics()
         self._clock = clock
-        self._compressor = Compressor(config.cpu_pool, config.cpu_workers)
+        self._compressor = Compressor(
+            config.cpu_pool, config.cpu_workers, cpu_seconds=config.cpu_seconds
+        )
         self._wake_images = _Signal()
         self._wake_deliveries = _Signal()
         self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on

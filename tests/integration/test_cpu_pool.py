@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import anyio
 import pytest
 
 from imgcompress_core import CompressionError, CompressOptions, ImageFailure
@@ -20,6 +21,13 @@ def crash_on_marker(data: bytes, options: CompressOptions) -> tuple[CompressedIm
     """Die like a decoder that segfaults when given b"crash"; compress anything else."""
     if data == b"crash":
         os._exit(70)
+    return timed_compress(data, options)
+
+
+def spin_on_marker(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
+    """Burn CPU forever when given b"spin" (a pathological image); compress anything else."""
+    while data == b"spin":
+        pass
     return timed_compress(data, options)
 
 
@@ -80,4 +88,20 @@ async def test_a_crashed_child_fails_that_image_and_the_pool_recovers() -> None:
     finally:
         compressor.close()
     assert caught.value.code == "compression_crashed" and caught.value.retryable
+    assert image.data == compress_image(photo, OPTIONS).data
+
+
+async def test_an_image_over_its_cpu_time_is_stopped() -> None:
+    """A child that spends more than cpu_seconds of CPU on one image is stopped by the
+    kernel (RLIMIT_CPU); the image fails as compression_crashed and the pool goes on."""
+    [photo] = corpus_images(1)
+    compressor = Compressor("processes", workers=1, function=spin_on_marker, cpu_seconds=1)
+    try:
+        with anyio.fail_after(30), pytest.raises(ImageFailure) as caught:
+            await compressor.compress(b"spin", OPTIONS)
+        image, _ = await compressor.compress(photo, OPTIONS)
+    finally:
+        compressor.close()
+    assert caught.value.code == "compression_crashed"
+    assert "max_compress_seconds" in caught.value.message
     assert image.data == compress_image(photo, OPTIONS).data
