@@ -1,0 +1,317 @@
+"""Benchmark the whole job: upload a CSV to a real ``imgcompress serve``, wait for Completed.
+
+    .venv/bin/python benchmarks/pipeline.py [-n 1000] [--store sqlite|mongodb] [--json out.json]
+
+In one process tree: first the compress benchmark's parallel approaches on the corpus
+(the reference rate, same run, same images), then a loopback image server serving the
+corpus from memory (HTTP/1.1 keep-alive), a CSV of N distinct URLs cycling through the
+corpus (``/NAME?i=K``, one image per product row), and ``imgcompress serve`` as a
+subprocess on a free port with a fresh store in a temp dir. The clock starts just before
+the upload POST and stops at the status document's ``finishedAt``.
+
+Per-image latency: the status document has no per-image timestamps, so the benchmark
+polls it every ``--poll`` seconds (0.25) and takes, for each image, the time from the
+upload until the poll that first sees it done or failed (so it is rounded up to the poll
+interval, and the polling itself costs the service some CPU, reported as status GET time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from approaches import PARALLEL
+from compress import run_benchmark
+from corpus import DEFAULT_FOLDER, Corpus
+from procinfo import CpuMeter, process_name, process_tree, tree_cpu_seconds, vm_mb, wait_quiet
+
+ROOT = Path(__file__).resolve().parents[1]
+EXE = Path(sys.executable).with_name("imgcompress")
+TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+
+
+def free_port() -> int:
+    """Return a free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def image_server(corpus: Corpus) -> ThreadingHTTPServer:
+    """Serve the corpus files from memory on a free loopback port, in daemon threads."""
+    files = {
+        f"/{p.name}": (data, TYPES.get(p.suffix.lower(), "application/octet-stream"))
+        for p, data in zip(corpus.paths, corpus.data, strict=True)
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def do_GET(self) -> None:
+            body, kind = files.get(self.path.split("?", 1)[0], (b"not found", "text/plain"))
+            self.send_response(200 if kind != "text/plain" else 404)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def make_csv(base: str, names: list[str], n: int) -> bytes:
+    """Return a CSV of ``n`` products, one distinct image URL each, cycling through names."""
+    lines = ["S. No.,Product Name,Input Image Urls"]
+    lines += [f"{i + 1},SKU{i + 1},{base}/{names[i % len(names)]}?i={i}" for i in range(n)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def start_mongo(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start nx-27017 exactly as the tests do (``tests/mongo_server.py``); return it, a URI."""
+    sys.path.insert(0, str(ROOT))
+    from tests.mongo_server import start_stand_in
+
+    process, uri = start_stand_in(tmp)
+    return process, f"{uri.rstrip('/')}/imgcompress_bench"
+
+
+def start_service(env: dict[str, str], log: Path, py_spy: Path | None) -> subprocess.Popen[bytes]:
+    """Start ``imgcompress serve`` (under py-spy when asked) writing to ``log``."""
+    command = [str(EXE), "serve"]
+    if py_spy is not None:
+        spy = Path(sys.executable).with_name("py-spy")
+        command = [str(spy), "record", "--format", "raw", "--threads", "-o", str(py_spy)]
+        command += ["--rate", "200", "--", str(EXE), "serve"]
+    with log.open("wb") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_http(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until /health answers, or exit with the service's log."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the service exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"the service did not answer in 60 s:\n{log.read_text()}")
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
+
+
+def run_job(base: str, csv: bytes, poll: float, tree_root: int) -> dict[str, Any]:
+    """Upload, poll until final, and return the timings and the final document."""
+    seen: dict[str, float] = {}
+    status_times: list[float] = []
+    peak_rss_seen = 0.0
+    with httpx.Client(base_url=base, timeout=120) as client:
+        service_cpu0, own0 = tree_cpu_seconds(tree_root), time.process_time()
+        start = time.time()
+        answer = client.post("/api/upload", files={"file": ("bench.csv", csv, "text/csv")})
+        upload_s = time.time() - start
+        answer.raise_for_status()
+        request_id = answer.json()["requestId"]
+        while True:
+            time.sleep(poll)
+            asked = time.time()
+            doc = client.get(f"/api/status/{request_id}").json()
+            status_times.append(time.time() - asked)
+            for product in doc["products"]:
+                for image in product["images"]:
+                    if image["state"] in ("done", "failed"):
+                        seen.setdefault(image["imageId"], asked - start)
+            peak_rss_seen = max(
+                peak_rss_seen, sum(vm_mb(pid, "VmRSS") for pid in process_tree(tree_root))
+            )
+            if doc["status"] != "Pending":
+                break
+        service_cpu = tree_cpu_seconds(tree_root) - service_cpu0
+        own_cpu = time.process_time() - own0
+    images = [i for p in doc["products"] for i in p["images"]]
+    done = [i for i in images if i["state"] == "done"]
+    latencies = list(seen.values())
+    return {
+        "request_id": request_id,
+        "status": doc["status"],
+        "upload_s": round(upload_s, 4),
+        "elapsed_s": round(_epoch(doc["finishedAt"]) - start, 3),
+        "completed_seen_s": round(time.time() - start, 3),
+        "images": len(images),
+        "done": len(done),
+        "failed": len(images) - len(done),
+        "errors": sorted({i["error"]["code"] for i in images if i["error"]}),
+        "bytes_out_in": round(
+            sum(i["outputBytes"] for i in done) / max(1, sum(i["inputBytes"] for i in done)), 4
+        ),
+        "latency_p50_s": round(_pct(latencies, 0.5), 3),
+        "latency_p95_s": round(_pct(latencies, 0.95), 3),
+        "polls": len(status_times),
+        "status_get_mean_s": round(sum(status_times) / max(1, len(status_times)), 4),
+        "service_rss_sampled_peak_mb": round(peak_rss_seen, 1),
+        "service_cpu_s": round(service_cpu, 2),
+        "benchmark_cpu_s": round(own_cpu, 2),
+    }
+
+
+def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the reference compress benchmark, then the job; return the report."""
+    reference = run_benchmark(
+        args.folder, args.rounds, keys=PARALLEL, sharp=False, ssim_sample=-1, quiet=args.quiet_wait
+    )
+    best = reference["best_parallel"]
+    compress_phase_rss = vm_mb()
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM: the job phase is measured alone
+    corpus = Corpus.load(args.folder)
+    names = sorted(p.name for p in corpus.paths)
+    with tempfile.TemporaryDirectory(prefix="imgcompress-pipeline-") as tmp_name:
+        tmp = Path(tmp_name)
+        server = image_server(corpus)
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCOMPRESS_")}
+        env.update(
+            IMGCOMPRESS_DATABASE=str(tmp / "bench.sqlite3"),
+            IMGCOMPRESS_ALLOW_PRIVATE_NETWORKS="true",
+            IMGCOMPRESS_HOST="127.0.0.1",
+            IMGCOMPRESS_PORT=str(port),
+        )
+        env.update(item.split("=", 1) for item in args.env)
+        mongo = None
+        if args.store == "mongodb":
+            mongo, env["IMGCOMPRESS_MONGODB_URI"] = start_mongo(tmp)
+        log = tmp / "serve.log"
+        service = start_service(env, log, args.py_spy)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(base, service, log)
+            wait_quiet(timeout=args.quiet_wait)
+            meter = CpuMeter()
+            csv = make_csv(f"http://127.0.0.1:{server.server_address[1]}", names, args.n)
+            job = run_job(base, csv, args.poll, service.pid)
+            # Before the service stops: its forkserver's CPU leaves the tree when it exits.
+            other_load = meter.other_load()
+            procs = [p for p in process_tree(service.pid) if "py-spy" not in process_name(p)]
+            if mongo is not None:
+                procs.append(mongo.pid)
+            rss = {f"{pid} {process_name(pid)}": round(vm_mb(pid), 1) for pid in procs}
+        finally:
+            service.send_signal(signal.SIGINT if args.py_spy else signal.SIGTERM)
+            service.wait(60)
+            if mongo is not None:
+                mongo.terminate()
+                mongo.wait(30)
+            server.shutdown()
+            server.server_close()
+        if job["failed"]:
+            tail = "\n".join(log.read_text().splitlines()[-5:])
+            print(f"warning: {job['failed']} images failed: {job['errors']}; log ends:\n{tail}")
+        store = [f for f in tmp.rglob("*") if f.is_file() and f.name != "serve.log"]
+        store_mb = sum(f.stat().st_size for f in store) / 1e6
+    ips = job["images"] / job["elapsed_s"]
+    return {
+        "benchmark": "pipeline",
+        "n": args.n,
+        "store": args.store,
+        "corpus": reference["corpus"],
+        "machine": reference["machine"],
+        "reference": {k: best[k] for k in ("label", "images_per_s", "times_s")},
+        "images_per_s": round(ips, 2),
+        "efficiency": round(ips / best["images_per_s"], 3),
+        **job,
+        "peak_rss_mb": {
+            "service_processes": rss,
+            "service_total": round(sum(rss.values()), 1),
+            "benchmark_job_phase": round(vm_mb(), 1),
+            "benchmark_compress_phase": round(compress_phase_rss, 1),
+        },
+        "store_file_mb": round(store_mb, 1),
+        "other_load_cores": other_load,
+        "profile": str(args.py_spy) if args.py_spy else None,
+        "service_env": args.env,
+    }
+
+
+def print_report(r: dict[str, Any]) -> None:
+    """Print the report as a table."""
+    rss = r["peak_rss_mb"]
+    cores = r["service_cpu_s"] / r["completed_seen_s"]
+    rows = [
+        ("images", f"{r['images']} ({r['done']} done, {r['failed']} failed), store {r['store']}"),
+        ("status", r["status"]),
+        ("upload answered in", f"{r['upload_s'] * 1000:.0f} ms"),
+        ("upload -> finishedAt", f"{r['elapsed_s']:.2f} s"),
+        ("pipeline images/s", f"{r['images_per_s']:.1f}"),
+        ("reference images/s", f"{r['reference']['images_per_s']} ({r['reference']['label']})"),
+        ("efficiency", f"{r['efficiency']:.3f}"),
+        ("latency p50 / p95", f"{r['latency_p50_s']:.2f} s / {r['latency_p95_s']:.2f} s"),
+        ("bytes out/in", f"{r['bytes_out_in']:.3f}"),
+        ("status GET mean", f"{r['status_get_mean_s'] * 1000:.0f} ms over {r['polls']} polls"),
+        ("peak RSS service", f"{rss['service_total']} MB {rss['service_processes']}"),
+        ("peak RSS benchmark", f"{rss['benchmark_job_phase']} MB (job phase)"),
+        ("store files", f"{r['store_file_mb']} MB"),
+        ("service CPU", f"{r['service_cpu_s']} s = {cores:.2f} cores busy on average"),
+        ("benchmark process CPU", f"{r['benchmark_cpu_s']} s (image server, polling)"),
+        ("other processes' load", f"{r['other_load_cores']} cores"),
+    ]
+    for label, value in rows:
+        print(f"{label:<24} {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the command line, run, print, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=1000, help="image URLs in the CSV")
+    parser.add_argument("--store", choices=("sqlite", "mongodb"), default="sqlite")
+    parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help="images to serve")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the reference benchmark")
+    parser.add_argument("--poll", type=float, default=0.25, help="status poll interval, s")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=30.0, help="max s to wait for an idle machine"
+    )
+    parser.add_argument("--py-spy", type=Path, help="profile the service with py-spy into FILE")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra service env"
+    )
+    args = parser.parse_args(argv)
+    report = run_pipeline(args)
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

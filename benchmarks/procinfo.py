@@ -1,0 +1,112 @@
+"""What the benchmarks read about processes from /proc (Linux): CPUs, memory, CPU time."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+__all__ = [
+    "CpuMeter",
+    "cpu_count",
+    "process_name",
+    "process_tree",
+    "tree_cpu_seconds",
+    "vm_mb",
+    "wait_quiet",
+]
+
+
+def cpu_count() -> int:
+    """Return the CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def vm_mb(pid: int | str = "self", field: str = "VmHWM") -> float:
+    """Return a process's peak (VmHWM) or current (VmRSS) resident set in MB, 0 if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name (state is index 0)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of ``root`` and its living descendants, plus what each has reaped."""
+    ticks = 0
+    for pid in process_tree(root):
+        try:
+            ticks += sum(int(v) for v in _stat_fields(pid)[11:15])  # utime stime cutime cstime
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Measures how much CPU *other* processes used while we ran (machine contention).
+
+    Busy time of the whole machine (/proc/stat) minus the CPU time of this process tree
+    (including pool workers, the service subprocess and node), divided by the wall time:
+    0.0 means we had the machine to ourselves, 1.0 means someone else kept a core busy.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        return time.monotonic(), busy, tree_cpu_seconds(os.getpid())
+
+    def other_load(self) -> float:
+        """Return the cores' worth of CPU other processes used since the meter started."""
+        wall0, busy0, own0 = self.start
+        wall1, busy1, own1 = self._sample()
+        return round(max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0), 2)
+
+
+def wait_quiet(threshold: float = 0.15, timeout: float = 60.0) -> float:
+    """Wait (up to ``timeout`` s) until other processes use under ``threshold`` cores for
+    a second; return the load seen last. Shared machines: see benchmarks/README.md."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meter = CpuMeter()
+        time.sleep(1.0)
+        load = meter.other_load()
+        if load < threshold or time.monotonic() > deadline:
+            return load
+
+
+def process_tree(root: int) -> list[int]:
+    """Return ``root`` and all its living descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int(_stat_fields(int(entry.name))[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def process_name(pid: int) -> str:
+    """Return the first words of a process's command line."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    return " ".join(Path(a.decode()).name if i == 0 else a.decode() for i, a in enumerate(args[:3]))
