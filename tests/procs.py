@@ -82,6 +82,41 @@ def running_services() -> Iterator[list[Service]]:
         service.log_file.close()
 
 
+def descendants(pid: int) -> list[int]:
+    """Return every living descendant of ``pid`` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += children.get(child, [])
+    return found
+
+
+def still_running(pids: list[int], timeout: float) -> list[int]:
+    """Wait up to ``timeout`` s for ``pids`` to exit; return those still running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":  # a zombie has exited; only its parent's wait() is missing
+                alive.append(pid)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
 def wait_final(base: str, request_id: str, timeout: float = 60) -> dict[str, Any]:
     """Poll the status endpoint until the request is final."""
     deadline = time.monotonic() + timeout

@@ -8,11 +8,13 @@ Processes are faster for JPEG (Pillow holds the GIL for part of an encode; see
 ``benchmarks/RESULTS.md``) and isolate the service from a decoder that crashes: a child
 that dies fails that one attempt with ``compression_crashed`` (retried within the
 attempt budget) and the pool is rebuilt. The children are forked from a ``forkserver``
-that preloads ``imgcompress_core.compress`` (Pillow, nothing else: the core's package
-imports lazily). Like every ``spawn``/``forkserver`` child, each one re-imports the
-parent's main module, so a script that embeds imgcompress with processes needs an
-``if __name__ == "__main__":`` guard (``cpu_pool="auto"`` uses threads when embedded
-for that reason; the ``imgcompress`` console script is a two-line module). Each child
+that preloads ``imgcompress_core._pool_child`` (Pillow and ``compress``, nothing else:
+the core's package imports lazily). A child exits as soon as the process that owns the
+pool is gone, even when that one was killed with SIGKILL and could not say goodbye.
+Like every ``spawn``/``forkserver`` child, each one re-imports the parent's main
+module, so a script that embeds imgcompress with processes needs an ``if __name__ ==
+"__main__":`` guard (``cpu_pool="auto"`` uses threads when embedded for that reason; the
+``imgcompress`` console script is a two-line module). Each child
 is replaced after ``tasks_per_child`` images, which returns memory that fragmentation
 would otherwise keep.
 
@@ -29,23 +31,26 @@ retried like any transient failure.
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing
-import resource
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+import os
+import signal
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Literal
 
 import anyio
 import anyio.to_thread
 
+from ._pool_child import CompressFunction, exit_with_owner, within_cpu_limit
 from .compress import CompressedImage, CompressOptions, timed_compress
 from .errors import ImageFailure
 
 __all__ = ["CompressFunction", "Compressor", "CpuPool"]
 
+log = logging.getLogger("imgcompress.cpu")
+
 CpuPool = Literal["threads", "processes"]
-CompressFunction = Callable[[bytes, CompressOptions], tuple[CompressedImage, float]]
 
 
 class Compressor:
@@ -79,22 +84,33 @@ class Compressor:
         async with self._limiter:
             if self.pool == "threads":
                 return await anyio.to_thread.run_sync(self.function, data, options)
-            executor = self._executor()
-            try:
-                limited = functools.partial(_within_cpu_limit, self.function, self.cpu_seconds)
-                future: Future[tuple[CompressedImage, float]] = executor.submit(
-                    limited, data, options
-                )
-                return await anyio.to_thread.run_sync(future.result)
-            except BrokenProcessPool as exc:
-                self._discard(executor)
-                raise ImageFailure(
-                    "the compression process stopped while working on this image: it "
-                    "crashed, ran out of memory or used more than its "
-                    f"{self.cpu_seconds} s of CPU time (max_compress_seconds)",
-                    code="compression_crashed",
-                    retryable=True,
-                ) from exc
+            limited = functools.partial(within_cpu_limit, self.function, self.cpu_seconds)
+            for _ in range(3):
+                executor = self._executor()
+                try:
+                    future: Future[tuple[CompressedImage, float]] = executor.submit(
+                        limited, data, options
+                    )
+                    return await anyio.to_thread.run_sync(future.result)
+                except CancelledError:
+                    continue  # a sibling's crash shut the pool before ours started: resubmit
+                except BrokenProcessPool as exc:
+                    death = _death_of(executor)
+                    self._discard(executor)
+                    log.warning("compression pool broken (%s); starting a new one", death)
+                    raise ImageFailure(
+                        f"the compression process stopped while working on this image "
+                        f"({death}): the image crashed its decoder, took too much memory or "
+                        f"more than {self.cpu_seconds} s of CPU time (max_compress_seconds), "
+                        "or another image in the same pool did",
+                        code="compression_crashed",
+                        retryable=True,
+                    ) from exc
+            raise ImageFailure(
+                "the compression pool kept shutting down before this image could start",
+                code="compression_crashed",
+                retryable=True,
+            )
 
     def close(self) -> None:
         """Stop the worker processes (images in progress are abandoned)."""
@@ -104,9 +120,13 @@ class Compressor:
     def _executor(self) -> ProcessPoolExecutor:
         if self._processes is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["imgcompress_core.compress"])
+            context.set_forkserver_preload(["imgcompress_core._pool_child"])
             self._processes = ProcessPoolExecutor(
-                self.workers, mp_context=context, max_tasks_per_child=self.tasks_per_child
+                self.workers,
+                mp_context=context,
+                max_tasks_per_child=self.tasks_per_child,
+                initializer=exit_with_owner,
+                initargs=(os.getpid(),),
             )
         return self._processes
 
@@ -116,15 +136,20 @@ class Compressor:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _within_cpu_limit(
-    function: CompressFunction, cpu_seconds: int, data: bytes, options: CompressOptions
-) -> tuple[CompressedImage, float]:
-    """In a worker process: allow ``cpu_seconds`` more CPU time, then run ``function``."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = int(usage.ru_utime + usage.ru_stime) + 1
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    soft = used + cpu_seconds
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
-    return function(data, options)
+def _death_of(executor: ProcessPoolExecutor) -> str:
+    """Say how the pool's dead child ended (its signal or exit code), for logs and reasons."""
+    processes = getattr(executor, "_processes", None) or {}  # private: best effort only
+    endings = []
+    for process in list(processes.values()):
+        code = process.exitcode
+        if code is None or code == 0:
+            continue
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            endings.append(f"killed by {name}")
+        else:
+            endings.append(f"exited with code {code}")
+    return ", ".join(endings) or "a worker process ended unexpectedly"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from test_scale_out import stored_images
 
-from procs import Service, env_for, free_port, wait_final
+from procs import Service, descendants, env_for, free_port, still_running, wait_final
 from servers import LocalServer, photo
 
 IMAGES = 60
@@ -114,7 +114,8 @@ def test_sigkill_mid_processing(
     webhook_receiver: LocalServer,
     store: tuple[str, str | None],
 ) -> None:
-    """Killed with images in flight, the restarted service takes them over after their lease."""
+    """Killed with images in flight, the restarted service takes them over after their lease,
+    and the killed one's compression processes exit instead of lingering as orphans."""
     serve = Restartable(tmp_path, services, store[1])
     first = serve.start()
     request_id = upload(serve.base, image_server, webhook_receiver.url("/hook"))
@@ -125,9 +126,12 @@ def test_sigkill_mid_processing(
             break
         assert time.monotonic() < deadline, "no progress before the kill"
         time.sleep(0.05)
+    pool = descendants(first.process.pid)  # the forkserver and the compression processes
+    assert pool, "serve should compress in worker processes"
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()
     assert progress["progress"]["finished"] < IMAGES, "the kill came too late to prove anything"
+    assert still_running(pool, timeout=10) == [], "compression processes outlived serve"
     serve.start()
     check_outcome(serve, request_id, webhook_receiver, store)
 

@@ -88,6 +88,7 @@ async def test_a_crashed_child_fails_that_image_and_the_pool_recovers() -> None:
     finally:
         compressor.close()
     assert caught.value.code == "compression_crashed" and caught.value.retryable
+    assert "exited with code 70" in caught.value.message  # how it died, for the operator
     assert image.data == compress_image(photo, OPTIONS).data
 
 
@@ -104,4 +105,5 @@ async def test_an_image_over_its_cpu_time_is_stopped() -> None:
         compressor.close()
     assert caught.value.code == "compression_crashed"
     assert "max_compress_seconds" in caught.value.message
+    assert "killed by SIGXCPU" in caught.value.message
     assert image.data == compress_image(photo, OPTIONS).data
