@@ -37,12 +37,13 @@ import os
 import signal
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.process import BaseProcess
 from typing import Literal
 
 import anyio
 import anyio.to_thread
 
-from ._pool_child import CompressFunction, exit_with_owner, within_cpu_limit
+from ._pool_child import CompressFunction, start_child, within_cpu_limit
 from .compress import CompressedImage, CompressOptions, timed_compress
 from .errors import ImageFailure
 
@@ -95,8 +96,14 @@ class Compressor:
                 except CancelledError:
                     continue  # a sibling's crash shut the pool before ours started: resubmit
                 except BrokenProcessPool as exc:
-                    death = _death_of(executor)
-                    self._discard(executor)
+                    if self._processes is executor:
+                        self._processes = None  # the next image starts a new pool
+                    # Let the pool finish its own shutdown first: it reaps the children,
+                    # and reading their status alongside it could lose the real one.
+                    children = list((getattr(executor, "_processes", None) or {}).values())
+                    stop = functools.partial(executor.shutdown, wait=True, cancel_futures=True)
+                    await anyio.to_thread.run_sync(stop)
+                    death = _death_of(children)
                     log.warning("compression pool broken (%s); starting a new one", death)
                     raise ImageFailure(
                         f"the compression process stopped while working on this image "
@@ -125,7 +132,7 @@ class Compressor:
                 self.workers,
                 mp_context=context,
                 max_tasks_per_child=self.tasks_per_child,
-                initializer=exit_with_owner,
+                initializer=start_child,
                 initargs=(os.getpid(),),
             )
         return self._processes
@@ -136,13 +143,16 @@ class Compressor:
         executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _death_of(executor: ProcessPoolExecutor) -> str:
-    """Say how the pool's dead child ended (its signal or exit code), for logs and reasons."""
-    processes = getattr(executor, "_processes", None) or {}  # private: best effort only
+def _death_of(children: list[BaseProcess]) -> str:
+    """Say how a broken pool's child ended (its signal or exit code), for logs and reasons.
+
+    ``children`` is the pool's processes (a private attribute: best effort only), read
+    after the pool has shut down. The SIGTERM the pool sends the survivors is left out.
+    """
     endings = []
-    for process in list(processes.values()):
+    for process in children:
         code = process.exitcode
-        if code is None or code == 0:
+        if code is None or code == 0 or code == -signal.SIGTERM:
             continue
         if code < 0:
             try:

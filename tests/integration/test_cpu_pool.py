@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+import sys
 
 import anyio
 import pytest
@@ -107,3 +110,11 @@ async def test_an_image_over_its_cpu_time_is_stopped() -> None:
     assert "max_compress_seconds" in caught.value.message
     assert "killed by SIGXCPU" in caught.value.message
     assert image.data == compress_image(photo, OPTIONS).data
+
+
+def test_worker_processes_keep_image_memory_on_glibc() -> None:
+    """The child set-up tunes glibc's allocator (where there is one) and reports it."""
+    code = "from imgcompress_core._pool_child import keep_image_memory as k; print(k())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(platform.libc_ver()[0] == "glibc")
