@@ -1,19 +1,25 @@
 """What the compress benchmark times: ``compress_image``, and a bare-Pillow baseline.
 
-Top-level functions, so a process pool can pickle them by name.
+Top-level functions, so a process pool can pickle them by name. The imgcompress rows
+with threads or processes run through the engine's own ``Compressor``
+(``imgcompress_core.cpu``: the forkserver pool, CPU limit and all), driven by
+``EngineExecutor``.
 """
 
 from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Literal
 
+import anyio
 from PIL import Image
 
-from imgcompress_core import CompressionError, CompressOptions, compress_image
+from imgcompress_core import CompressionError, CompressOptions, ImageFailure, compress_image
+from imgcompress_core.cpu import Compressor
 
-__all__ = ["KEYS", "PARALLEL", "bare_pillow", "functions", "imgcompress"]
+__all__ = ["KEYS", "PARALLEL", "EngineExecutor", "bare_pillow", "functions", "imgcompress"]
 
 KEYS = {  # name: (function, how it runs); pools have --workers workers
     "bare-1": ("bare Pillow", "sequential"),
@@ -51,3 +57,37 @@ def functions(quality: int) -> dict[str, Callable[[bytes], bytes | None]]:
         "imgcompress": functools.partial(imgcompress, quality=quality),
         "bare Pillow": functools.partial(bare_pillow, quality=quality),
     }
+
+
+class EngineExecutor:
+    """The service's ``Compressor`` over a list of images: every image submitted at once
+    (in order), at most ``workers`` compressing, as the worker does."""
+
+    def __init__(self, pool: Literal["threads", "processes"], workers: int, quality: int) -> None:
+        self.compressor = Compressor(pool, workers)
+        self.options = CompressOptions(quality=quality)
+
+    def compress_all(self, images: Sequence[bytes]) -> list[bytes | None]:
+        """Compress every image; None where the engine refused or failed it."""
+        results: list[bytes | None] = [None] * len(images)
+
+        async def one(index: int) -> None:
+            try:
+                image, _ = await self.compressor.compress(images[index], self.options)
+            except ImageFailure:  # CompressionError included
+                return
+            results[index] = image.data
+
+        async def run() -> None:
+            async with anyio.create_task_group() as group:
+                for index in range(len(images)):
+                    group.start_soon(one, index)
+
+        anyio.run(run)
+        return results
+
+    def __enter__(self) -> EngineExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.compressor.close()

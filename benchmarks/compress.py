@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -39,10 +38,10 @@ from PIL import Image, features
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from approaches import KEYS, PARALLEL, functions
+from approaches import KEYS, PARALLEL, EngineExecutor, functions
 from corpus import DEFAULT_FOLDER, Corpus
 from peers.sharp import SharpUnavailable, run_sharp
-from procinfo import CpuMeter, cpu_count, tree_cpu_seconds, vm_mb, wait_quiet
+from procinfo import CpuMeter, cpu_count, process_tree, tree_cpu_seconds, vm_mb, wait_quiet
 from ssim import luma, ssim
 
 DISTURBED = 0.25  # cores used by other processes that make a round not count
@@ -129,24 +128,32 @@ class SharpPeer:
 
 
 def _one_round(
-    a: Approach, pool: Executor | None, corpus: Corpus
+    a: Approach, pool: Executor | EngineExecutor | None, corpus: Corpus
 ) -> tuple[float, float, list[Any]]:
     """Return the round's wall time, CPU time (this process tree) and outputs."""
     assert a.fn is not None
     cpu = tree_cpu_seconds(os.getpid())
     start = time.perf_counter()
-    outputs = list(pool.map(a.fn, corpus.data) if pool else map(a.fn, corpus.data))
+    if isinstance(pool, EngineExecutor):
+        outputs = pool.compress_all(corpus.data)
+    else:
+        outputs = list(pool.map(a.fn, corpus.data) if pool else map(a.fn, corpus.data))
     elapsed = time.perf_counter() - start
     return elapsed, tree_cpu_seconds(os.getpid()) - cpu, outputs
 
 
 def _time_rounds(
-    approaches: list[Approach], corpus: Corpus, rounds: int, sharp: SharpPeer | None, quiet: float
+    approaches: list[Approach],
+    corpus: Corpus,
+    rounds: int,
+    sharp: SharpPeer | None,
+    quiet: float,
+    quality: int,
 ) -> tuple[float, list[float], int]:
     """Run every approach ``rounds`` times, interleaved, after one warm-up round. A round
     during which other processes used more than DISTURBED cores is run again (at most
-    2 x rounds times). Return the pool children's peak RSS (MB), the other processes'
-    load in each counted round, and how many rounds were discarded."""
+    2 x rounds times). Return the engine's largest pool process's peak RSS (MB), the
+    other processes' load in each counted round, and how many rounds were discarded."""
     loads: list[float] = []
     discarded = 0
     with ExitStack() as stack:
@@ -154,10 +161,14 @@ def _time_rounds(
             "threads": ThreadPoolExecutor,
             "processes": ProcessPoolExecutor,
         }
-        pools = {
-            a.key: stack.enter_context(kinds[a.kind](a.workers)) if a.kind in kinds else None
-            for a in approaches
-        }
+        pools: dict[str, Executor | EngineExecutor | None] = {}
+        for a in approaches:
+            if a.key in PARALLEL:  # imgcompress in parallel: the engine's own Compressor
+                pools[a.key] = stack.enter_context(EngineExecutor(a.kind, a.workers, quality))  # type: ignore[arg-type]
+            elif a.kind in kinds:
+                pools[a.key] = stack.enter_context(kinds[a.kind](a.workers))
+            else:
+                pools[a.key] = None
         attempt = 0
         while len(loads) < rounds:
             if attempt and quiet:
@@ -179,7 +190,13 @@ def _time_rounds(
                 a.times.append(elapsed)
                 a.cpu.append(cpu)
                 a.outputs = outputs
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, loads, discarded
+        engine_children = [  # the forkserver and the engine's pool processes it forked
+            pid
+            for pid in process_tree(os.getpid())
+            if "multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_text("latin-1")
+        ]
+        children_rss = max((vm_mb(pid) for pid in engine_children), default=0.0)
+    return children_rss, loads, discarded
 
 
 def _measure_quality(approaches: list[Approach], corpus: Corpus, sample: list[int]) -> None:
@@ -219,12 +236,16 @@ def run_benchmark(
     with tempfile.TemporaryDirectory(prefix="imgcompress-bench-") as tmp:
         peer = SharpPeer(corpus, quality, Path(tmp)) if sharp else None
         try:
-            children_rss, loads, discarded = _time_rounds(approaches, corpus, rounds, peer, quiet)
+            children_rss, loads, discarded = _time_rounds(
+                approaches, corpus, rounds, peer, quiet, quality
+            )
         except SharpUnavailable as exc:
             sharp_note, peer = f"skipped: {exc}", None
             for a in approaches:
                 a.times.clear()
-            children_rss, loads, discarded = _time_rounds(approaches, corpus, rounds, None, quiet)
+            children_rss, loads, discarded = _time_rounds(
+                approaches, corpus, rounds, None, quiet, quality
+            )
         if peer is not None and peer.approaches:
             approaches = peer.approaches + approaches
             sharp_note = "ran"
@@ -256,7 +277,7 @@ def run_benchmark(
         "sharp": sharp_note,
         "approaches": rows,
         "best_parallel": best,
-        "peak_rss_mb": {"benchmark": round(vm_mb(), 1), "pool_children": round(children_rss)},
+        "peak_rss_mb": {"benchmark": round(vm_mb(), 1), "engine_pool_process": round(children_rss)},
         "other_load_cores": meter.other_load(),
         "other_load_per_round": loads,
         "rounds_discarded_as_disturbed": discarded,
@@ -289,7 +310,8 @@ def print_table(report: dict[str, Any]) -> None:
         print(f"best parallel: {best['label']}, {best['images_per_s']} img/s")
     rss = report["peak_rss_mb"]
     print(
-        f"peak RSS: benchmark {rss['benchmark']} MB, largest pool child {rss['pool_children']} MB"
+        f"peak RSS: benchmark {rss['benchmark']} MB, largest engine pool process "
+        f"{rss['engine_pool_process']} MB"
     )
     loads = ", ".join(f"{v:.2f}" for v in report["other_load_per_round"])
     print(

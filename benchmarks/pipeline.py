@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,7 +42,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from approaches import PARALLEL
 from compress import run_benchmark
 from corpus import DEFAULT_FOLDER, Corpus
-from procinfo import CpuMeter, process_name, process_tree, tree_cpu_seconds, vm_mb, wait_quiet
+from procinfo import (
+    CpuMeter,
+    TreeMemorySampler,
+    process_name,
+    process_tree,
+    tree_cpu_seconds,
+    vm_mb,
+    wait_quiet,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = Path(sys.executable).with_name("imgcompress")
@@ -136,8 +146,10 @@ def run_job(base: str, csv: bytes, poll: float, tree_root: int) -> dict[str, Any
     """Upload, poll until final, and return the timings and the final document."""
     seen: dict[str, float] = {}
     status_times: list[float] = []
-    peak_rss_seen = 0.0
-    with httpx.Client(base_url=base, timeout=120) as client:
+    with (
+        httpx.Client(base_url=base, timeout=120) as client,
+        TreeMemorySampler(tree_root) as memory,
+    ):
         service_cpu0, own0 = tree_cpu_seconds(tree_root), time.process_time()
         start = time.time()
         answer = client.post("/api/upload", files={"file": ("bench.csv", csv, "text/csv")})
@@ -153,9 +165,6 @@ def run_job(base: str, csv: bytes, poll: float, tree_root: int) -> dict[str, Any
                 for image in product["images"]:
                     if image["state"] in ("done", "failed"):
                         seen.setdefault(image["imageId"], asked - start)
-            peak_rss_seen = max(
-                peak_rss_seen, sum(vm_mb(pid, "VmRSS") for pid in process_tree(tree_root))
-            )
             if doc["status"] != "Pending":
                 break
         service_cpu = tree_cpu_seconds(tree_root) - service_cpu0
@@ -173,6 +182,11 @@ def run_job(base: str, csv: bytes, poll: float, tree_root: int) -> dict[str, Any
         "done": len(done),
         "failed": len(images) - len(done),
         "errors": sorted({i["error"]["code"] for i in images if i["error"]}),
+        "failure_reasons": dict(
+            Counter(
+                f"{i['error']['code']}: {i['error']['message'][:160]}" for i in images if i["error"]
+            ).most_common(8)
+        ),
         "bytes_out_in": round(
             sum(i["outputBytes"] for i in done) / max(1, sum(i["inputBytes"] for i in done)), 4
         ),
@@ -180,7 +194,8 @@ def run_job(base: str, csv: bytes, poll: float, tree_root: int) -> dict[str, Any
         "latency_p95_s": round(_pct(latencies, 0.95), 3),
         "polls": len(status_times),
         "status_get_mean_s": round(sum(status_times) / max(1, len(status_times)), 4),
-        "service_rss_sampled_peak_mb": round(peak_rss_seen, 1),
+        "service_rss_sampled_peak_mb": round(memory.peak_rss_mb, 1),
+        "service_pss_sampled_peak_mb": round(memory.peak_pss_mb, 1),
         "service_cpu_s": round(service_cpu, 2),
         "benchmark_cpu_s": round(own_cpu, 2),
     }
@@ -234,9 +249,11 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
                 mongo.wait(30)
             server.shutdown()
             server.server_close()
+        if args.log:
+            shutil.copyfile(log, args.log)
         if job["failed"]:
-            tail = "\n".join(log.read_text().splitlines()[-5:])
-            print(f"warning: {job['failed']} images failed: {job['errors']}; log ends:\n{tail}")
+            reasons = "\n".join(f"  {n} x {why}" for why, n in job["failure_reasons"].items())
+            print(f"warning: {job['failed']} images failed:\n{reasons}")
         store = [f for f in tmp.rglob("*") if f.is_file() and f.name != "serve.log"]
         store_mb = sum(f.stat().st_size for f in store) / 1e6
     ips = job["images"] / job["elapsed_s"]
@@ -279,6 +296,11 @@ def print_report(r: dict[str, Any]) -> None:
         ("bytes out/in", f"{r['bytes_out_in']:.3f}"),
         ("status GET mean", f"{r['status_get_mean_s'] * 1000:.0f} ms over {r['polls']} polls"),
         ("peak RSS service", f"{rss['service_total']} MB {rss['service_processes']}"),
+        (
+            "service at one moment",
+            f"{r['service_rss_sampled_peak_mb']} MB RSS, {r['service_pss_sampled_peak_mb']} MB"
+            " PSS (sampled peaks of the sums)",
+        ),
         ("peak RSS benchmark", f"{rss['benchmark_job_phase']} MB (job phase)"),
         ("store files", f"{r['store_file_mb']} MB"),
         ("service CPU", f"{r['service_cpu_s']} s = {cores:.2f} cores busy on average"),
@@ -301,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--quiet-wait", type=float, default=30.0, help="max s to wait for an idle machine"
     )
+    parser.add_argument("--log", type=Path, help="copy the service's log here")
     parser.add_argument("--py-spy", type=Path, help="profile the service with py-spy into FILE")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra service env"

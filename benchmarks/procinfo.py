@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
 __all__ = [
     "CpuMeter",
+    "TreeMemorySampler",
     "cpu_count",
     "process_name",
     "process_tree",
@@ -31,6 +33,48 @@ def vm_mb(pid: int | str = "self", field: str = "VmHWM") -> float:
     except OSError:
         pass
     return 0.0
+
+
+def pss_mb(pid: int) -> float:
+    """Return a process's proportional set size in MB (shared pages split among their
+    users, so a sum over processes counts each page once), 0 if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class TreeMemorySampler:
+    """Samples the summed RSS and PSS of a process tree every ``interval`` s in a thread.
+
+    The sum of each process's VmHWM over-states the tree's peak: the processes do not
+    peak at the same moment, and pages they share (forked children share the libraries
+    their parent loaded) count in each. The sampled peaks are the tree's at one moment:
+    RSS summed (shared pages counted once per process) and PSS summed (counted once).
+    """
+
+    def __init__(self, root: int, interval: float = 0.2) -> None:
+        self.root, self.interval = root, interval
+        self.peak_rss_mb = self.peak_pss_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            pids = process_tree(self.root)
+            self.peak_rss_mb = max(self.peak_rss_mb, sum(vm_mb(p, "VmRSS") for p in pids))
+            self.peak_pss_mb = max(self.peak_pss_mb, sum(pss_mb(p) for p in pids))
+
+    def __enter__(self) -> TreeMemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _stat_fields(pid: int) -> list[str]:
