@@ -100,8 +100,8 @@ def make_csv(base: str, names: list[str], n: int) -> bytes:
 
 def start_mongo(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start nx-27017 exactly as the tests do (``tests/mongo_server.py``); return it, a URI."""
-    sys.path.insert(0, str(ROOT))
-    from tests.mongo_server import start_stand_in
+    sys.path.insert(0, str(ROOT / "tests"))  # as pytest's rootdir conftest sees it
+    from mongo_server import start_stand_in
 
     process, uri = start_stand_in(tmp)
     return process, f"{uri.rstrip('/')}/imgcompress_bench"
@@ -112,7 +112,8 @@ def start_service(env: dict[str, str], log: Path, py_spy: Path | None) -> subpro
     command = [str(EXE), "serve"]
     if py_spy is not None:
         spy = Path(sys.executable).with_name("py-spy")
-        command = [str(spy), "record", "--format", "raw", "--threads", "-o", str(py_spy)]
+        command = [str(spy), "record", "--format", "raw", "--threads", "--subprocesses"]
+        command += ["-o", str(py_spy)]
         command += ["--rate", "200", "--", str(EXE), "serve"]
     with log.open("wb") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -142,10 +143,18 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
 
 
-def run_job(base: str, csv: bytes, poll: float, tree_root: int) -> dict[str, Any]:
-    """Upload, poll until final, and return the timings and the final document."""
+def run_job(
+    base: str, csv: bytes, poll: float, detail_every: float, tree_root: int
+) -> dict[str, Any]:
+    """Upload, poll until final, and return the timings and the final document.
+
+    Every ``poll`` s the cheap summary (``?products=false``) says whether the request is
+    final; every ``detail_every`` s the full document says which images have finished
+    (the per-image latency, to that resolution).
+    """
     seen: dict[str, float] = {}
     status_times: list[float] = []
+    detail_times: list[float] = []
     with (
         httpx.Client(base_url=base, timeout=120) as client,
         TreeMemorySampler(tree_root) as memory,
@@ -156,11 +165,18 @@ def run_job(base: str, csv: bytes, poll: float, tree_root: int) -> dict[str, Any
         upload_s = time.time() - start
         answer.raise_for_status()
         request_id = answer.json()["requestId"]
+        next_detail = start + detail_every
         while True:
             time.sleep(poll)
             asked = time.time()
-            doc = client.get(f"/api/status/{request_id}").json()
+            final = client.get(f"/api/status/{request_id}?products=false").json()
             status_times.append(time.time() - asked)
+            if final["status"] == "Pending" and asked < next_detail:
+                continue
+            asked = time.time()
+            doc = client.get(f"/api/status/{request_id}").json()
+            detail_times.append(time.time() - asked)
+            next_detail = asked + detail_every
             for product in doc["products"]:
                 for image in product["images"]:
                     if image["state"] in ("done", "failed"):
@@ -194,6 +210,8 @@ def run_job(base: str, csv: bytes, poll: float, tree_root: int) -> dict[str, Any
         "latency_p95_s": round(_pct(latencies, 0.95), 3),
         "polls": len(status_times),
         "status_get_mean_s": round(sum(status_times) / max(1, len(status_times)), 4),
+        "detail_polls": len(detail_times),
+        "detail_get_mean_s": round(sum(detail_times) / max(1, len(detail_times)), 4),
         "service_rss_sampled_peak_mb": round(memory.peak_rss_mb, 1),
         "service_pss_sampled_peak_mb": round(memory.peak_pss_mb, 1),
         "service_cpu_s": round(service_cpu, 2),
@@ -234,7 +252,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             wait_quiet(timeout=args.quiet_wait)
             meter = CpuMeter()
             csv = make_csv(f"http://127.0.0.1:{server.server_address[1]}", names, args.n)
-            job = run_job(base, csv, args.poll, service.pid)
+            job = run_job(base, csv, args.poll, args.detail_every, service.pid)
             # Before the service stops: its forkserver's CPU leaves the tree when it exits.
             other_load = meter.other_load()
             procs = [p for p in process_tree(service.pid) if "py-spy" not in process_name(p)]
@@ -294,7 +312,11 @@ def print_report(r: dict[str, Any]) -> None:
         ("efficiency", f"{r['efficiency']:.3f}"),
         ("latency p50 / p95", f"{r['latency_p50_s']:.2f} s / {r['latency_p95_s']:.2f} s"),
         ("bytes out/in", f"{r['bytes_out_in']:.3f}"),
-        ("status GET mean", f"{r['status_get_mean_s'] * 1000:.0f} ms over {r['polls']} polls"),
+        ("summary GET mean", f"{r['status_get_mean_s'] * 1000:.1f} ms over {r['polls']} polls"),
+        (
+            "full status GET mean",
+            f"{r['detail_get_mean_s'] * 1000:.0f} ms over {r['detail_polls']} polls",
+        ),
         ("peak RSS service", f"{rss['service_total']} MB {rss['service_processes']}"),
         (
             "service at one moment",
@@ -319,7 +341,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help="images to serve")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the reference benchmark")
-    parser.add_argument("--poll", type=float, default=0.25, help="status poll interval, s")
+    parser.add_argument("--poll", type=float, default=0.25, help="summary poll interval, s")
+    parser.add_argument(
+        "--detail-every", type=float, default=2.0, help="full status document interval, s"
+    )
     parser.add_argument(
         "--quiet-wait", type=float, default=30.0, help="max s to wait for an idle machine"
     )

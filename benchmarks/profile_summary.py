@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/profile_summary.py PROFILE.txt [--rate 200]
 
-``benchmarks/pipeline.py --py-spy PROFILE.txt`` records one (py-spy samples only threads
-that are running, so a sample is CPU time, not waiting). Each stack is put in the first
+``benchmarks/pipeline.py --py-spy PROFILE.txt`` records one, the compression processes
+included (py-spy samples only threads that are running, so a sample is CPU time, not
+waiting). Each stack is put in the first
 bucket whose marker it contains; the table gives samples, CPU seconds (samples / rate)
 and the share of all samples, split by thread kind (event loop vs worker threads).
 """
@@ -47,7 +48,10 @@ def summarise(path: Path) -> tuple[Counter[tuple[str, str]], int]:
         samples = int(number)
         total += samples
         frames = stack.split(";")
-        kind = "event loop" if "MainThread" in frames[0] else "worker threads"
+        if frames[0].startswith("process ") and "forkserver" in frames[0]:
+            kind = "compression processes"  # --subprocesses puts the process first
+        else:
+            kind = "event loop" if "MainThread" in ";".join(frames[:2]) else "worker threads"
         dispatch = [i for i, f in enumerate(frames) if "(asyncio/events.py" in f]
         work = ";".join(frames[dispatch[-1] + 1 :] if dispatch else frames[1:])
         if frames[-1].startswith(IDLE_LEAVES):
@@ -65,11 +69,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200, help="py-spy sampling rate (Hz)")
     args = parser.parse_args()
     counts, total = summarise(args.profile)
-    print(f"{'where':<48} {'thread':<15} {'samples':>8} {'CPU s':>7} {'share':>6}")
+    print(f"{'where':<48} {'thread':<21} {'samples':>8} {'CPU s':>7} {'share':>6}")
     for (bucket, kind), samples in counts.most_common():
         share = 100 * samples / max(1, total)
-        print(f"{bucket:<48} {kind:<15} {samples:>8} {samples / args.rate:>7.1f} {share:>5.1f}%")
-    print(f"{'total':<48} {'':<15} {total:>8} {total / args.rate:>7.1f}")
+        print(f"{bucket:<48} {kind:<21} {samples:>8} {samples / args.rate:>7.1f} {share:>5.1f}%")
+    print(f"{'total':<48} {'':<21} {total:>8} {total / args.rate:>7.1f}")
 
 
 if __name__ == "__main__":

@@ -182,9 +182,12 @@ class Imgcompress:
             owner=owner,
         )
 
-    async def status(self, request_id: str, *, owner: str | None = None) -> StatusReport:
-        """Return everything known about a request (only ``owner``'s, when given)."""
-        return await self.service.status(request_id, owner=owner)
+    async def status(
+        self, request_id: str, *, owner: str | None = None, detail: bool = True
+    ) -> StatusReport:
+        """Return everything known about a request (only ``owner``'s, when given); with
+        ``detail=False`` its status, counts and webhook without every image."""
+        return await self.service.status(request_id, owner=owner, detail=detail)
 
     async def output_csv(self, request_id: str) -> str:
         """Return a request's output CSV."""

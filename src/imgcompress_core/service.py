@@ -71,14 +71,16 @@ class StatusReport:
     products: list[ProductRecord]
     images: list[ImageRecord]
     deliveries: list[Delivery]
+    detail: bool = True  # False: products and images were not read (a progress poll)
 
     def to_document(self, urls: Urls) -> dict[str, Any]:
-        """Render the status as the JSON document the API returns."""
+        """Render the status as the JSON document the API returns (without ``products``
+        when the report was made without detail)."""
         by_row: dict[int, list[dict[str, Any]]] = {}
         for image in self.images:
             by_row.setdefault(image.row, []).append(_image_document(image, urls))
         p = self.progress
-        return {
+        document = {
             "requestId": self.request.request_id,
             "status": self.request.status.value,
             "progress": {
@@ -117,6 +119,9 @@ class StatusReport:
                 ],
             },
         }
+        if not self.detail:
+            del document["products"]
+        return document
 
 
 def _image_document(image: ImageRecord, urls: Urls) -> dict[str, Any]:
@@ -249,15 +254,19 @@ class Service:
             raise RequestNotFound(request_id)
         return request
 
-    async def status(self, request_id: str, *, owner: str | None = None) -> StatusReport:
-        """Return everything known about a request (RequestNotFound if there is none)."""
+    async def status(
+        self, request_id: str, *, owner: str | None = None, detail: bool = True
+    ) -> StatusReport:
+        """Return everything known about a request (RequestNotFound if there is none);
+        with ``detail=False`` only its status, counts and webhook, not every image."""
         request = await self._owned(request_id, owner)
         return StatusReport(
             request=request,
             progress=await self.storage.progress(request_id),
-            products=await self.storage.list_products(request_id),
-            images=await self.storage.list_images(request_id),
+            products=await self.storage.list_products(request_id) if detail else [],
+            images=await self.storage.list_images(request_id) if detail else [],
             deliveries=await self.storage.list_deliveries(request_id),
+            detail=detail,
         )
 
     async def output_csv(

@@ -17,7 +17,7 @@ from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.openapi import OpenAPIConfig
-from litestar.params import Body, FromPath
+from litestar.params import Body, FromPath, FromQuery
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -113,10 +113,14 @@ async def upload(
 
 @get("/api/status/{request_id:str}", summary="A request's status and per-image detail")
 async def status(
-    request: Request[Any, Any, Any], ic: NamedDependency[Imgcompress], request_id: FromPath[str]
+    request: Request[Any, Any, Any],
+    ic: NamedDependency[Imgcompress],
+    request_id: FromPath[str],
+    products: FromQuery[bool] = True,
 ) -> dict[str, Any]:
-    """Return the status, progress counts and every product's images."""
-    report = await ic.status(request_id, owner=caller(request, ic))
+    """Return the status, progress counts and every product's images (``?products=false``:
+    without the products, a cheap poll for a large request)."""
+    report = await ic.status(request_id, owner=caller(request, ic), detail=products)
     return report.to_document(_request_urls(request, ic, report.request.base_url))
 
 

@@ -53,7 +53,8 @@ async def test_upload_status_output_and_image(
     client: AsyncTestClient,
     image_server: LocalServer,  # type: ignore[type-arg]
 ) -> None:
-    """The seed's contract end to end: 202 requestId, status, output CSV, image with caching."""
+    """The seed's contract end to end: 202 requestId, status (and its summary without
+    products), output CSV, image with caching."""
     original = photo(400, 300)
     url = image_server.add("/shoe.jpg", original)
     response = await upload(client, f'{HEADER}1,Shoe,"{url}"\n')
@@ -70,6 +71,10 @@ async def test_upload_status_output_and_image(
     [image] = product["images"]
     assert image["state"] == "done" and image["error"] is None
     assert image["inputBytes"] == len(original)
+
+    summary = (await client.get(f"/api/status/{request_id}?products=false")).json()
+    assert "products" not in summary
+    assert {k: v for k, v in status.items() if k != "products"} == summary
 
     out = await client.get(f"/api/requests/{request_id}/output.csv")
     assert out.status_code == 200
