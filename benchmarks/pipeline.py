@@ -242,7 +242,10 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         )
         env.update(item.split("=", 1) for item in args.env)
         mongo = None
-        if args.store == "mongodb":
+        if args.store == "mongodb" and args.mongodb_uri:  # a real MongoDB, a fresh database
+            database = f"imgcompress_bench_{os.getpid()}_{int(time.time())}"
+            env["IMGCOMPRESS_MONGODB_URI"] = f"{args.mongodb_uri.rstrip('/')}/{database}"
+        elif args.store == "mongodb":
             mongo, env["IMGCOMPRESS_MONGODB_URI"] = start_mongo(tmp)
         log = tmp / "serve.log"
         service = start_service(env, log, args.py_spy)
@@ -338,6 +341,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=1000, help="image URLs in the CSV")
     parser.add_argument("--store", choices=("sqlite", "mongodb"), default="sqlite")
+    parser.add_argument(
+        "--mongodb-uri",
+        help="with --store mongodb: use this MongoDB (no database in the URI) instead of the"
+        " nx-27017 stand-in; the run's database is left behind for you to drop",
+    )
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help="images to serve")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the reference benchmark")

@@ -37,6 +37,22 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+def _thread_kind(frames: list[str]) -> str:
+    """Compression processes, the service's event loop, or its other threads.
+
+    With ``--subprocesses`` a stack starts with its process chain (serve, then the
+    forkserver, then the pool child), then ``thread (TID): NAME``; the main thread's TID
+    is its process's PID (py-spy does not always name it MainThread).
+    """
+    processes = [f for f in frames if f.startswith("process ")]
+    if any("multiprocessing.forkserver" in f for f in processes):
+        return "compression processes"
+    thread = next((f for f in frames if f.startswith("thread (")), "")
+    pid = processes[-1].split(":", 1)[0].removeprefix("process ") if processes else ""
+    main = "MainThread" in thread or thread.startswith(f"thread ({pid})")
+    return "event loop" if main else "worker threads"
+
+
 def summarise(path: Path) -> tuple[Counter[tuple[str, str]], int]:
     """Return samples per (bucket, thread kind) and the total."""
     counts: Counter[tuple[str, str]] = Counter()
@@ -48,10 +64,7 @@ def summarise(path: Path) -> tuple[Counter[tuple[str, str]], int]:
         samples = int(number)
         total += samples
         frames = stack.split(";")
-        if frames[0].startswith("process ") and "forkserver" in frames[0]:
-            kind = "compression processes"  # --subprocesses puts the process first
-        else:
-            kind = "event loop" if "MainThread" in ";".join(frames[:2]) else "worker threads"
+        kind = _thread_kind(frames)
         dispatch = [i for i, f in enumerate(frames) if "(asyncio/events.py" in f]
         work = ";".join(frames[dispatch[-1] + 1 :] if dispatch else frames[1:])
         if frames[-1].startswith(IDLE_LEAVES):

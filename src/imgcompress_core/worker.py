@@ -4,7 +4,7 @@ One loop claims as many images as there are free download slots (leases, so a wo
 that dies loses nothing: its claims expire and another worker takes them); each image
 then runs as its own task: download (bounded by the fetcher's pool), compress off the
 event loop (bounded by ``cpu_workers``), store. ``cpu_pool`` says where compression
-runs: ``"processes"`` (see :mod:`.cpu`; the benchmarks measured them about 30 % faster
+runs: ``"processes"`` (see :mod:`.cpu`; the benchmarks measured them about 40 % faster
 than threads on JPEG, where Pillow holds the GIL for part of the work) or ``"threads"``
 (no extra processes; the default when embedded, see ``Settings.cpu_pool``).
 A failure is recorded with its reason; a transient one is retried with exponential
