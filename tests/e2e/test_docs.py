@@ -59,6 +59,24 @@ def test_python_example_runs(where: str, with_pytest: bool, code: str, tmp_path:
         assert " passed" in result.stdout and "failed" not in result.stdout
 
 
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_relative_links_point_at_files_that_exist() -> None:
+    """Every relative Markdown link in README.md, docs/ and benchmarks/ names a real file."""
+    pages = [*DOCS, *sorted((ROOT / "benchmarks").glob("*.md"))]
+    checked, broken = 0, []
+    for page in pages:
+        for target in LINK.findall(page.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL (http:, mailto:) or an anchor on the same page
+            checked += 1
+            if not (page.parent / target.split("#", 1)[0]).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert checked >= 10, "the link pattern found almost nothing: is it still right?"
+    assert broken == []
+
+
 def test_readme_settings_table_matches_the_settings() -> None:
     """The configuration table in README.md is exactly what the Settings class defines."""
     readme = (ROOT / "README.md").read_text()
