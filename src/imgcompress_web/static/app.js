@@ -118,7 +118,7 @@ const imgcompress = (() => {
     return card;
   }
 
-  function render(status) {
+  function renderProgress(status) {
     const p = status.progress;
     const state = document.getElementById("status");
     state.textContent = status.status;
@@ -128,6 +128,10 @@ const imgcompress = (() => {
     bar.firstElementChild.style.width = `${p.percent}%`;
     bar.setAttribute("aria-valuenow", String(p.percent));
     bar.dataset.percent = String(p.percent);
+  }
+
+  function render(status) {
+    renderProgress(status);
     let input = 0, output = 0;
     const products = document.getElementById("products");
     products.replaceChildren();
@@ -162,12 +166,25 @@ const imgcompress = (() => {
         a.remove();
       });
     }
+    // Progress every second from the summary; every image's detail (a large document for a
+    // large request) every second for small requests, every 10 s for large ones, and at the end.
+    const statusPath = `/api/status/${encodeURIComponent(requestId)}`;
+    let detailAt = 0;
     for (;;) {
-      const response = await api(`/api/status/${encodeURIComponent(requestId)}`);
-      const body = await response.json();
-      if (!response.ok) return showProblem(body);
-      render(body);
-      if (body.status !== "Pending") break;
+      const response = await api(`${statusPath}?products=false`);
+      const summary = await response.json();
+      if (!response.ok) return showProblem(summary);
+      renderProgress(summary);
+      const final = summary.status !== "Pending";
+      const every = summary.progress.total <= 200 ? 1000 : 10000;
+      if (final || Date.now() - detailAt >= every) {
+        const detail = await api(statusPath);
+        const body = await detail.json();
+        if (!detail.ok) return showProblem(body);
+        render(body);
+        detailAt = Date.now();
+        if (body.status !== "Pending") break;
+      }
       await new Promise((resolve) => setTimeout(resolve, 1000));
     }
   }
