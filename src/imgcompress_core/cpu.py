@@ -14,9 +14,9 @@ pool is gone, even when that one was killed with SIGKILL and could not say goodb
 Like every ``spawn``/``forkserver`` child, each one re-imports the parent's main
 module, so a script that embeds imgcompress with processes needs an ``if __name__ ==
 "__main__":`` guard (``cpu_pool="auto"`` uses threads when embedded for that reason; the
-``imgcompress`` console script is a two-line module). Each child
-is replaced after ``tasks_per_child`` images, which returns memory that fragmentation
-would otherwise keep.
+``imgcompress`` console script is a two-line module). The pool is replaced after
+``tasks_per_child`` images per worker (the old one finishes its images in flight, then
+its children exit), which returns memory that fragmentation would otherwise keep.
 
 In processes, each image also has a CPU-time limit (``cpu_seconds``, the setting
 ``max_compress_seconds``): before an image the child sets its ``RLIMIT_CPU`` soft limit
@@ -35,6 +35,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.process import BaseProcess
@@ -73,6 +74,7 @@ class Compressor:
         self.tasks_per_child = tasks_per_child
         self._limiter = anyio.CapacityLimiter(workers)
         self._processes: ProcessPoolExecutor | None = None
+        self._pool_tasks = 0  # images given to the current pool
 
     async def compress(
         self, data: bytes, options: CompressOptions
@@ -125,16 +127,25 @@ class Compressor:
             self._discard(self._processes)
 
     def _executor(self) -> ProcessPoolExecutor:
+        """The pool for the next image: a fresh one after ``tasks_per_child`` images per
+        worker, while the old one finishes what it holds and exits.
+
+        Recycling is ours, not ``max_tasks_per_child``'s: on Python 3.11 that option can
+        hang the pool or break it when a worker retires (CPython gh-115634, gh-119592).
+        """
+        if self._processes is not None and self._pool_tasks >= self.tasks_per_child * self.workers:
+            retiring, self._processes = self._processes, None
+            threading.Thread(
+                target=retiring.shutdown, name="imgcompress-pool-retire", daemon=True
+            ).start()
         if self._processes is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["imgcompress_core._pool_child"])
             self._processes = ProcessPoolExecutor(
-                self.workers,
-                mp_context=context,
-                max_tasks_per_child=self.tasks_per_child,
-                initializer=start_child,
-                initargs=(os.getpid(),),
+                self.workers, mp_context=context, initializer=start_child, initargs=(os.getpid(),)
             )
+            self._pool_tasks = 0
+        self._pool_tasks += 1
         return self._processes
 
     def _discard(self, executor: ProcessPoolExecutor) -> None:

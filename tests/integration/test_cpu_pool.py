@@ -118,3 +118,28 @@ def test_worker_processes_keep_image_memory_on_glibc() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(platform.libc_ver()[0] == "glibc")
+
+
+async def test_the_pool_is_recycled_without_losing_an_image() -> None:
+    """After tasks_per_child images per worker a fresh pool takes over; images in flight
+    in the old one finish, and every image comes back right (no hang, no broken pool:
+    Python 3.11's own max_tasks_per_child can do both)."""
+    [photo] = corpus_images(1)
+    expected = compress_image(photo, OPTIONS).data
+    compressor = Compressor("processes", workers=2, tasks_per_child=2, function=worker_pid)
+    results: list[CompressedImage] = []
+
+    async def one() -> None:
+        image, _ = await compressor.compress(photo, OPTIONS)
+        results.append(image)
+
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                for _ in range(16):
+                    group.start_soon(one)
+    finally:
+        compressor.close()
+    assert len(results) == 16 and all(image.data == expected for image in results)
+    pids = {image.note for image in results}
+    assert len(pids) >= 16 // (2 * 2)  # at least one pool of 2 workers per 4 images
