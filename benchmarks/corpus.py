@@ -26,6 +26,11 @@ class Corpus:
     @classmethod
     def load(cls, folder: Path) -> Corpus:
         """Read every image file of ``folder``."""
+        if not folder.is_dir():
+            raise SystemExit(
+                f"no folder {folder}: the corpus is read from ../shared/corpus next to the "
+                "checkout; pass another folder of images on the command line"
+            )
         paths = [p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file()]
         paths.sort(key=lambda p: (-p.stat().st_size, p.name))
         if not paths:
