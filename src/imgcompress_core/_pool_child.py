@@ -42,7 +42,11 @@ _KEEP_FREE = 128 << 20  # give free heap memory back to the kernel only above 12
 
 
 def start_child(owner: int) -> None:
-    """Set up a new worker process: keep freed image memory, exit with the owner."""
+    """Set up a new worker process: no core dumps, keep freed image memory, exit with
+    the owner."""
+    # A child killed for its CPU time (SIGXCPU) or a decoder crash would otherwise dump
+    # its whole heap wherever the host's core_pattern says.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     keep_image_memory()
     exit_with_owner(owner)
 

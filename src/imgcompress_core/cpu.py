@@ -55,6 +55,46 @@ log = logging.getLogger("imgcompress.cpu")
 CpuPool = Literal["threads", "processes"]
 
 
+class _Pool:
+    """One process pool, and what we need to end it once and say how its children died."""
+
+    def __init__(self, executor: ProcessPoolExecutor) -> None:
+        self.executor = executor
+        # The pool's own pid -> process map (private: best effort). shutdown() rebinds the
+        # attribute, not the dict, so this keeps the processes for _death_of.
+        children = getattr(executor, "_processes", None)  # empty until the first submit
+        self.children: dict[int, BaseProcess] = {} if children is None else children
+        self.tasks = 0  # images given to this pool
+        self.futures: set[Future[tuple[CompressedImage, float]]] = set()
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def submit(
+        self, fn: functools.partial[tuple[CompressedImage, float]], *args: object
+    ) -> Future[tuple[CompressedImage, float]]:
+        """Submit a task and track its future until it is done."""
+        future = self.executor.submit(fn, *args)
+        self.futures.add(future)
+        future.add_done_callback(self.futures.discard)
+        return future
+
+    def stop(self, *, wait: bool = True, cancel: bool = True) -> None:
+        """Shut the pool down exactly once (two concurrent shutdowns of one pool close
+        its pipes twice on Python 3.11); later callers wait for the first to finish.
+
+        ``cancel``: drop images not yet started (they are resubmitted elsewhere), and
+        afterwards cancel any future still pending: one a broken pool lost never ends.
+        Without it (retiring a healthy pool) everything given to the pool finishes.
+        """
+        with self._lock:
+            if not self._stopped:
+                self._stopped = True
+                self.executor.shutdown(wait=wait, cancel_futures=cancel)
+        if wait and cancel:
+            for future in list(self.futures):
+                future.cancel()
+
+
 class Compressor:
     """Runs ``compress_image`` in a thread or process pool, ``workers`` images at a time."""
 
@@ -73,8 +113,10 @@ class Compressor:
         self.workers = workers
         self.tasks_per_child = tasks_per_child
         self._limiter = anyio.CapacityLimiter(workers)
-        self._processes: ProcessPoolExecutor | None = None
-        self._pool_tasks = 0  # images given to the current pool
+        # Threads that wait for a worker process: our own, not anyio's shared 40.
+        self._waiters = anyio.CapacityLimiter(workers)
+        self._current: _Pool | None = None
+        self._closed = False
 
     async def compress(
         self, data: bytes, options: CompressOptions
@@ -89,23 +131,19 @@ class Compressor:
                 return await anyio.to_thread.run_sync(self.function, data, options)
             limited = functools.partial(within_cpu_limit, self.function, self.cpu_seconds)
             for _ in range(3):
-                executor = self._executor()
+                pool = self._pool()
                 try:
-                    future: Future[tuple[CompressedImage, float]] = executor.submit(
-                        limited, data, options
-                    )
-                    return await anyio.to_thread.run_sync(future.result)
+                    future = pool.submit(limited, data, options)
+                except BrokenProcessPool:  # it broke before this image got in: not its fault
+                    await self._stop(pool)
+                    continue
+                try:
+                    return await anyio.to_thread.run_sync(future.result, limiter=self._waiters)
                 except CancelledError:
-                    continue  # a sibling's crash shut the pool before ours started: resubmit
+                    continue  # its pool broke or closed before it started: try a fresh one
                 except BrokenProcessPool as exc:
-                    if self._processes is executor:
-                        self._processes = None  # the next image starts a new pool
-                    # Let the pool finish its own shutdown first: it reaps the children,
-                    # and reading their status alongside it could lose the real one.
-                    children = list((getattr(executor, "_processes", None) or {}).values())
-                    stop = functools.partial(executor.shutdown, wait=True, cancel_futures=True)
-                    await anyio.to_thread.run_sync(stop)
-                    death = _death_of(children)
+                    await self._stop(pool)
+                    death = _death_of(list(pool.children.values()))
                     log.warning("compression pool broken (%s); starting a new one", death)
                     raise ImageFailure(
                         f"the compression process stopped while working on this image "
@@ -116,42 +154,54 @@ class Compressor:
                         retryable=True,
                     ) from exc
             raise ImageFailure(
-                "the compression pool kept shutting down before this image could start",
+                "the compression pool kept stopping before this image could start",
                 code="compression_crashed",
                 retryable=True,
             )
 
     def close(self) -> None:
-        """Stop the worker processes (images in progress are abandoned)."""
-        if self._processes is not None:
-            self._discard(self._processes)
+        """Stop taking images and stop the worker processes (without waiting for images
+        in progress, which finish on their own)."""
+        self._closed = True
+        if self._current is not None:
+            self._current.stop(wait=False)
+            self._current = None
 
-    def _executor(self) -> ProcessPoolExecutor:
+    async def _stop(self, pool: _Pool) -> None:
+        """Retire a broken pool: the next image gets a fresh one. Waits (in a thread) for
+        the pool to reap its children, so their exit codes are the real ones."""
+        if self._current is pool:
+            self._current = None
+        await anyio.to_thread.run_sync(pool.stop)
+
+    def _pool(self) -> _Pool:
         """The pool for the next image: a fresh one after ``tasks_per_child`` images per
         worker, while the old one finishes what it holds and exits.
 
         Recycling is ours, not ``max_tasks_per_child``'s: on Python 3.11 that option can
         hang the pool or break it when a worker retires (CPython gh-115634, gh-119592).
         """
-        if self._processes is not None and self._pool_tasks >= self.tasks_per_child * self.workers:
-            retiring, self._processes = self._processes, None
-            threading.Thread(
-                target=retiring.shutdown, name="imgcompress-pool-retire", daemon=True
-            ).start()
-        if self._processes is None:
+        if self._closed:
+            raise ImageFailure(
+                "the compressor is closed (the worker is stopping)",
+                code="compression_crashed",
+                retryable=True,
+            )
+        current = self._current
+        if current is not None and current.tasks >= self.tasks_per_child * self.workers:
+            retiring = current
+            self._current = current = None
+            retire = functools.partial(retiring.stop, cancel=False)
+            threading.Thread(target=retire, name="imgcompress-pool-retire", daemon=True).start()
+        if current is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["imgcompress_core._pool_child"])
-            self._processes = ProcessPoolExecutor(
+            executor = ProcessPoolExecutor(
                 self.workers, mp_context=context, initializer=start_child, initargs=(os.getpid(),)
             )
-            self._pool_tasks = 0
-        self._pool_tasks += 1
-        return self._processes
-
-    def _discard(self, executor: ProcessPoolExecutor) -> None:
-        if self._processes is executor:
-            self._processes = None
-        executor.shutdown(wait=False, cancel_futures=True)
+            self._current = current = _Pool(executor)
+        current.tasks += 1
+        return current
 
 
 def _death_of(children: list[BaseProcess]) -> str:
