@@ -143,3 +143,28 @@ async def test_the_pool_is_recycled_without_losing_an_image() -> None:
     assert len(results) == 16 and all(image.data == expected for image in results)
     pids = {image.note for image in results}
     assert len(pids) >= 16 // (2 * 2)  # at least one pool of 2 workers per 4 images
+
+
+async def test_two_crashes_in_one_pool_both_fail_cleanly() -> None:
+    """Both images of a pool whose children die get compression_crashed, never a raw error
+    from two threads shutting the same pool down (a race that once gave OSError)."""
+    compressor = Compressor("processes", workers=2, function=crash_on_marker)
+    outcomes: list[str] = []
+
+    async def crash() -> None:
+        try:
+            await compressor.compress(b"crash", OPTIONS)
+        except ImageFailure as exc:
+            outcomes.append(exc.code)
+        except Exception as exc:  # the bug this test is about
+            outcomes.append(repr(exc))
+
+    try:
+        with anyio.fail_after(120):
+            for _ in range(25):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(crash)
+                    group.start_soon(crash)
+    finally:
+        compressor.close()
+    assert outcomes == ["compression_crashed"] * 50
