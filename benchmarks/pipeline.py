@@ -134,6 +134,63 @@ def wait_http(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise SystemExit(f"the service did not answer in 60 s:\n{log.read_text()}")
 
 
+class Stack:
+    """A loopback image server on a corpus, the store, and ``imgcompress serve`` on a free
+    port, all in ``tmp``; used as a context manager that stops them all."""
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        tmp: Path,
+        *,
+        store: str,
+        extra_env: Sequence[str] = (),
+        mongodb_uri: str | None = None,
+        py_spy: Path | None = None,
+    ) -> None:
+        self.server = image_server(corpus)
+        self.images = f"http://127.0.0.1:{self.server.server_address[1]}"
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCOMPRESS_")}
+        env.update(
+            IMGCOMPRESS_DATABASE=str(tmp / "bench.sqlite3"),
+            IMGCOMPRESS_ALLOW_PRIVATE_NETWORKS="true",
+            IMGCOMPRESS_HOST="127.0.0.1",
+            IMGCOMPRESS_PORT=str(port),
+        )
+        env.update(item.split("=", 1) for item in extra_env)
+        self.mongo: subprocess.Popen[bytes] | None = None
+        if store == "mongodb" and mongodb_uri:  # a real MongoDB, a fresh database
+            database = f"imgcompress_bench_{os.getpid()}_{int(time.time())}"
+            env["IMGCOMPRESS_MONGODB_URI"] = f"{mongodb_uri.rstrip('/')}/{database}"
+        elif store == "mongodb":
+            self.mongo, env["IMGCOMPRESS_MONGODB_URI"] = start_mongo(tmp)
+        self.py_spy = py_spy
+        self.log = tmp / "serve.log"
+        self.service = start_service(env, self.log, py_spy)
+
+    def __enter__(self) -> Stack:
+        wait_http(self.base, self.service, self.log)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.service.send_signal(signal.SIGINT if self.py_spy else signal.SIGTERM)
+        self.service.wait(60)
+        if self.mongo is not None:
+            self.mongo.terminate()
+            self.mongo.wait(30)
+        self.server.shutdown()
+        self.server.server_close()
+
+    def peak_rss(self) -> dict[str, float]:
+        """VmHWM (MB) of every service process (and the MongoDB stand-in), by pid and name."""
+        procs = [p for p in process_tree(self.service.pid) if "py-spy" not in process_name(p)]
+        if self.mongo is not None:
+            procs.append(self.mongo.pid)
+        return {f"{pid} {process_name(pid)}": round(vm_mb(pid), 1) for pid in procs}
+
+
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
@@ -231,47 +288,24 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     names = sorted(p.name for p in corpus.paths)
     with tempfile.TemporaryDirectory(prefix="imgcompress-pipeline-") as tmp_name:
         tmp = Path(tmp_name)
-        server = image_server(corpus)
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCOMPRESS_")}
-        env.update(
-            IMGCOMPRESS_DATABASE=str(tmp / "bench.sqlite3"),
-            IMGCOMPRESS_ALLOW_PRIVATE_NETWORKS="true",
-            IMGCOMPRESS_HOST="127.0.0.1",
-            IMGCOMPRESS_PORT=str(port),
+        stack = Stack(
+            corpus,
+            tmp,
+            store=args.store,
+            extra_env=args.env,
+            mongodb_uri=args.mongodb_uri,
+            py_spy=args.py_spy,
         )
-        env.update(item.split("=", 1) for item in args.env)
-        mongo = None
-        if args.store == "mongodb" and args.mongodb_uri:  # a real MongoDB, a fresh database
-            database = f"imgcompress_bench_{os.getpid()}_{int(time.time())}"
-            env["IMGCOMPRESS_MONGODB_URI"] = f"{args.mongodb_uri.rstrip('/')}/{database}"
-        elif args.store == "mongodb":
-            mongo, env["IMGCOMPRESS_MONGODB_URI"] = start_mongo(tmp)
-        log = tmp / "serve.log"
-        service = start_service(env, log, args.py_spy)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(base, service, log)
+        with stack:
             wait_quiet(timeout=args.quiet_wait)
             meter = CpuMeter()
-            csv = make_csv(f"http://127.0.0.1:{server.server_address[1]}", names, args.n)
-            job = run_job(base, csv, args.poll, args.detail_every, service.pid)
+            csv = make_csv(stack.images, names, args.n)
+            job = run_job(stack.base, csv, args.poll, args.detail_every, stack.service.pid)
             # Before the service stops: its forkserver's CPU leaves the tree when it exits.
             other_load = meter.other_load()
-            procs = [p for p in process_tree(service.pid) if "py-spy" not in process_name(p)]
-            if mongo is not None:
-                procs.append(mongo.pid)
-            rss = {f"{pid} {process_name(pid)}": round(vm_mb(pid), 1) for pid in procs}
-        finally:
-            service.send_signal(signal.SIGINT if args.py_spy else signal.SIGTERM)
-            service.wait(60)
-            if mongo is not None:
-                mongo.terminate()
-                mongo.wait(30)
-            server.shutdown()
-            server.server_close()
+            rss = stack.peak_rss()
         if args.log:
-            shutil.copyfile(log, args.log)
+            shutil.copyfile(stack.log, args.log)
         if job["failed"]:
             reasons = "\n".join(f"  {n} x {why}" for why, n in job["failure_reasons"].items())
             print(f"warning: {job['failed']} images failed:\n{reasons}")

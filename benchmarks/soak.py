@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -40,8 +38,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEFAULT_FOLDER, Corpus
-from pipeline import _pct, free_port, image_server, start_mongo, start_service, wait_http
-from procinfo import process_name, process_tree, vm_mb
+from pipeline import Stack, _pct
+from procinfo import process_tree, vm_mb
 
 
 class Tally:
@@ -189,38 +187,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = sorted(p.name for p in corpus.paths)
     with tempfile.TemporaryDirectory(prefix="imgcompress-soak-") as tmp_name:
         tmp = Path(tmp_name)
-        server = image_server(corpus)
-        images = f"http://127.0.0.1:{server.server_address[1]}"
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IMGCOMPRESS_")}
-        env.update(
-            IMGCOMPRESS_DATABASE=str(tmp / "soak.sqlite3"),
-            IMGCOMPRESS_ALLOW_PRIVATE_NETWORKS="true",
-            IMGCOMPRESS_HOST="127.0.0.1",
-            IMGCOMPRESS_PORT=str(port),
-        )
-        env.update(item.split("=", 1) for item in args.env)
-        mongo = None
-        if args.store == "mongodb":
-            mongo, env["IMGCOMPRESS_MONGODB_URI"] = start_mongo(tmp)
-        log = tmp / "serve.log"
-        service = start_service(env, log, None)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(base, service, log)
-            csvs = [make_csv(images, names, u, args.rows) for u in range(args.uploads)]
-            report = asyncio.run(soak(base, csvs, args, service.pid))
-            procs = process_tree(service.pid) + ([mongo.pid] if mongo else [])
-            rss = {f"{pid} {process_name(pid)}": round(vm_mb(pid), 1) for pid in procs}
-        finally:
-            service.send_signal(signal.SIGTERM)
-            service.wait(60)
-            if mongo is not None:
-                mongo.terminate()
-                mongo.wait(30)
-            server.shutdown()
-            server.server_close()
-        report["service_exit_code"] = service.returncode
+        with Stack(corpus, tmp, store=args.store, extra_env=args.env) as stack:
+            csvs = [make_csv(stack.images, names, u, args.rows) for u in range(args.uploads)]
+            report = asyncio.run(soak(stack.base, csvs, args, stack.service.pid))
+            rss = stack.peak_rss()
+        report["service_exit_code"] = stack.service.returncode
     report["peak_rss_mb"] = {"processes": rss, "total": round(sum(rss.values()), 1)}
     return {"benchmark": "soak", "store": args.store, **vars_for_json(args), **report}
 
