@@ -189,10 +189,9 @@ class Compressor:
             )
         current = self._current
         if current is not None and current.tasks >= self.tasks_per_child * self.workers:
-            retiring = current
-            self._current = current = None
-            retire = functools.partial(retiring.stop, cancel=False)
+            retire = functools.partial(current.stop, cancel=False)
             threading.Thread(target=retire, name="imgcompress-pool-retire", daemon=True).start()
+            current = None
         if current is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["imgcompress_core._pool_child"])
