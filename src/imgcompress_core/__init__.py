@@ -36,12 +36,13 @@ if TYPE_CHECKING:
     from .manifest import Manifest, ManifestLimits, parse_manifest, render_output_csv
     from .model import ImageState, Progress, RequestStatus
     from .notify import WebhookNotifier
+    from .options import WorkerConfig
     from .ports import Fetched, Fetcher, Notifier, Storage
     from .runtime import Imgcompress
     from .service import Service, StatusReport, Urls
     from .settings import Settings
     from .stores import MemoryStorage, SqliteStorage
-    from .worker import Worker, WorkerConfig
+    from .worker import Worker
 
 _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "compress_image": ".compress",
@@ -86,7 +87,7 @@ _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "Urls": ".service",
     "WebhookNotifier": ".notify",
     "Worker": ".worker",
-    "WorkerConfig": ".worker",
+    "WorkerConfig": ".options",
 }
 
 

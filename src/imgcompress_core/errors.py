@@ -154,6 +154,11 @@ class IdempotencyConflict(ImgCompressError):
 
     code = "idempotency_key_reused"
 
+    @classmethod
+    def reused(cls) -> IdempotencyConflict:
+        """Return the error for a key that came back with a different upload."""
+        return cls("this Idempotency-Key was already used for a different upload")
+
 
 class IllegalTransition(ImgCompressError):
     """A state change that the workflow's transition table does not allow."""
@@ -165,6 +170,16 @@ class LeaseLost(ImgCompressError):
     """A worker tried to finish work it no longer holds (its lease expired or was taken over)."""
 
     code = "lease_lost"
+
+    @classmethod
+    def image(cls, image_id: str) -> LeaseLost:
+        """Return the error for an image whose claim no longer owns it."""
+        return cls(f"image {image_id} is no longer held by this claim")
+
+    @classmethod
+    def delivery(cls, delivery_id: str) -> LeaseLost:
+        """Return the error for a webhook delivery whose claim no longer owns it."""
+        return cls(f"delivery {delivery_id} is no longer held by this claim")
 
 
 class StorageUnavailable(ImgCompressError):

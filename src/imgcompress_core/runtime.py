@@ -17,69 +17,21 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
-from urllib.parse import urlsplit
 
 import anyio
 
-from .fetch import FetchOptions, HttpxFetcher
+from .fetch import HttpxFetcher
 from .model import DeliveryState, StoredImage
 from .notify import WebhookNotifier
+from .options import fetch_options, own_hosts, worker_config
 from .ports import Fetcher, Metrics, Notifier, Storage
 from .samples import SampleFetcher
 from .service import Service, StatusReport, Urls
 from .settings import Settings
 from .stores import storage_from_settings
-from .worker import Worker, WorkerConfig
+from .worker import Worker
 
-__all__ = ["Imgcompress", "fetch_options", "own_hosts", "worker_config"]
-
-
-def fetch_options(settings: Settings) -> FetchOptions:
-    """Return the download limits the settings ask for."""
-    return FetchOptions(
-        allow_private_networks=settings.allow_private_networks,
-        max_bytes=settings.max_image_bytes,
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        deadline=settings.download_deadline,
-        max_redirects=settings.max_redirects,
-        max_connections=settings.download_concurrency,
-        connections_per_host=settings.connections_per_host,
-        allowed_hosts=settings.image_hosts(),
-        proxy=settings.outbound_proxy,
-    )
-
-
-def own_hosts(settings: Settings) -> frozenset[str]:
-    """Return the host:port forms under which this service serves its sample images."""
-    port = settings.port
-    hosts = {f"{settings.host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"}
-    if settings.public_url:
-        hosts.add(urlsplit(settings.public_url).netloc)
-    return frozenset(h.lower() for h in hosts)
-
-
-def worker_config(settings: Settings) -> WorkerConfig:
-    """Return the worker pacing the settings ask for."""
-    return WorkerConfig(
-        download_concurrency=settings.download_concurrency,
-        cpu_workers=settings.cpu_workers,
-        # A process pool re-imports the main module in every child, which an embedding
-        # script without an ``if __name__ == "__main__"`` guard does not survive.
-        cpu_pool="threads" if settings.cpu_pool == "auto" else settings.cpu_pool,
-        cpu_seconds=settings.max_compress_seconds,
-        max_attempts=settings.max_attempts,
-        retry_base_delay=settings.retry_base_delay,
-        retry_max_delay=settings.retry_max_delay,
-        lease_seconds=settings.lease_seconds,
-        poll_interval=settings.poll_interval,
-        webhook_max_attempts=settings.webhook_max_attempts,
-        webhook_retry_base=settings.webhook_retry_base,
-        webhook_retry_max=settings.webhook_retry_max,
-        shutdown_grace=settings.shutdown_grace,
-        retention_seconds=settings.retention_seconds,
-        compress=settings.compress_options(),
-    )
+__all__ = ["Imgcompress"]
 
 
 class Imgcompress:

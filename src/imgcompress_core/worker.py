@@ -23,41 +23,19 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import anyio
 
-from .compress import CompressOptions
-from .cpu import Compressor, CpuPool
+from .cpu import Compressor
 from .errors import ImageFailure, LeaseLost, NotificationError
 from .model import Claim, DeliveryClaim, Failure, ImageResult
+from .options import WorkerConfig
 from .ports import Fetcher, Metrics, Notifier, NullMetrics, Storage
 from .service import Urls, webhook_payload
 
 __all__ = ["Worker", "WorkerConfig", "backoff_delay"]
 
 log = logging.getLogger("imgcompress.worker")
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    """How a worker paces itself."""
-
-    download_concurrency: int = 16
-    cpu_workers: int = 2
-    cpu_pool: CpuPool = "threads"
-    cpu_seconds: int = 60  # CPU time one image may take; enforced in processes only
-    max_attempts: int = 3
-    retry_base_delay: float = 1.0
-    retry_max_delay: float = 60.0
-    lease_seconds: float = 120.0
-    poll_interval: float = 0.5
-    webhook_max_attempts: int = 30
-    webhook_retry_base: float = 5.0
-    webhook_retry_max: float = 3600.0
-    shutdown_grace: float = 30.0
-    retention_seconds: float = 0.0
-    compress: CompressOptions = CompressOptions()
 
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:

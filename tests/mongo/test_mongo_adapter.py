@@ -18,11 +18,12 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from imgcompress_core import ImageFailure, Settings, StorageUnavailable
 from imgcompress_core.model import Failure, ImageResult, ImageState, RequestStatus
+from imgcompress_core.options import WorkerConfig
 from imgcompress_core.service import Urls
 from imgcompress_core.stores import storage_from_settings
 from imgcompress_core.testing import RecordingNotifier, StaticFetcher
 from imgcompress_core.testing.contract import make_request
-from imgcompress_core.worker import Worker, WorkerConfig
+from imgcompress_core.worker import Worker
 from imgcompress_mongo import MAX_IMAGE_BYTES, MongoStorage
 from imgcompress_mongo._schema import INDEXES
 
