@@ -2,7 +2,7 @@
 
 The tree::
 
-    ImgCompressError                  code, message, retryable
+    ImgCompressError                  code, message, retryable, retry_after
     ├── ManifestError                 a CSV that cannot be accepted; .problems lists every one
     │   └── UploadTooLarge            the CSV is over the byte cap (HTTP 413)
     ├── NotFound
@@ -12,8 +12,9 @@ The tree::
     ├── RequestNotFinished            the output CSV was asked for while images are still pending
     ├── IdempotencyConflict           an Idempotency-Key reused with a different upload
     ├── IllegalTransition             a state change the workflow does not allow
-    ├── LeaseLost                     a worker lost its claim on an image or delivery
-    ├── StorageUnavailable            the store cannot be reached (retryable)
+    ├── StorageError                  the store failed to do what was asked
+    │   ├── StorageUnavailable        the store cannot be reached (retryable)
+    │   └── LeaseLost                 a worker lost its claim on an image or delivery
     ├── ImageFailure                  one image could not be processed; .code says why
     │   ├── FetchError                downloading failed (timeouts, HTTP errors, blocked, too large)
     │   └── CompressionError          decoding or encoding failed (not an image, too many pixels)
@@ -44,20 +45,34 @@ __all__ = [
     "NotificationError",
     "RequestNotFinished",
     "RequestNotFound",
+    "StorageError",
     "StorageUnavailable",
     "UploadTooLarge",
 ]
 
 
 class ImgCompressError(Exception):
-    """Root of every error imgcompress raises on purpose."""
+    """Root of every error imgcompress raises on purpose.
+
+    ``code`` is a stable machine-readable reason (every one is in ``ERROR_CODES``),
+    ``retryable`` says whether trying again can help, and ``retry_after`` is how many
+    seconds a server asked us to wait before trying again (None when it did not say).
+    """
 
     code: str = "imgcompress_error"
     retryable: bool = False
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after
         if code is not None:
             self.code = code
         if retryable is not None:
@@ -166,7 +181,13 @@ class IllegalTransition(ImgCompressError):
     code = "illegal_transition"
 
 
-class LeaseLost(ImgCompressError):
+class StorageError(ImgCompressError):
+    """The store failed to do what was asked; subclasses say how."""
+
+    code = "storage_error"
+
+
+class LeaseLost(StorageError):
     """A worker tried to finish work it no longer holds (its lease expired or was taken over)."""
 
     code = "lease_lost"
@@ -182,7 +203,7 @@ class LeaseLost(ImgCompressError):
         return cls(f"delivery {delivery_id} is no longer held by this claim")
 
 
-class StorageUnavailable(ImgCompressError):
+class StorageUnavailable(StorageError):
     """The store cannot be reached right now."""
 
     code = "storage_unavailable"
@@ -196,20 +217,9 @@ class ImageFailure(ImgCompressError):
 
 
 class FetchError(ImageFailure):
-    """Downloading failed; ``retry_after`` carries a server's Retry-After, in seconds."""
+    """Downloading failed; ``retry_after`` carries the image server's Retry-After."""
 
     code = "download_failed"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        retryable: bool | None = None,
-        retry_after: float | None = None,
-    ):
-        super().__init__(message, code=code, retryable=retryable)
-        self.retry_after = retry_after
 
 
 class CompressionError(ImageFailure):
@@ -224,14 +234,3 @@ class NotificationError(ImgCompressError):
 
     code = "webhook_failed"
     retryable = True
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        retryable: bool | None = None,
-        retry_after: float | None = None,
-    ):
-        super().__init__(message, code=code, retryable=retryable)
-        self.retry_after = retry_after
