@@ -7,7 +7,8 @@ The tree::
     │   └── UploadTooLarge            the CSV is over the byte cap (HTTP 413)
     ├── NotFound
     │   ├── RequestNotFound
-    │   └── ImageNotFound
+    │   ├── ImageNotFound
+    │   └── BlobNotFound
     ├── InvalidWebhookUrl             the webhook URL given at upload is not acceptable
     ├── RequestNotFinished            the output CSV was asked for while images are still pending
     ├── IdempotencyConflict           an Idempotency-Key reused with a different upload
@@ -26,10 +27,13 @@ Adapters translate lower-level errors into these at their edge
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 __all__ = [
+    "ERROR_CODES",
+    "BlobNotFound",
     "CompressionError",
     "FetchError",
     "IdempotencyConflict",
@@ -151,6 +155,16 @@ class ImageNotFound(NotFound):
         super().__init__(f"no processed image with id {image_id!r}")
 
 
+class BlobNotFound(NotFound):
+    """No blob has this key (it was never written, or swept)."""
+
+    code = "blob_not_found"
+
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__(f"no blob with key {key!r}")
+
+
 class InvalidWebhookUrl(ImgCompressError):
     """The webhook URL given with an upload is not acceptable."""
 
@@ -234,3 +248,62 @@ class NotificationError(ImgCompressError):
 
     code = "webhook_failed"
     retryable = True
+
+
+# Every stable code imgcompress produces, with what it means. ``<status>`` in a code stands
+# for an HTTP status number (``upstream_http_404``). tests/unit/test_error_codes.py checks
+# that every code in the source is here and that docs/api.md lists exactly these.
+ERROR_CODES: Mapping[str, str] = MappingProxyType(
+    {
+        # Request errors: answered to an HTTP client as RFC 9457 problems.
+        "imgcompress_error": "an error without a more specific code",
+        "invalid_csv": "the uploaded CSV cannot be accepted; its problems list every one",
+        "upload_too_large": "the CSV is larger than max_upload_bytes",
+        "request_too_large": "the whole request body is larger than the server accepts",
+        "too_many_form_parts": "the multipart form has more parts than the server accepts",
+        "invalid_form": "the upload form cannot be read: no CSV file part, or a field not UTF-8",
+        "http_<status>": "the web framework refused the request with that HTTP status",
+        "invalid_webhook_url": "the webhook URL is not http(s) or points at a non-public address",
+        "not_found": "something asked for by id does not exist",
+        "request_not_found": "no request has this id",
+        "image_not_found": "no processed image has this id",
+        "request_pending": "the output CSV was asked for while the request is still pending",
+        "idempotency_key_reused": "an Idempotency-Key sent again with a different upload",
+        "worker_down": "the in-process worker is not running, so nothing would be processed",
+        # Image failure codes: why one image failed (the status document's error.code).
+        "image_failed": "the image could not be processed (no more specific reason)",
+        "download_failed": "the download failed (no more specific reason)",
+        "invalid_url": "not a plain http(s) URL",
+        "blocked_destination": "the host resolves to a loopback, private or non-public address",
+        "dns_failure": "the host name does not resolve",
+        "connection_failed": "the connection failed or was reset",
+        "download_timeout": "no answer in time, or the download took longer than its deadline",
+        "upstream_http_<status>": "the image server answered with that HTTP status",
+        "too_many_redirects": "more than max_redirects hops, or a redirect loop",
+        "source_too_large": "the image is larger than max_image_bytes",
+        "bad_content_encoding": "the server compressed the body in a way we do not decode",
+        "compression_failed": "decoding or encoding failed (no more specific reason)",
+        "not_an_image": "the body is not an image",
+        "unsupported_format": "an image format we do not decode",
+        "image_too_large": "more pixels than max_image_pixels, or not enough memory to decode",
+        "corrupt_image": "truncated or damaged image data",
+        "too_many_frames": "an animation with more than max_animation_frames frames",
+        "image_too_complex": "a progressive JPEG with more than max_jpeg_scans scans",
+        "compression_crashed": "the compression process died on it (crash, memory or CPU time)",
+        "output_too_large": "the compressed image does not fit the store",
+        "worker_lost": "the worker processing it died max_attempts times",
+        "cancelled": "the request was cancelled before this image was processed",
+        "internal_error": "a bug: logged with its traceback",
+        # Webhook delivery codes.
+        "webhook_failed": "the webhook receiver could not be reached or did not answer in time",
+        "webhook_http_<status>": "the webhook receiver answered with that non-2xx HTTP status",
+        # Storage codes.
+        "storage_error": "the store failed to do what was asked",
+        "storage_unavailable": "the store cannot be reached right now",
+        "storage_conflict": "the store refused a write (a constraint was violated)",
+        "storage_adapter_missing": "no storage adapter is installed for the configured URI",
+        "blob_not_found": "no stored blob has this key (it was never written, or swept)",
+        "lease_lost": "a worker tried to finish work it no longer holds",
+        "illegal_transition": "a state change the workflow's transition table does not allow",
+    }
+)
