@@ -2,31 +2,103 @@
 
 The option objects (``WorkerConfig`` here, ``FetchOptions``, ``CompressOptions``,
 ``ManifestLimits``) are what an embedder builds by hand; :class:`~.settings.Settings`
-is what the service reads from the environment. This module is the one place that
-maps one to the other.
+is what the service reads from the environment. The option objects hold every default
+(``Settings`` reads its defaults from them with :func:`option_default`), and this module
+is the one place that maps settings to option objects.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from .compress import CompressOptions
 from .cpu import CpuPool
 from .fetch import FetchOptions
-from .settings import Settings
+from .manifest import ManifestLimits
 
-__all__ = ["WorkerConfig", "fetch_options", "own_hosts", "worker_config"]
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = [
+    "CpuPoolSetting",
+    "WorkerConfig",
+    "available_cpus",
+    "compress_options",
+    "fetch_options",
+    "manifest_limits",
+    "option_default",
+    "own_hosts",
+    "parameter_default",
+    "resolve_cpu_pool",
+    "worker_config",
+]
+
+CpuPoolSetting = Literal["auto", "processes", "threads"]
+"""The ``cpu_pool`` setting: a :data:`~.cpu.CpuPool`, or ``auto`` to let the caller choose."""
+
+
+def available_cpus() -> int:
+    """Return the number of CPUs this process may run on (at least 1)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def option_default(cls: type[Any], name: str) -> Any:
+    """Return the default of dataclass ``cls``'s field ``name`` (calling its factory if any).
+
+    The option dataclasses use ``slots=True``, so ``cls.name`` is a slot, not the default.
+    """
+    for item in dataclasses.fields(cls):
+        if item.name == name:
+            if item.default is not dataclasses.MISSING:
+                return item.default
+            if item.default_factory is not dataclasses.MISSING:
+                return item.default_factory()
+            raise ValueError(f"{cls.__name__}.{name} has no default")
+    raise ValueError(f"{cls.__name__} has no field {name!r}")
+
+
+def parameter_default(function: Callable[..., Any], name: str) -> Any:
+    """Return the default of parameter ``name`` of ``function`` (for classes that are not
+    dataclasses, e.g. ``WebhookNotifier.__init__``)."""
+    parameter = inspect.signature(function).parameters.get(name)
+    if parameter is None:
+        raise ValueError(f"{function.__qualname__}() has no parameter {name!r}")
+    default = parameter.default
+    if default is inspect.Parameter.empty:
+        raise ValueError(f"{function.__qualname__}() has no default for {name!r}")
+    return default
+
+
+def resolve_cpu_pool(setting: CpuPoolSetting, *, embedded: bool) -> CpuPool:
+    """Return the pool ``cpu_pool`` asks for; ``auto`` is threads when embedded, else
+    processes.
+
+    A process pool re-imports the main module in every child, which an embedding script
+    without an ``if __name__ == "__main__"`` guard does not survive; the ``imgcompress``
+    command's main module is safe to re-import, and processes compress JPEG faster than
+    threads (``benchmarks/RESULTS.md``).
+    """
+    if setting == "auto":
+        return "threads" if embedded else "processes"
+    return setting
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """How a worker paces itself."""
 
-    download_concurrency: int = 16
-    cpu_workers: int = 2
+    download_concurrency: int = option_default(FetchOptions, "max_connections")
+    cpu_workers: int = field(default_factory=available_cpus)
     cpu_pool: CpuPool = "threads"
-    cpu_seconds: int = 60  # CPU time one image may take; enforced in processes only
+    max_compress_seconds: int = 60  # CPU time one image may take; enforced in processes only
     max_attempts: int = 3
     retry_base_delay: float = 1.0
     retry_max_delay: float = 60.0
@@ -38,6 +110,32 @@ class WorkerConfig:
     shutdown_grace: float = 30.0
     retention_seconds: float = 0.0
     compress: CompressOptions = CompressOptions()
+
+    @property
+    def cpu_seconds(self) -> int:
+        """The former name of ``max_compress_seconds`` (read-only)."""
+        return self.max_compress_seconds
+
+
+def compress_options(settings: Settings) -> CompressOptions:
+    """Return the compression options the settings ask for."""
+    return CompressOptions(
+        quality=settings.jpeg_quality,
+        max_pixels=settings.max_image_pixels,
+        max_frames=settings.max_animation_frames,
+        max_animation_pixels=settings.max_animation_pixels,
+        max_scans=settings.max_jpeg_scans,
+    )
+
+
+def manifest_limits(settings: Settings) -> ManifestLimits:
+    """Return the CSV limits the settings ask for."""
+    return ManifestLimits(
+        max_bytes=settings.max_upload_bytes,
+        max_rows=settings.max_rows,
+        max_urls_per_row=settings.max_urls_per_row,
+        max_url_length=settings.max_url_length,
+    )
 
 
 def fetch_options(settings: Settings) -> FetchOptions:
@@ -66,14 +164,12 @@ def own_hosts(settings: Settings) -> frozenset[str]:
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
-    """Return the worker pacing the settings ask for."""
+    """Return the worker pacing the settings ask for (``cpu_pool=auto``: as embedded)."""
     return WorkerConfig(
         download_concurrency=settings.download_concurrency,
         cpu_workers=settings.cpu_workers,
-        # A process pool re-imports the main module in every child, which an embedding
-        # script without an ``if __name__ == "__main__"`` guard does not survive.
-        cpu_pool="threads" if settings.cpu_pool == "auto" else settings.cpu_pool,
-        cpu_seconds=settings.max_compress_seconds,
+        cpu_pool=resolve_cpu_pool(settings.cpu_pool, embedded=True),
+        max_compress_seconds=settings.max_compress_seconds,
         max_attempts=settings.max_attempts,
         retry_base_delay=settings.retry_base_delay,
         retry_max_delay=settings.retry_max_delay,
@@ -84,5 +180,5 @@ def worker_config(settings: Settings) -> WorkerConfig:
         webhook_retry_max=settings.webhook_retry_max,
         shutdown_grace=settings.shutdown_grace,
         retention_seconds=settings.retention_seconds,
-        compress=settings.compress_options(),
+        compress=compress_options(settings),
     )

@@ -23,7 +23,7 @@ import anyio
 from .fetch import HttpxFetcher
 from .model import DeliveryState, StoredImage
 from .notify import WebhookNotifier
-from .options import fetch_options, own_hosts, worker_config
+from .options import fetch_options, manifest_limits, own_hosts, worker_config
 from .ports import Fetcher, Metrics, Notifier, Storage
 from .samples import SampleFetcher
 from .service import Service, StatusReport, Urls
@@ -60,7 +60,7 @@ class Imgcompress:
         self.worker: Worker | None = None
         self.service = Service(
             self.storage,
-            limits=self.settings.manifest_limits(),
+            limits=manifest_limits(self.settings),
             allow_private_networks=self.settings.allow_private_networks,
             webhook_hosts=self.settings.webhook_hosts(),
             clock=clock,

@@ -3,25 +3,49 @@
 Each field is read from ``IMGCOMPRESS_<FIELD NAME>`` (for example
 ``IMGCOMPRESS_JPEG_QUALITY=60``); the CLI adds a matching ``--field-name`` flag for each
 one, generated from this class, so the two can never drift apart.
+
+A setting that some option object also has (``CompressOptions``, ``FetchOptions``,
+``ManifestLimits``, ``WorkerConfig``, ``WebhookNotifier``) takes its default from there,
+so each default is written once; :mod:`.options` maps settings to those objects.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .compress import CompressOptions
+from .fetch import FetchOptions
 from .manifest import ManifestLimits
+from .notify import WebhookNotifier
+from .options import (
+    CpuPoolSetting,
+    WorkerConfig,
+    available_cpus,
+    option_default,
+    parameter_default,
+)
 
 __all__ = ["Settings", "settings_table"]
 
 
-def _default_cpu_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+def _compress(name: str) -> Any:
+    return option_default(CompressOptions, name)
+
+
+def _fetch(name: str) -> Any:
+    return option_default(FetchOptions, name)
+
+
+def _manifest(name: str) -> Any:
+    return option_default(ManifestLimits, name)
+
+
+def _worker(name: str) -> Any:
+    return option_default(WorkerConfig, name)
 
 
 def _hosts(value: str) -> frozenset[str]:
@@ -59,7 +83,7 @@ class Settings(BaseSettings):
 
     # What the service may fetch.
     allow_private_networks: bool = Field(
-        False,
+        _fetch("allow_private_networks"),
         description="allow image and webhook URLs on loopback, private and link-local "
         "addresses (tests and demos only)",
     )
@@ -73,103 +97,134 @@ class Settings(BaseSettings):
         "", description="if set, webhooks may only go to these hosts (comma-separated)"
     )
     outbound_proxy: str | None = Field(
-        None,
+        _fetch("proxy"),
         description="send downloads and webhooks through this http(s) proxy; environment "
         "proxy variables are always ignored",
     )
 
     # Compression.
-    jpeg_quality: int = Field(50, ge=1, le=95, description="JPEG/WebP quality of the output")
+    jpeg_quality: int = Field(
+        _compress("quality"), ge=1, le=95, description="JPEG/WebP quality of the output"
+    )
     max_image_pixels: int = Field(
-        50_000_000, ge=1, description="largest image accepted, in pixels (width x height)"
+        _compress("max_pixels"),
+        ge=1,
+        description="largest image accepted, in pixels (width x height)",
     )
     max_animation_frames: int = Field(
-        1000, ge=1, description="most frames in an animated GIF, WebP or PNG"
+        _compress("max_frames"), ge=1, description="most frames in an animated GIF, WebP or PNG"
     )
     max_animation_pixels: int = Field(
-        500_000_000, ge=1, description="largest animation, in pixels (width x height x frames)"
+        _compress("max_animation_pixels"),
+        ge=1,
+        description="largest animation, in pixels (width x height x frames)",
     )
     max_jpeg_scans: int = Field(
-        100, ge=1, description="most scans in a progressive JPEG (each one decodes it again)"
+        _compress("max_scans"),
+        ge=1,
+        description="most scans in a progressive JPEG (each one decodes it again)",
     )
     max_compress_seconds: int = Field(
-        60, ge=1, description="CPU seconds one image may take (enforced with cpu_pool=processes)"
+        _worker("max_compress_seconds"),
+        ge=1,
+        description="CPU seconds one image may take (enforced with cpu_pool=processes)",
     )
 
     # Upload limits.
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest CSV accepted")
-    max_rows: int = Field(10_000, ge=1, description="most product rows in one CSV")
-    max_urls_per_row: int = Field(50, ge=1, description="most image URLs in one row")
-    max_url_length: int = Field(2048, ge=16, description="longest image URL accepted")
+    max_upload_bytes: int = Field(_manifest("max_bytes"), ge=1, description="largest CSV accepted")
+    max_rows: int = Field(_manifest("max_rows"), ge=1, description="most product rows in one CSV")
+    max_urls_per_row: int = Field(
+        _manifest("max_urls_per_row"), ge=1, description="most image URLs in one row"
+    )
+    max_url_length: int = Field(
+        _manifest("max_url_length"), ge=16, description="longest image URL accepted"
+    )
 
     # Downloads.
     max_image_bytes: int = Field(
-        25 * 1024 * 1024, ge=1, description="largest image download, in bytes"
+        _fetch("max_bytes"), ge=1, description="largest image download, in bytes"
     )
-    connect_timeout: float = Field(10.0, gt=0, description="seconds to connect to a server")
-    read_timeout: float = Field(20.0, gt=0, description="seconds to wait for each read")
-    download_deadline: float = Field(60.0, gt=0, description="seconds for a whole download")
-    max_redirects: int = Field(5, ge=0, description="redirect hops followed per download")
-    download_concurrency: int = Field(16, ge=1, description="downloads in flight per worker")
-    connections_per_host: int = Field(8, ge=1, description="open connections to one host")
+    connect_timeout: float = Field(
+        _fetch("connect_timeout"), gt=0, description="seconds to connect to a server"
+    )
+    read_timeout: float = Field(
+        _fetch("read_timeout"), gt=0, description="seconds to wait for each read"
+    )
+    download_deadline: float = Field(
+        _fetch("deadline"), gt=0, description="seconds for a whole download"
+    )
+    max_redirects: int = Field(
+        _fetch("max_redirects"), ge=0, description="redirect hops followed per download"
+    )
+    download_concurrency: int = Field(
+        _worker("download_concurrency"), ge=1, description="downloads in flight per worker"
+    )
+    connections_per_host: int = Field(
+        _fetch("connections_per_host"), ge=1, description="open connections to one host"
+    )
 
     # The worker.
     cpu_workers: int = Field(
-        default_factory=_default_cpu_workers,
+        default_factory=available_cpus,
         ge=1,
         description="images compressed at once (default: the CPUs available)",
     )
-    cpu_pool: Literal["auto", "processes", "threads"] = Field(
+    cpu_pool: CpuPoolSetting = Field(
         "auto",
         description=(
             "where images are compressed: worker processes or threads; auto = processes"
             " in the imgcompress command, threads when embedded"
         ),
     )
-    max_attempts: int = Field(3, ge=1, description="tries per image for transient failures")
-    retry_base_delay: float = Field(1.0, ge=0, description="first retry delay in seconds")
-    retry_max_delay: float = Field(60.0, ge=0, description="longest retry delay in seconds")
-    lease_seconds: float = Field(120.0, gt=0, description="how long a claim on an image lasts")
-    poll_interval: float = Field(0.5, gt=0, description="seconds between looks for new work")
+    max_attempts: int = Field(
+        _worker("max_attempts"), ge=1, description="tries per image for transient failures"
+    )
+    retry_base_delay: float = Field(
+        _worker("retry_base_delay"), ge=0, description="first retry delay in seconds"
+    )
+    retry_max_delay: float = Field(
+        _worker("retry_max_delay"), ge=0, description="longest retry delay in seconds"
+    )
+    lease_seconds: float = Field(
+        _worker("lease_seconds"), gt=0, description="how long a claim on an image lasts"
+    )
+    poll_interval: float = Field(
+        _worker("poll_interval"), gt=0, description="seconds between looks for new work"
+    )
     shutdown_grace: float = Field(
-        30.0, ge=0, description="seconds a stopping worker lets images in flight finish"
+        _worker("shutdown_grace"),
+        ge=0,
+        description="seconds a stopping worker lets images in flight finish",
     )
 
     retention_seconds: float = Field(
-        0, ge=0, description="delete finished requests and their images after this long (0: keep)"
+        _worker("retention_seconds"),
+        ge=0,
+        description="delete finished requests and their images after this long (0: keep)",
     )
 
     # Webhooks.
-    webhook_timeout: float = Field(15.0, gt=0, description="seconds for one webhook POST")
+    webhook_timeout: float = Field(
+        parameter_default(WebhookNotifier, "timeout"),
+        gt=0,
+        description="seconds for one webhook POST",
+    )
     webhook_secret: str | None = Field(
-        None,
+        parameter_default(WebhookNotifier, "secret"),
         description="sign webhooks the Standard Webhooks way with this secret (whsec_... or "
         "any string)",
     )
     webhook_max_attempts: int = Field(
-        30, ge=1, description="tries per webhook delivery (with the defaults: about a day)"
+        _worker("webhook_max_attempts"),
+        ge=1,
+        description="tries per webhook delivery (with the defaults: about a day)",
     )
-    webhook_retry_base: float = Field(5.0, ge=0, description="first webhook retry delay, s")
-    webhook_retry_max: float = Field(3600.0, ge=0, description="longest webhook retry delay, s")
-
-    def compress_options(self) -> CompressOptions:
-        """Return the compression options these settings ask for."""
-        return CompressOptions(
-            quality=self.jpeg_quality,
-            max_pixels=self.max_image_pixels,
-            max_frames=self.max_animation_frames,
-            max_animation_pixels=self.max_animation_pixels,
-            max_scans=self.max_jpeg_scans,
-        )
-
-    def manifest_limits(self) -> ManifestLimits:
-        """Return the CSV limits these settings ask for."""
-        return ManifestLimits(
-            max_bytes=self.max_upload_bytes,
-            max_rows=self.max_rows,
-            max_urls_per_row=self.max_urls_per_row,
-            max_url_length=self.max_url_length,
-        )
+    webhook_retry_base: float = Field(
+        _worker("webhook_retry_base"), ge=0, description="first webhook retry delay, s"
+    )
+    webhook_retry_max: float = Field(
+        _worker("webhook_retry_max"), ge=0, description="longest webhook retry delay, s"
+    )
 
     def api_key_set(self) -> frozenset[str]:
         """Return the accepted API keys (empty: the API is open)."""

@@ -29,6 +29,7 @@ from imgcompress_core import (
     RequestStatus,
     Settings,
 )
+from imgcompress_core.options import resolve_cpu_pool
 
 from .app import create_app
 
@@ -76,15 +77,13 @@ def settings_options(command: _F) -> _F:
 def load_settings(values: dict[str, Any]) -> Settings:
     """Build Settings from the environment, with flags that were given taking precedence.
 
-    ``cpu_pool=auto`` becomes ``processes``: the command's main module is safe to re-import
-    in worker processes, and they compress JPEG faster than threads (benchmarks/).
+    ``cpu_pool=auto`` is resolved for the command (not embedded): ``processes``.
     """
     given = {k: v for k, v in values.items() if k in Settings.model_fields and v is not None}
     try:
         settings = Settings(**given)
-        if settings.cpu_pool == "auto":
-            settings = settings.model_copy(update={"cpu_pool": "processes"})
-        return settings
+        pool = resolve_cpu_pool(settings.cpu_pool, embedded=False)
+        return settings.model_copy(update={"cpu_pool": pool})
     except pydantic.ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
