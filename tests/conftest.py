@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from imgcompress_core import Settings
-from procs import Service, running_services
+from procs import ServiceProcess, running_services
 from servers import MONGODB_SERVER_USED, LocalServer, running_server
 
 pytest_plugins = ["mongo_server"]
@@ -61,7 +61,7 @@ def test_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def services() -> Iterator[list[Service]]:
+def services() -> Iterator[list[ServiceProcess]]:
     """Collect `imgcompress` subprocesses a test starts; kill any still running afterwards."""
     yield from running_services()
 

@@ -36,7 +36,7 @@ def env_for(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-class Service:
+class ServiceProcess:
     """A running `imgcompress` subprocess."""
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path, *, exe: str = EXE) -> None:
@@ -71,9 +71,9 @@ class Service:
         return self.process.returncode
 
 
-def running_services() -> Iterator[list[Service]]:
+def running_services() -> Iterator[list[ServiceProcess]]:
     """Collect started services and stop them all afterwards."""
-    started: list[Service] = []
+    started: list[ServiceProcess] = []
     yield started
     for service in started:
         if service.process.poll() is None:

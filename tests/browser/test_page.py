@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from procs import Service, env_for, free_port
+from procs import ServiceProcess, env_for, free_port
 from servers import LocalServer, corpus_images
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -42,13 +42,13 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def start_service(tmp_path: Path, services: list[Service], *, allow_private: bool) -> str:
+def start_service(tmp_path: Path, services: list[ServiceProcess], *, allow_private: bool) -> str:
     """Start `imgcompress serve` on a free port; return its base URL."""
     env = env_for(tmp_path)
     if not allow_private:
         env.pop("IMGCOMPRESS_ALLOW_PRIVATE_NETWORKS")
     port = free_port()
-    service = Service(["serve", "--port", str(port)], env, tmp_path / "serve.log")
+    service = ServiceProcess(["serve", "--port", str(port)], env, tmp_path / "serve.log")
     services.append(service)
     base = f"http://127.0.0.1:{port}"
     service.wait_http(base)
@@ -81,7 +81,7 @@ def finish_and_check(page: Page, tmp_path: Path, done: int, failed: int) -> list
 
 @pytest.mark.slow
 def test_try_it_sample_runs_with_the_guard_on(
-    page: Page, tmp_path: Path, services: list[Service]
+    page: Page, tmp_path: Path, services: list[ServiceProcess]
 ) -> None:
     """A newcomer on a default `serve` clicks "Try it" and watches the sample finish."""
     base = start_service(tmp_path, services, allow_private=False)
@@ -95,7 +95,7 @@ def test_try_it_sample_runs_with_the_guard_on(
 
 @pytest.mark.slow
 def test_upload_through_the_page(
-    page: Page, tmp_path: Path, services: list[Service], image_server: LocalServer
+    page: Page, tmp_path: Path, services: list[ServiceProcess], image_server: LocalServer
 ) -> None:
     """Choose a CSV in the form, upload, watch progress, download the output CSV."""
     base = start_service(tmp_path, services, allow_private=True)
@@ -114,7 +114,9 @@ def test_upload_through_the_page(
 
 
 @pytest.mark.slow
-def test_bad_csv_shows_the_problems(page: Page, tmp_path: Path, services: list[Service]) -> None:
+def test_bad_csv_shows_the_problems(
+    page: Page, tmp_path: Path, services: list[ServiceProcess]
+) -> None:
     """A bad CSV leaves the user on the page with each problem listed."""
     base = start_service(tmp_path, services, allow_private=True)
     source = tmp_path / "bad.csv"

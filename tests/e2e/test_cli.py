@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from procs import EXE, Service, env_for, free_port, wait_final
+from procs import EXE, ServiceProcess, env_for, free_port, wait_final
 from servers import LocalServer, corpus_images, photo
 
 
@@ -29,7 +29,7 @@ def products_csv(urls: list[str]) -> bytes:
 @pytest.mark.slow
 def test_serve_upload_status_output_webhook(
     tmp_path: Path,
-    services: list[Service],
+    services: list[ServiceProcess],
     image_server: LocalServer,
     webhook_receiver: LocalServer,
     store: tuple[str, str | None],
@@ -40,7 +40,7 @@ def test_serve_upload_status_output_webhook(
     env = env_for(tmp_path)
     if store[1]:
         env["IMGCOMPRESS_MONGODB_URI"] = store[1]
-    service = Service(["serve", "--port", str(port)], env, tmp_path / "serve.log")
+    service = ServiceProcess(["serve", "--port", str(port)], env, tmp_path / "serve.log")
     services.append(service)
     service.wait_http(base)
 
@@ -79,13 +79,15 @@ def test_serve_upload_status_output_webhook(
 
 @pytest.mark.slow
 def test_separate_worker_process_does_the_work(
-    tmp_path: Path, services: list[Service], image_server: LocalServer
+    tmp_path: Path, services: list[ServiceProcess], image_server: LocalServer
 ) -> None:
     """`serve --no-run-worker` only accepts; an `imgcompress worker` on the same file works."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = env_for(tmp_path)
-    web = Service(["serve", "--port", str(port), "--no-run-worker"], env, tmp_path / "web.log")
+    web = ServiceProcess(
+        ["serve", "--port", str(port), "--no-run-worker"], env, tmp_path / "web.log"
+    )
     services.append(web)
     web.wait_http(base)
     url = image_server.add("/a.jpg", photo())
@@ -97,7 +99,7 @@ def test_separate_worker_process_does_the_work(
     time.sleep(0.5)
     assert httpx.get(f"{base}/api/status/{request_id}").json()["status"] == "Pending"
 
-    worker = Service(["worker"], env, tmp_path / "worker.log")
+    worker = ServiceProcess(["worker"], env, tmp_path / "worker.log")
     services.append(worker)
     assert wait_final(base, request_id)["status"] == "Completed"
     assert worker.stop() == 0

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from imgcompress_core.settings import settings_table
-from procs import Service, env_for, free_port
+from procs import ServiceProcess, env_for, free_port
 from servers import LocalServer, photo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ def test_readme_commands_are_the_ci_commands() -> None:
 @pytest.mark.slow
 def test_readme_curl_session(
     tmp_path: Path,
-    services: list[Service],
+    services: list[ServiceProcess],
     image_server: LocalServer,
 ) -> None:
     """The README's curl session works against a real `imgcompress serve`.
@@ -114,7 +114,9 @@ def test_readme_curl_session(
     image_server.add("/hook", b"ok", content_type="text/plain")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    service = Service(["serve", "--port", str(port)], env_for(tmp_path), tmp_path / "serve.log")
+    service = ServiceProcess(
+        ["serve", "--port", str(port)], env_for(tmp_path), tmp_path / "serve.log"
+    )
     services.append(service)
     service.wait_http(base)
     [session] = [code for _, _, code in blocks("bash") if "curl" in code]
@@ -139,7 +141,7 @@ def test_readme_curl_session(
 
 @pytest.mark.slow
 def test_readme_install_command_gives_a_working_service(
-    tmp_path: Path, services: list[Service]
+    tmp_path: Path, services: list[ServiceProcess]
 ) -> None:
     """A fresh venv with a non-editable `pip install ".[all]"` serves the page and the API."""
     env_dir = tmp_path / "venv"
@@ -153,7 +155,7 @@ def test_readme_install_command_gives_a_working_service(
     assert install.returncode == 0, install.stderr
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    service = Service(
+    service = ServiceProcess(
         ["serve", "--port", str(port)],
         env_for(tmp_path),
         tmp_path / "installed.log",

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from test_scale_out import stored_images
 
-from procs import Service, descendants, env_for, free_port, still_running, wait_final
+from procs import ServiceProcess, descendants, env_for, free_port, still_running, wait_final
 from servers import LocalServer, photo
 
 IMAGES = 60
@@ -43,7 +43,7 @@ class Restartable:
     """`imgcompress serve` on a fixed port and store, started again after each fault."""
 
     def __init__(
-        self, tmp_path: Path, services: list[Service], uri: str | None, cpu: int = 1
+        self, tmp_path: Path, services: list[ServiceProcess], uri: str | None, cpu: int = 1
     ) -> None:
         self.tmp_path = tmp_path
         self.services = services
@@ -55,10 +55,10 @@ class Restartable:
             self.env["IMGCOMPRESS_MONGODB_URI"] = uri
         self.runs = 0
 
-    def start(self) -> Service:
+    def start(self) -> ServiceProcess:
         """Start serve (again) and wait until it answers."""
         self.runs += 1
-        service = Service(
+        service = ServiceProcess(
             ["serve", "--port", str(self.port)], self.env, self.tmp_path / f"serve{self.runs}.log"
         )
         self.services.append(service)
@@ -91,7 +91,7 @@ def check_outcome(
 @pytest.mark.slow
 def test_sigkill_right_after_202(
     tmp_path: Path,
-    services: list[Service],
+    services: list[ServiceProcess],
     image_server: LocalServer,
     webhook_receiver: LocalServer,
     store: tuple[str, str | None],
@@ -109,7 +109,7 @@ def test_sigkill_right_after_202(
 @pytest.mark.slow
 def test_sigkill_mid_processing(
     tmp_path: Path,
-    services: list[Service],
+    services: list[ServiceProcess],
     image_server: LocalServer,
     webhook_receiver: LocalServer,
     store: tuple[str, str | None],
@@ -139,7 +139,7 @@ def test_sigkill_mid_processing(
 @pytest.mark.slow
 def test_sigterm_mid_processing_exits_cleanly_and_restart_finishes(
     tmp_path: Path,
-    services: list[Service],
+    services: list[ServiceProcess],
     image_server: LocalServer,
     webhook_receiver: LocalServer,
     store: tuple[str, str | None],

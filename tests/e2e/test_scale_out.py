@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from procs import Service, env_for, free_port, wait_final
+from procs import ServiceProcess, env_for, free_port, wait_final
 from servers import LocalServer, photo
 
 IMAGES = 300
@@ -72,7 +72,7 @@ def leases(tmp_path: Path, store: str, uri: str | None) -> dict[str, int]:
 @pytest.mark.slow
 def test_three_workers_one_killed(
     tmp_path: Path,
-    services: list[Service],
+    services: list[ServiceProcess],
     image_server: LocalServer,
     webhook_receiver: LocalServer,
     store: tuple[str, str | None],
@@ -85,7 +85,9 @@ def test_three_workers_one_killed(
         env["IMGCOMPRESS_MONGODB_URI"] = uri
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    web = Service(["serve", "--port", str(port), "--no-run-worker"], env, tmp_path / "web.log")
+    web = ServiceProcess(
+        ["serve", "--port", str(port), "--no-run-worker"], env, tmp_path / "web.log"
+    )
     services.append(web)
     web.wait_http(base)
     response = httpx.post(
@@ -97,7 +99,7 @@ def test_three_workers_one_killed(
     assert response.status_code == 202, response.text
     request_id = response.json()["requestId"]
 
-    workers = [Service(["worker"], env, tmp_path / f"worker{n}.log") for n in range(3)]
+    workers = [ServiceProcess(["worker"], env, tmp_path / f"worker{n}.log") for n in range(3)]
     services.extend(workers)
     deadline = time.monotonic() + 60
     by_pid = {worker.process.pid: worker for worker in workers}
@@ -107,7 +109,7 @@ def test_three_workers_one_killed(
     # Kill a worker that holds leases. Which images it died holding is read after the kill
     # (it may finish the ones it held a moment before); if none, kill another holder.
     orphans: set[str] = set()
-    killed: list[Service] = []
+    killed: list[ServiceProcess] = []
     while not orphans:
         alive = [w for w in workers if w.process.poll() is None]
         assert len(alive) >= 2 and time.monotonic() < deadline, "no worker died holding images"
