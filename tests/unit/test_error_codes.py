@@ -71,8 +71,8 @@ def _code_values(node: ast.AST) -> list[ast.expr]:
                 found += [value for name, value in pairs if _is_code(name)]
         return found
     if isinstance(node, ast.Dict):
-        pairs = zip(node.keys, node.values, strict=True)
-        return [v for k, v in pairs if isinstance(k, ast.Constant) and k.value == "code"]
+        entries = zip(node.keys, node.values, strict=True)
+        return [v for k, v in entries if isinstance(k, ast.Constant) and k.value == "code"]
     if isinstance(node, ast.Call) and node.args:
         func = node.func
         name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
