@@ -30,6 +30,9 @@ __all__ = ["exception_handlers", "problem_details_config", "to_problem"]
 
 log = logging.getLogger("imgcompress.web")
 
+# The first matching class wins, so a subclass comes before its parent. Of the
+# StorageErrors only StorageUnavailable (and worker_down, raised as one) is a 503; the
+# others (storage_error, lease_lost, ...) are not the client's to retry and answer 500.
 _STATUS: list[tuple[type[ImgCompressError], int, str]] = [
     (UploadTooLarge, 413, "Upload too large"),
     (ManifestError, 400, "The CSV cannot be accepted"),
