@@ -11,14 +11,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "Blob",
     "Claim",
     "Delivery",
     "DeliveryClaim",
+    "DeliveryOutcome",
     "DeliveryState",
     "Failure",
+    "ImageChange",
     "ImageRecord",
     "ImageResult",
     "ImageState",
+    "KeyHolder",
     "NewImage",
     "NewProduct",
     "NewRequest",
@@ -151,6 +155,7 @@ class ImageRecord:
     content_type: str | None = None
     note: str | None = None
     updated_at: float = 0.0
+    blob_key: str | None = None  # the processed bytes in the blob store, once done
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +198,37 @@ class ImageResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageChange:
+    """What a finished step writes onto an image besides its new state.
+
+    ``result`` and ``blob_key`` come with ``done``; ``failure`` with ``failed`` (and, as
+    the last error, with a retry); ``not_before`` with a retry.
+    """
+
+    failure: Failure | None = None
+    not_before: float = 0.0
+    result: ImageResult | None = None
+    blob_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHolder:
+    """The request that already holds an Idempotency-Key, and what it was used with."""
+
+    request_id: str
+    body_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """Bytes in the blob store, keyed by the SHA-256 of the bytes."""
+
+    key: str
+    data: bytes
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
 class StoredImage:
     """A processed image's bytes and the headers to serve it with."""
 
@@ -225,3 +261,13 @@ class DeliveryClaim:
     url: str
     attempt: int
     token: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """What one delivery attempt leaves behind (decided by the workflow)."""
+
+    state: DeliveryState
+    last_error: str | None
+    delivered_at: float | None
+    next_attempt_at: float

@@ -1,8 +1,18 @@
 """The ports: what the core needs from the outside world, as Protocols.
 
 Adapters match these by shape (mypy checks it); nothing here knows SQLite, MongoDB,
-httpx or Litestar. Every ``Storage`` must pass :mod:`imgcompress_core.testing`'s
-contract suite.
+httpx or Litestar. Storage is split by role, each port small:
+
+- :class:`RequestStore`: requests, products and images as records (create, read,
+  finalize, cancel, delete, retention);
+- :class:`ImageQueue`: leasing images to workers and finishing them;
+- :class:`DeliveryQueue`: leasing webhook deliveries and recording attempts;
+- :class:`BlobStore`: the processed bytes, content-addressed.
+
+Stores only persist and make the conditional updates atomicity needs; every rule (which
+state may follow which, what an expired lease means, what a request ends as, ids and
+ETags, messages) lives in :mod:`.workflow`, which is the only caller of these ports.
+Every store passes :mod:`imgcompress_core.testing`'s contract suite and model test.
 """
 
 from __future__ import annotations
@@ -12,30 +22,39 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from .model import (
+    Blob,
     Claim,
     Delivery,
     DeliveryClaim,
+    DeliveryOutcome,
     Failure,
+    ImageChange,
     ImageRecord,
-    ImageResult,
+    ImageState,
+    KeyHolder,
     NewRequest,
     ProductRecord,
-    Progress,
     RequestRecord,
-    StoredImage,
+    RequestStatus,
 )
 
-__all__ = ["Fetched", "Fetcher", "Metrics", "Notifier", "NullMetrics", "Storage"]
+__all__ = [
+    "BlobStore",
+    "DeliveryQueue",
+    "Fetched",
+    "Fetcher",
+    "ImageQueue",
+    "Lifecycle",
+    "Metrics",
+    "Notifier",
+    "NullMetrics",
+    "RequestStore",
+    "Storage",
+]
 
 
-@runtime_checkable
-class Storage(Protocol):
-    """Durable state: requests, products, images (with their bytes) and webhook deliveries.
-
-    Every state change is a conditional update, so any number of workers in any number
-    of processes may share one store. Methods that finish claimed work take the claim
-    and raise LeaseLost when its token no longer owns the item.
-    """
+class Lifecycle(Protocol):
+    """Opening, closing and checking a connection to a store."""
 
     async def open(self) -> None:
         """Connect and create what the store needs (tables, indexes); idempotent."""
@@ -49,12 +68,15 @@ class Storage(Protocol):
         """Raise StorageUnavailable unless the store answers."""
         ...
 
-    async def create_request(self, request: NewRequest) -> str:
-        """Store a request with its products and queued images, all or nothing; return its id.
 
-        With an ``idempotency_key`` already used for the same ``body_hash``, store nothing
-        and return the earlier request's id; with a different body raise
-        IdempotencyConflict.
+@runtime_checkable
+class RequestStore(Lifecycle, Protocol):
+    """Requests with their products and images: created, read, finalized, removed."""
+
+    async def create_request(self, request: NewRequest) -> KeyHolder | None:
+        """Store a request with its products and queued images, all or nothing.
+
+        When its ``idempotency_key`` is already held, store nothing and return the holder.
         """
         ...
 
@@ -63,94 +85,161 @@ class Storage(Protocol):
         ...
 
     async def list_products(self, request_id: str) -> list[ProductRecord]:
-        """Return a request's products in row order."""
+        """Return a request's products in row order (RequestNotFound if there is none)."""
         ...
 
     async def list_images(self, request_id: str) -> list[ImageRecord]:
-        """Return a request's images ordered by row, then position."""
+        """Return a request's images by row, then position (RequestNotFound if none)."""
         ...
 
-    async def progress(self, request_id: str) -> Progress:
-        """Count a request's images by state."""
+    async def get_image(self, image_id: str) -> ImageRecord:
+        """Return one image or raise ImageNotFound."""
         ...
 
-    async def claim_images(
-        self, owner: str, limit: int, lease_seconds: float, max_attempts: int
-    ) -> list[Claim]:
-        """Atomically lease up to ``limit`` claimable images, oldest first.
-
-        Images whose lease expired (their worker died) come before queued ones; an expired
-        image that already had ``max_attempts`` attempts is failed (``worker_lost``)
-        instead of being handed out again.
-        """
+    async def count_images(self, request_id: str) -> Mapping[ImageState, int]:
+        """Count a request's images by state (RequestNotFound if there is none)."""
         ...
 
-    async def renew_claims(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
-        """Extend the leases still held by these claims; return those (lost ones are left out)."""
+    async def has_images_in(self, request_id: str, states: frozenset[ImageState]) -> bool:
+        """Return True if any of a request's images is in one of ``states`` (a cheap probe)."""
         ...
 
-    async def complete_image(self, claim: Claim, result: ImageResult) -> None:
-        """Store a processed image and mark it done (idempotent for the same claim)."""
+    async def finalize_request(
+        self, request_id: str, status: RequestStatus, now: float, delivery_id: str | None
+    ) -> RequestRecord | None:
+        """Move a Pending request to ``status`` and queue its webhook delivery (when
+        ``delivery_id`` is given) in the same step; return the record only to the caller
+        whose update made the change. A delivery with that id is created at most once."""
         ...
 
-    async def fail_image(self, claim: Claim, failure: Failure) -> None:
-        """Mark a claimed image failed for good with its reason."""
+    async def unfinalized_requests(self, limit: int, now: float) -> list[str]:
+        """Return ids of Pending requests that may be final by now (a finalize was lost),
+        least recently looked at first."""
         ...
 
-    async def retry_image(self, claim: Claim, failure: Failure, not_before: float) -> None:
-        """Put a claimed image back in the queue, not to be claimed before ``not_before``."""
-        ...
-
-    async def finalize_request(self, request_id: str) -> RequestRecord | None:
-        """Set the final status once every image is final; return it only to the one caller
-        that made the change (exactly once), queueing the webhook delivery in the same step.
-        """
-        ...
-
-    async def unfinalized_requests(self, limit: int) -> list[str]:
-        """Return ids of Pending requests whose images are all final (a finalize was lost)."""
-        ...
-
-    async def queue_depth(self) -> int:
-        """Count images waiting to be claimed, across all requests."""
-        ...
-
-    async def cancel_request(self, request_id: str) -> None:
-        """Fail every unfinished image of a request with ``cancelled`` (their claims die)."""
+    async def cancel_images(
+        self, request_id: str, states: frozenset[ImageState], failure: Failure, now: float
+    ) -> None:
+        """Fail every image of a request that is in ``states`` with ``failure`` (their
+        claims die)."""
         ...
 
     async def delete_request(self, request_id: str) -> None:
-        """Remove a request with its products, images, image bytes and deliveries."""
+        """Remove a request with its products, images, deliveries and Idempotency-Key (its
+        blobs stay until the sweep finds nothing references them)."""
         ...
 
     async def finished_before(self, cutoff: float, limit: int) -> list[str]:
         """Return ids of final requests that finished before ``cutoff`` (for retention)."""
         ...
 
-    async def get_image_data(self, image_id: str) -> StoredImage:
-        """Return a processed image's bytes or raise ImageNotFound."""
+    async def referenced_blobs(self, keys: Sequence[str]) -> set[str]:
+        """Return those of ``keys`` that some image still references."""
         ...
+
+
+@runtime_checkable
+class ImageQueue(Protocol):
+    """Images waiting to be processed, leased to workers with fencing tokens."""
+
+    async def expire_leases(self, now: float, max_attempts: int, failure: Failure) -> None:
+        """Fail with ``failure`` every working image whose lease expired after
+        ``max_attempts`` attempts."""
+        ...
+
+    async def claimable_requests(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """Return (request id, owner) pairs of Pending requests that have an image to claim
+        (queued and due, or leased and expired): per owner, up to ``limit`` of them, least
+        recently claimed first."""
+        ...
+
+    async def claim_images(
+        self,
+        request_id: str,
+        worker: str,
+        limit: int,
+        *,
+        now: float,
+        lease_seconds: float,
+        max_attempts: int,
+    ) -> list[Claim]:
+        """Atomically lease up to ``limit`` of one request's images (expired leases with
+        fewer than ``max_attempts`` attempts first, then due queued images, in row and
+        position order) and mark the request as claimed at ``now``."""
+        ...
+
+    async def renew_claims(self, claims: Sequence[Claim], expires_at: float) -> list[Claim]:
+        """Extend the leases still held by these claims; return those (lost ones left out)."""
+        ...
+
+    async def finish_image(
+        self,
+        claim: Claim,
+        target: ImageState,
+        sources: frozenset[ImageState],
+        change: ImageChange,
+        now: float,
+    ) -> tuple[ImageState, str | None] | None:
+        """Move a claimed image to ``target`` if it is in ``sources`` and the claim's token
+        still owns it, writing ``change``; return None if it moved, else the image's state
+        and lease token as they are (None: no such image)."""
+        ...
+
+    async def queue_depth(self) -> int:
+        """Count images waiting to be claimed, across all requests."""
+        ...
+
+
+@runtime_checkable
+class DeliveryQueue(Protocol):
+    """Webhook deliveries of finished requests, leased like images."""
 
     async def claim_deliveries(
-        self, owner: str, limit: int, lease_seconds: float
+        self, worker: str, limit: int, *, now: float, lease_seconds: float
     ) -> list[DeliveryClaim]:
-        """Atomically lease up to ``limit`` webhook deliveries that are due."""
+        """Atomically lease up to ``limit`` pending deliveries that are due."""
         ...
 
-    async def record_delivery(
-        self,
-        claim: DeliveryClaim,
-        *,
-        delivered: bool,
-        error: str | None,
-        next_attempt_at: float | None,
-    ) -> None:
-        """Record one delivery attempt: delivered, retry at ``next_attempt_at``, or give up."""
+    async def record_delivery(self, claim: DeliveryClaim, outcome: DeliveryOutcome) -> None:
+        """Record one attempt's outcome; raise LeaseLost unless the claim still holds it."""
         ...
 
     async def list_deliveries(self, request_id: str) -> list[Delivery]:
-        """Return a request's webhook deliveries."""
+        """Return a request's webhook deliveries, oldest first."""
         ...
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Processed image bytes under content-addressed keys (the SHA-256 of the bytes).
+
+    Writing the same bytes twice keeps one copy. ``put_blob`` comes before the image is
+    marked done with the key, so a crash in between leaves an unreferenced blob, which
+    :meth:`~.workflow.Workflow.sweep_blobs` removes after a grace period.
+    """
+
+    async def put_blob(self, key: str, data: bytes, content_type: str, now: float) -> None:
+        """Store ``data`` under ``key`` (or keep the copy there), stamped as written ``now``."""
+        ...
+
+    async def get_blob(self, key: str) -> Blob:
+        """Return a blob or raise BlobNotFound."""
+        ...
+
+    async def blobs_written_before(self, cutoff: float, after: str, limit: int) -> list[str]:
+        """Return up to ``limit`` keys greater than ``after``, in key order, of blobs last
+        written before ``cutoff`` (candidates for the sweep)."""
+        ...
+
+    async def delete_blobs(self, keys: Sequence[str], written_before: float) -> None:
+        """Delete these blobs unless one was written again at or after ``written_before``."""
+        ...
+
+
+@runtime_checkable
+class Storage(RequestStore, ImageQueue, DeliveryQueue, BlobStore, Protocol):
+    """A store that plays every role (memory, SQLite and MongoDB do; blobs may be moved
+    elsewhere by giving the workflow another BlobStore)."""
 
 
 @runtime_checkable

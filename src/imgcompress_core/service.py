@@ -32,7 +32,8 @@ from .model import (
     StoredImage,
     new_id,
 )
-from .ports import Storage
+from .ports import BlobStore, DeliveryQueue, RequestStore, Storage
+from .workflow import Workflow
 
 __all__ = ["Service", "StatusReport", "Urls"]
 
@@ -172,6 +173,7 @@ class Service:
         self,
         storage: Storage,
         *,
+        blobs: BlobStore | None = None,
         limits: ManifestLimits = ManifestLimits(),
         allow_private_networks: bool = False,
         webhook_hosts: frozenset[str] = frozenset(),
@@ -179,7 +181,9 @@ class Service:
         clock: Callable[[], float] = time.time,
         on_submit: Callable[[], None] | None = None,
     ) -> None:
-        self.storage = storage
+        self.workflow = Workflow.over(storage, blobs=blobs, clock=clock)
+        self.requests: RequestStore = storage
+        self.deliveries: DeliveryQueue = storage
         self.limits = limits
         self._allow_private = allow_private_networks
         self._webhook_hosts = webhook_hosts
@@ -225,7 +229,7 @@ class Service:
             body_hash=_body_hash(csv, webhook),
             owner=owner,
         )
-        request_id = await self.storage.create_request(request)
+        request_id = await self.workflow.create(request)
         if self._on_submit is not None and request_id == request.request_id:
             self._on_submit()
         return request_id
@@ -249,7 +253,7 @@ class Service:
 
     async def _owned(self, request_id: str, owner: str | None) -> RequestRecord:
         """Return the request, or RequestNotFound if it is not ``owner``'s (None: anyone's)."""
-        request = await self.storage.get_request(request_id)
+        request = await self.requests.get_request(request_id)
         if owner is not None and request.owner != owner:
             raise RequestNotFound(request_id)
         return request
@@ -262,10 +266,10 @@ class Service:
         request = await self._owned(request_id, owner)
         return StatusReport(
             request=request,
-            progress=await self.storage.progress(request_id),
-            products=await self.storage.list_products(request_id) if detail else [],
-            images=await self.storage.list_images(request_id) if detail else [],
-            deliveries=await self.storage.list_deliveries(request_id),
+            progress=await self.workflow.progress(request_id),
+            products=await self.requests.list_products(request_id) if detail else [],
+            images=await self.requests.list_images(request_id) if detail else [],
+            deliveries=await self.deliveries.list_deliveries(request_id),
             detail=detail,
         )
 
@@ -282,9 +286,9 @@ class Service:
             raise RequestNotFinished(
                 f"request {request_id} is still Pending; its output CSV is ready once it is final"
             )
-        products = await self.storage.list_products(request_id)
+        products = await self.requests.list_products(request_id)
         outputs: dict[int, list[str | None]] = {}
-        for image in await self.storage.list_images(request_id):
+        for image in await self.requests.list_images(request_id):
             done = image.state is ImageState.DONE
             outputs.setdefault(image.row, []).append(image_url(image.image_id) if done else None)
         rows = ((product.cells, outputs.get(product.row, [])) for product in products)
@@ -292,7 +296,7 @@ class Service:
 
     async def image(self, image_id: str) -> StoredImage:
         """Return a processed image (ImageNotFound if there is none)."""
-        return await self.storage.get_image_data(image_id)
+        return await self.workflow.image(image_id)
 
     async def cancel_or_delete(self, request_id: str, *, owner: str | None = None) -> bool:
         """Cancel a Pending request and return False; delete a final one and return True.
@@ -302,8 +306,7 @@ class Service:
         """
         request = await self._owned(request_id, owner)
         if request.status is RequestStatus.PENDING:
-            await self.storage.cancel_request(request_id)
-            await self.storage.finalize_request(request_id)
+            await self.workflow.cancel(request_id)
             return False
-        await self.storage.delete_request(request_id)
+        await self.workflow.delete(request_id)
         return True

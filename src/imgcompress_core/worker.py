@@ -30,18 +30,14 @@ from .cpu import Compressor
 from .errors import ImageFailure, LeaseLost, NotificationError
 from .model import Claim, DeliveryClaim, Failure, ImageResult
 from .options import WorkerConfig
-from .ports import Fetcher, Metrics, Notifier, NullMetrics, Storage
+from .ports import BlobStore, Fetcher, Metrics, Notifier, NullMetrics, Storage
+from .retry import RetryPolicy
 from .service import Urls, webhook_payload
+from .workflow import Leasing, Workflow
 
-__all__ = ["Worker", "WorkerConfig", "backoff_delay"]
+__all__ = ["Worker", "WorkerConfig"]
 
 log = logging.getLogger("imgcompress.worker")
-
-
-def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
-    """Return a full-jitter exponential delay for ``attempt`` (1-based), at least Retry-After."""
-    delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
-    return max(delay, min(retry_after, cap)) if retry_after is not None else delay
 
 
 class _Signal:
@@ -77,10 +73,18 @@ class Worker:
         urls: Urls,
         config: WorkerConfig = WorkerConfig(),
         *,
+        blobs: BlobStore | None = None,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
     ) -> None:
-        self.storage = storage
+        self.workflow = Workflow.over(storage, blobs=blobs, clock=clock)
+        self.leasing = Leasing(config.lease_seconds, config.max_attempts)
+        self.image_retries = RetryPolicy(
+            config.max_attempts, config.retry_base_delay, config.retry_max_delay
+        )
+        self.webhook_retries = RetryPolicy(
+            config.webhook_max_attempts, config.webhook_retry_base, config.webhook_retry_max
+        )
         self.fetcher = fetcher
         self.notifier = notifier
         self.urls = urls
@@ -136,9 +140,7 @@ class Worker:
             claims: list[Claim] = []
             if free > 0:
                 try:
-                    claims = await self.storage.claim_images(
-                        self.owner, free, self.config.lease_seconds, self.config.max_attempts
-                    )
+                    claims = await self.workflow.claim(self.owner, free, self.leasing)
                 except Exception as exc:
                     log.warning("claiming images failed: %s", exc)
             for claim in claims:
@@ -155,7 +157,7 @@ class Worker:
             if not claims:
                 continue
             try:
-                held = await self.storage.renew_claims(claims, self.config.lease_seconds)
+                held = await self.workflow.renew(claims, self.config.lease_seconds)
             except Exception as exc:
                 log.warning("renewing leases failed: %s", exc)
                 continue
@@ -168,20 +170,26 @@ class Worker:
         delete those past their retention period."""
         while not stop.is_set():
             try:
-                for request_id in await self.storage.unfinalized_requests(50):
+                for request_id in await self.workflow.unfinalized(50):
                     await self._finalize(request_id)
             except Exception as exc:
                 log.warning("finalizing finished requests failed: %s", exc)
             if self.config.retention_seconds > 0:
                 await self._expire()
+            try:
+                # Long enough that a worker between writing a blob and marking its image
+                # done (a live lease) is never swept from under it.
+                await self.workflow.sweep_blobs(max(2 * self.config.lease_seconds, 60.0))
+            except Exception as exc:
+                log.warning("sweeping unreferenced blobs failed: %s", exc)
             await anyio.sleep(self.config.poll_interval * 10)
 
     async def _expire(self) -> None:
         """Delete finished requests older than the retention period."""
-        cutoff = self._clock() - self.config.retention_seconds
         try:
-            for request_id in await self.storage.finished_before(cutoff, 50):
-                await self.storage.delete_request(request_id)
+            expired = await self.workflow.expired_requests(self.config.retention_seconds, 50)
+            for request_id in expired:
+                await self.workflow.delete(request_id)
                 log.info("request expired request=%s (retention)", request_id)
         except Exception as exc:
             log.warning("removing expired requests failed: %s", exc)
@@ -216,7 +224,7 @@ class Worker:
             log.exception("image %s (%s) failed unexpectedly", claim.image_id, claim.url)
             failure = Failure("internal_error", f"an unexpected error occurred: {exc!r}")
             with anyio.CancelScope(shield=True):
-                await self.storage.fail_image(claim, failure)
+                await self.workflow.fail(claim, failure)
             self.metrics.image_failed(failure.code)
             return
         image, seconds = compressed
@@ -231,7 +239,7 @@ class Worker:
         )
         with anyio.CancelScope(shield=True):
             try:
-                await self.storage.complete_image(claim, result)
+                await self.workflow.complete(claim, result)
             except ImageFailure as exc:  # the store cannot keep this result (too large)
                 await self._record_failure(claim, exc)
                 return
@@ -239,14 +247,8 @@ class Worker:
 
     async def _record_failure(self, claim: Claim, exc: ImageFailure) -> None:
         failure = Failure(exc.code, exc.message)
-        if exc.retryable and claim.attempt < self.config.max_attempts:
-            retry_after = getattr(exc, "retry_after", None)
-            delay = backoff_delay(
-                claim.attempt,
-                self.config.retry_base_delay,
-                self.config.retry_max_delay,
-                retry_after,
-            )
+        delay = self.image_retries.decide(claim.attempt, exc)
+        if delay is not None:
             log.info(
                 "image %s: %s (attempt %d), retrying in %.1f s",
                 claim.image_id,
@@ -254,7 +256,7 @@ class Worker:
                 claim.attempt,
                 delay,
             )
-            await self.storage.retry_image(claim, failure, self._clock() + delay)
+            await self.workflow.retry(claim, failure, delay)
             return
         log.info(
             "image failed request=%s image=%s code=%s url=%s: %s",
@@ -264,15 +266,15 @@ class Worker:
             claim.url,
             exc.message,
         )
-        await self.storage.fail_image(claim, failure)
+        await self.workflow.fail(claim, failure)
         self.metrics.image_failed(exc.code)
 
     async def _finalize(self, request_id: str) -> None:
-        final = await self.storage.finalize_request(request_id)
+        final = await self.workflow.finalize(request_id)
         if final is None:
             return
         self.metrics.request_finished(final.status.value)
-        progress = await self.storage.progress(request_id)
+        progress = await self.workflow.progress(request_id)
         log.info(
             "request finished request=%s status=%s done=%d failed=%d",
             request_id,
@@ -287,7 +289,7 @@ class Worker:
         """Send due webhook deliveries one at a time (each claim's lease covers one POST)."""
         while not stop.is_set():
             try:
-                claims = await self.storage.claim_deliveries(
+                claims = await self.workflow.claim_deliveries(
                     self.owner, 1, self.config.lease_seconds
                 )
                 for claim in claims:
@@ -303,38 +305,25 @@ class Worker:
 
     async def _deliver(self, claim: DeliveryClaim) -> None:
         try:
-            request = await self.storage.get_request(claim.request_id)
-            progress = await self.storage.progress(claim.request_id)
+            request = await self.workflow.requests.get_request(claim.request_id)
+            progress = await self.workflow.progress(claim.request_id)
             urls = Urls(request.base_url) if request.base_url else self.urls
             payload = webhook_payload(request, progress, urls)
             await self.notifier.notify(claim.url, payload, delivery_id=claim.delivery_id)
         except NotificationError as exc:
-            give_up = not exc.retryable or claim.attempt >= self.config.webhook_max_attempts
-            delay = backoff_delay(
-                claim.attempt,
-                self.config.webhook_retry_base,
-                self.config.webhook_retry_max,
-                exc.retry_after,
-            )
+            delay = self.webhook_retries.decide(claim.attempt, exc)
             log.warning(
                 "webhook request=%s attempt=%d failed: %s%s",
                 claim.request_id,
                 claim.attempt,
                 exc,
-                " (giving up)" if give_up else "",
+                " (giving up)" if delay is None else "",
             )
-            await self.storage.record_delivery(
-                claim,
-                delivered=False,
-                error=str(exc),
-                next_attempt_at=None if give_up else self._clock() + delay,
-            )
+            await self.workflow.record_delivery(claim, error=str(exc), retry_in=delay)
             return
         except Exception:
             log.exception("webhook request=%s: unexpected error", claim.request_id)
-            await self.storage.record_delivery(
-                claim, delivered=False, error="internal error", next_attempt_at=None
-            )
+            await self.workflow.record_delivery(claim, error="internal error")
             return
         log.info("webhook delivered request=%s attempt=%d", claim.request_id, claim.attempt)
-        await self.storage.record_delivery(claim, delivered=True, error=None, next_attempt_at=None)
+        await self.workflow.record_delivery(claim)

@@ -1,4 +1,4 @@
-"""The state machine: which image state changes are legal, and when a request is final.
+"""The state machine and every storage rule, in one place.
 
 Images::
 
@@ -6,31 +6,62 @@ Images::
        ▲                 │ ──fail──────▶ failed
        └────retry────────┘
     queued or working ──cancel──▶ failed (code ``cancelled``)
-    (an expired lease lets another worker claim a working image again: working ─▶ working)
+    (an expired lease lets another worker claim a working image again: working ─▶ working;
+     after ``max_attempts`` expired leases the image fails instead: ``worker_lost``)
 
 A request is ``Pending`` while any of its images is queued or working. When every image
 is final it becomes ``Completed`` if at least one image is done, or ``Failed`` if none
 is (nothing usable came out of it). A final request never changes status again.
 
-Stores do not decide any of this themselves: they ask :func:`sources` which states a
-conditional update may start from and :func:`final_status` what a request ends as.
+The stores (:mod:`.ports`) only persist and make conditional updates; :class:`Workflow`
+is their only caller and decides everything else: which states an update may start
+from (:func:`sources`), what a request ends as (:func:`final_status`), how progress is
+counted, what an expired lease or a cancel records, that completing twice with the same
+claim is a no-op, which request a free worker serves next (:func:`fair_order`), the
+webhook delivery's id, a blob's key and an image's ETag.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
-from .errors import IllegalTransition
-from .model import DeliveryState, Failure, ImageState, Progress, RequestStatus
+from .errors import BlobNotFound, IdempotencyConflict, IllegalTransition, ImageNotFound, LeaseLost
+from .model import (
+    Claim,
+    DeliveryClaim,
+    DeliveryOutcome,
+    DeliveryState,
+    Failure,
+    ImageChange,
+    ImageResult,
+    ImageState,
+    NewRequest,
+    Progress,
+    RequestRecord,
+    RequestStatus,
+    StoredImage,
+)
+from .ports import BlobStore, DeliveryQueue, ImageQueue, RequestStore, Storage
 
 __all__ = [
+    "CANCELLABLE",
     "CANCELLED",
     "FINAL_IMAGE_STATES",
     "TRANSITIONS",
+    "UNFINISHED",
     "WORKER_LOST",
+    "Workflow",
+    "blob_key",
     "check_transition",
+    "delivery_id",
     "delivery_outcome",
+    "etag",
+    "fair_order",
     "final_status",
+    "progress_of",
     "sources",
 ]
 
@@ -46,14 +77,13 @@ TRANSITIONS: Mapping[ImageState, frozenset[ImageState]] = {
 FINAL_IMAGE_STATES: frozenset[ImageState] = frozenset(
     state for state, targets in TRANSITIONS.items() if not targets
 )
+UNFINISHED: frozenset[ImageState] = frozenset(ImageState) - FINAL_IMAGE_STATES
 
-
-# Recorded by a store when an image's lease expired (its worker died) after the last attempt.
+# Recorded when an image's lease expired (its worker died) after the last attempt.
 WORKER_LOST = Failure(
     "worker_lost",
     "processing this image stopped its worker every time it was tried (max_attempts reached)",
 )
-
 
 # Recorded for every unfinished image of a request that was cancelled.
 CANCELLED = Failure("cancelled", "the request was cancelled before this image was processed")
@@ -70,6 +100,21 @@ def sources(target: ImageState) -> frozenset[ImageState]:
     return frozenset(state for state, targets in TRANSITIONS.items() if target in targets)
 
 
+# A cancel fails every image that may still fail.
+CANCELLABLE: frozenset[ImageState] = sources(ImageState.FAILED)
+
+
+def progress_of(counts: Mapping[ImageState, int]) -> Progress:
+    """Return a request's progress from its image counts by state."""
+    return Progress(
+        total=sum(counts.values()),
+        queued=counts.get(ImageState.QUEUED, 0),
+        working=counts.get(ImageState.WORKING, 0),
+        done=counts.get(ImageState.DONE, 0),
+        failed=counts.get(ImageState.FAILED, 0),
+    )
+
+
 def final_status(progress: Progress) -> RequestStatus | None:
     """Return what a request ends as, or None while it still has unfinished images."""
     if progress.finished < progress.total:
@@ -77,16 +122,250 @@ def final_status(progress: Progress) -> RequestStatus | None:
     return RequestStatus.COMPLETED if progress.done > 0 else RequestStatus.FAILED
 
 
-def delivery_outcome(
-    delivered: bool, next_attempt_at: float | None, now: float
-) -> tuple[DeliveryState, float | None]:
-    """Return a delivery's state after an attempt, and when it was delivered (if it was).
+def delivery_id(request_id: str) -> str:
+    """Return the id of a finished request's webhook delivery (the same on every attempt,
+    so receivers can drop duplicates, and fixed, so a store creates it at most once)."""
+    return f"{request_id}:final"
 
-    Delivered is final; a failure with no next attempt is given up (failed); any other
-    failure stays pending until ``next_attempt_at``.
-    """
+
+def delivery_outcome(
+    delivered: bool, error: str | None, retry_at: float | None, now: float
+) -> DeliveryOutcome:
+    """Return what an attempt leaves: delivered is final; a failure with no next attempt is
+    given up (failed); any other failure stays pending until ``retry_at``."""
     if delivered:
-        return DeliveryState.DELIVERED, now
-    if next_attempt_at is None:
-        return DeliveryState.FAILED, None
-    return DeliveryState.PENDING, None
+        return DeliveryOutcome(DeliveryState.DELIVERED, None, now, now)
+    if retry_at is None:
+        return DeliveryOutcome(DeliveryState.FAILED, error, None, now)
+    return DeliveryOutcome(DeliveryState.PENDING, error, None, retry_at)
+
+
+def blob_key(data: bytes) -> str:
+    """Return the content-addressed key of processed bytes (their SHA-256, hex)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def etag(key: str) -> str:
+    """Return the ETag an image is served with (a prefix of its blob key; no quotes)."""
+    return key[:32]
+
+
+def fair_order(candidates: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Interleave (request id, owner) pairs so each owner takes turns, keeping each
+    owner's requests in the order given (least recently served first)."""
+    by_owner: dict[str, list[tuple[str, str]]] = {}
+    for pair in candidates:
+        by_owner.setdefault(pair[1], []).append(pair)
+    queues = list(by_owner.values())
+    ordered: list[tuple[str, str]] = []
+    for turn in range(max((len(q) for q in queues), default=0)):
+        ordered.extend(q[turn] for q in queues if turn < len(q))
+    return ordered
+
+
+def _check_finish(claim: Claim, target: ImageState, found: tuple[ImageState, str | None]) -> None:
+    """Explain a finish that matched nothing: raise, or return for a harmless repeat."""
+    state, token = found
+    if token != claim.token:
+        raise LeaseLost.image(claim.image_id)
+    if target is ImageState.DONE and state is ImageState.DONE:
+        return  # the same claim completing twice (a retry after a crash): already done
+    check_transition(state, target)
+    raise LeaseLost(f"image {claim.image_id} changed while it was being updated")
+
+
+@dataclass(frozen=True, slots=True)
+class Leasing:
+    """How long leases last and how often an image may be tried."""
+
+    lease_seconds: float = 120.0
+    max_attempts: int = 3
+
+
+class Workflow:
+    """Every storage step of imgcompress, with its rules, over the four storage ports."""
+
+    def __init__(
+        self,
+        requests: RequestStore,
+        images: ImageQueue,
+        deliveries: DeliveryQueue,
+        blobs: BlobStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.requests = requests
+        self.images = images
+        self.deliveries = deliveries
+        self.blobs = blobs
+        self._clock = clock
+        self._sweep_after = ""  # where the next blob sweep resumes
+
+    @classmethod
+    def over(
+        cls,
+        storage: Storage,
+        *,
+        blobs: BlobStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Workflow:
+        """Return a workflow over one store playing every role (blobs may live elsewhere)."""
+        return cls(storage, storage, storage, blobs or storage, clock=clock)
+
+    # -- requests ---------------------------------------------------------------------
+
+    async def create(self, request: NewRequest) -> str:
+        """Store a request and return its id; an Idempotency-Key already used with the same
+        body returns the earlier id (IdempotencyConflict with another body)."""
+        holder = await self.requests.create_request(request)
+        if holder is None:
+            return request.request_id
+        if holder.body_hash != request.body_hash:
+            raise IdempotencyConflict.reused()
+        return holder.request_id
+
+    async def progress(self, request_id: str) -> Progress:
+        """Count a request's images by state."""
+        return progress_of(await self.requests.count_images(request_id))
+
+    async def finalize(self, request_id: str) -> RequestRecord | None:
+        """Give a request its final status once every image is final, and queue its webhook;
+        return the record only to the one caller that made the change."""
+        request = await self.requests.get_request(request_id)
+        status: RequestStatus | None = request.status
+        now = request.finished_at or self._clock()
+        if request.status is RequestStatus.PENDING:
+            if await self.requests.has_images_in(request_id, UNFINISHED):
+                return None
+            status = final_status(await self.progress(request_id))
+            now = self._clock()
+        if status is None:
+            return None
+        delivery = delivery_id(request_id) if request.webhook_url else None
+        return await self.requests.finalize_request(request_id, status, now, delivery)
+
+    async def unfinalized(self, limit: int) -> list[str]:
+        """Return requests a lost finalize left behind."""
+        return await self.requests.unfinalized_requests(limit, self._clock())
+
+    async def cancel(self, request_id: str) -> None:
+        """Fail every unfinished image as ``cancelled``, then finalize as usual."""
+        await self.requests.cancel_images(request_id, CANCELLABLE, CANCELLED, self._clock())
+        await self.finalize(request_id)
+
+    async def delete(self, request_id: str) -> None:
+        """Remove a request and its records; its blobs go with the next sweeps."""
+        await self.requests.delete_request(request_id)
+
+    async def expired_requests(self, retention_seconds: float, limit: int) -> list[str]:
+        """Return final requests older than the retention period."""
+        return await self.requests.finished_before(self._clock() - retention_seconds, limit)
+
+    async def image(self, image_id: str) -> StoredImage:
+        """Return a done image's bytes with its ETag, or raise ImageNotFound."""
+        record = await self.requests.get_image(image_id)
+        if record.state is not ImageState.DONE or record.blob_key is None:
+            raise ImageNotFound(image_id)
+        try:
+            blob = await self.blobs.get_blob(record.blob_key)
+        except BlobNotFound:
+            raise ImageNotFound(image_id) from None
+        content_type = record.content_type or blob.content_type
+        return StoredImage(image_id, blob.data, content_type, etag(record.blob_key))
+
+    # -- images -----------------------------------------------------------------------
+
+    async def claim(self, worker: str, limit: int, leasing: Leasing) -> list[Claim]:
+        """Lease up to ``limit`` images, taking turns across owners and requests so every
+        active request makes progress; expired leases past ``max_attempts`` fail first."""
+        now = self._clock()
+        await self.images.expire_leases(now, leasing.max_attempts, WORKER_LOST)
+        candidates = fair_order(await self.images.claimable_requests(now, limit))[:limit]
+        claims: list[Claim] = []
+        while candidates and len(claims) < limit:
+            share = max(1, (limit - len(claims)) // len(candidates))
+            still_full: list[tuple[str, str]] = []
+            for request_id, owner in candidates:
+                want = min(share, limit - len(claims))
+                if want <= 0:
+                    break
+                got = await self.images.claim_images(
+                    request_id,
+                    worker,
+                    want,
+                    now=now,
+                    lease_seconds=leasing.lease_seconds,
+                    max_attempts=leasing.max_attempts,
+                )
+                claims.extend(got)
+                if len(got) == want:
+                    still_full.append((request_id, owner))
+            candidates = still_full
+        return claims
+
+    async def renew(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
+        """Extend the leases these claims still hold; return those."""
+        return await self.images.renew_claims(claims, self._clock() + lease_seconds)
+
+    async def _finish(self, claim: Claim, target: ImageState, change: ImageChange) -> None:
+        found = await self.images.finish_image(
+            claim, target, sources(target), change, self._clock()
+        )
+        if found is not None:
+            _check_finish(claim, target, found)
+
+    async def complete(self, claim: Claim, result: ImageResult) -> None:
+        """Write the processed bytes, then mark the image done referencing them."""
+        key = blob_key(result.data)
+        await self.blobs.put_blob(key, result.data, result.content_type, self._clock())
+        await self._finish(claim, ImageState.DONE, ImageChange(result=result, blob_key=key))
+
+    async def fail(self, claim: Claim, failure: Failure) -> None:
+        """Mark a claimed image failed for good."""
+        await self._finish(claim, ImageState.FAILED, ImageChange(failure=failure))
+
+    async def retry(self, claim: Claim, failure: Failure, delay: float) -> None:
+        """Queue a claimed image again, not to be claimed for ``delay`` seconds."""
+        change = ImageChange(failure=failure, not_before=self._clock() + delay)
+        await self._finish(claim, ImageState.QUEUED, change)
+
+    async def queue_depth(self) -> int:
+        """Count images waiting to be claimed."""
+        return await self.images.queue_depth()
+
+    # -- webhook deliveries -----------------------------------------------------------
+
+    async def claim_deliveries(
+        self, worker: str, limit: int, lease_seconds: float
+    ) -> list[DeliveryClaim]:
+        """Lease up to ``limit`` due webhook deliveries."""
+        return await self.deliveries.claim_deliveries(
+            worker, limit, now=self._clock(), lease_seconds=lease_seconds
+        )
+
+    async def record_delivery(
+        self, claim: DeliveryClaim, *, error: str | None = None, retry_in: float | None = None
+    ) -> None:
+        """Record an attempt: delivered when there is no ``error``; else retried in
+        ``retry_in`` seconds, or given up when that is None."""
+        now = self._clock()
+        retry_at = None if retry_in is None else now + retry_in
+        outcome = delivery_outcome(error is None, error, retry_at, now)
+        await self.deliveries.record_delivery(claim, outcome)
+
+    # -- blobs ------------------------------------------------------------------------
+
+    async def sweep_blobs(self, grace_seconds: float, batch: int = 500) -> int:
+        """Delete one batch of blobs nothing references that were written more than
+        ``grace_seconds`` ago (a crash between writing and marking done, a deleted or
+        expired request); return how many. Successive calls walk every blob."""
+        cutoff = self._clock() - grace_seconds
+        keys = await self.blobs.blobs_written_before(cutoff, self._sweep_after, batch)
+        self._sweep_after = keys[-1] if len(keys) == batch else ""
+        if not keys:
+            return 0
+        used = await self.requests.referenced_blobs(keys)
+        unused = [key for key in keys if key not in used]
+        if unused:
+            await self.blobs.delete_blobs(unused, cutoff)
+        return len(unused)

@@ -9,18 +9,19 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from imgcompress_core.errors import LeaseLost
-from imgcompress_core.model import DeliveryClaim, DeliveryState
-from imgcompress_core.workflow import delivery_outcome
+from imgcompress_core.model import DeliveryClaim, DeliveryOutcome, DeliveryState
 
 from ._documents import Doc, delivery_doc
 
 __all__ = ["claim_deliveries", "insert_delivery", "record_delivery"]
 
 
-async def insert_delivery(deliveries: AsyncCollection[Doc], request: Doc, now: float) -> None:
+async def insert_delivery(
+    deliveries: AsyncCollection[Doc], request: Doc, delivery_id: str, now: float
+) -> None:
     """Create a finished request's delivery; a second insert (a race) is a no-op."""
     with contextlib.suppress(DuplicateKeyError):
-        await deliveries.insert_one(delivery_doc(request, now))
+        await deliveries.insert_one(delivery_doc(request, delivery_id, now))
 
 
 async def claim_deliveries(
@@ -51,28 +52,21 @@ async def claim_deliveries(
 
 
 async def record_delivery(
-    deliveries: AsyncCollection[Doc],
-    claim: DeliveryClaim,
-    now: float,
-    *,
-    delivered: bool,
-    error: str | None,
-    next_attempt_at: float | None,
+    deliveries: AsyncCollection[Doc], claim: DeliveryClaim, outcome: DeliveryOutcome
 ) -> None:
     """Record one attempt, fenced by the claim's token; raise LeaseLost if it was taken."""
-    state, when = delivery_outcome(delivered, next_attempt_at, now)
     result = await deliveries.update_one(
         {"_id": claim.delivery_id, "leaseToken": claim.token},
         {
             "$set": {
-                "state": state.value,
-                "lastError": error,
-                "deliveredAt": when,
-                "nextAttemptAt": next_attempt_at if next_attempt_at is not None else now,
+                "state": outcome.state.value,
+                "lastError": outcome.last_error,
+                "deliveredAt": outcome.delivered_at,
+                "nextAttemptAt": outcome.next_attempt_at,
                 "leaseToken": None,
                 "leaseExpiresAt": 0.0,
             }
         },
     )
     if result.matched_count != 1:
-        raise LeaseLost(f"delivery {claim.delivery_id} is no longer held by this claim")
+        raise LeaseLost.delivery(claim.delivery_id)

@@ -3,7 +3,8 @@
 Every document is flat (top-level fields only, no arrays of sub-documents), so every
 change is a top-level ``$set``/``$inc``. Field names are camelCase and keep the seed's
 names where the seed had them: ``requestId`` and ``status`` on a request; ``name``,
-``productName``, ``requestId``, ``image`` and ``contentType`` on an image.
+``productName``, ``requestId`` and ``contentType`` on an image (whose processed bytes
+live in ``blobs`` under ``blobKey``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from imgcompress_core.model import (
     ImageRecord,
     ImageState,
     NewRequest,
-    Progress,
     RequestRecord,
     RequestStatus,
 )
@@ -25,8 +25,6 @@ from imgcompress_core.model import (
 __all__ = [
     "FINAL_STATUSES",
     "MAX_IMAGE_BYTES",
-    "NO_BYTES",
-    "UNFINISHED",
     "Doc",
     "delivery_doc",
     "image_docs",
@@ -34,7 +32,6 @@ __all__ = [
     "request_doc",
     "to_delivery",
     "to_image",
-    "to_progress",
     "to_request",
 ]
 
@@ -43,10 +40,6 @@ Doc = dict[str, Any]
 # BSON documents hold at most 16 MiB; an image document keeps 1 MiB for its other fields.
 MAX_IMAGE_BYTES = 15 * 1024 * 1024
 
-# The projection for every image read except get_image_data: never load the bytes.
-NO_BYTES: Doc = {"image": 0}
-
-UNFINISHED = [ImageState.QUEUED.value, ImageState.WORKING.value]
 FINAL_STATUSES = [RequestStatus.COMPLETED.value, RequestStatus.FAILED.value]
 
 
@@ -68,6 +61,7 @@ def request_doc(request: NewRequest, now: float) -> Doc:
         # so a crash between finalizing and queueing the delivery is repaired by the sweep.
         "webhookQueued": request.webhook_url is None,
         "checkedAt": now,  # when the finalize sweep last looked at this request
+        "claimedAt": 0.0,  # when a worker last claimed its images (fair turns)
     }
 
 
@@ -87,8 +81,8 @@ def product_docs(request: NewRequest) -> list[Doc]:
     ]
 
 
-def image_docs(request: NewRequest, first_seq: int, now: float) -> list[Doc]:
-    """Return one queued document per image; ``seq`` numbers them from ``first_seq``."""
+def image_docs(request: NewRequest, now: float) -> list[Doc]:
+    """Return one queued document per image."""
     names = {p.row: p.name for p in request.products}
     return [
         {
@@ -101,7 +95,6 @@ def image_docs(request: NewRequest, first_seq: int, now: float) -> list[Doc]:
             "url": image.url,
             "state": ImageState.QUEUED.value,
             "attempts": 0,
-            "seq": first_seq + offset,
             "notBefore": 0.0,
             "leaseOwner": None,
             "leaseToken": None,
@@ -110,14 +103,14 @@ def image_docs(request: NewRequest, first_seq: int, now: float) -> list[Doc]:
             "failureMessage": None,
             "updatedAt": now,
         }
-        for offset, image in enumerate(request.images)
+        for image in request.images
     ]
 
 
-def delivery_doc(request: Doc, now: float) -> Doc:
-    """Return the one webhook delivery of a finished request (its ``_id`` is fixed)."""
+def delivery_doc(request: Doc, delivery_id: str, now: float) -> Doc:
+    """Return the webhook delivery of a finished request."""
     return {
-        "_id": f"{request['_id']}:final",
+        "_id": delivery_id,
         "requestId": request["_id"],
         "url": request["webhookUrl"],
         "state": DeliveryState.PENDING.value,
@@ -165,6 +158,7 @@ def to_image(doc: Doc) -> ImageRecord:
         content_type=doc.get("contentType"),
         note=doc.get("note"),
         updated_at=doc["updatedAt"],
+        blob_key=doc.get("blobKey"),
     )
 
 
@@ -179,15 +173,4 @@ def to_delivery(doc: Doc) -> Delivery:
         next_attempt_at=doc["nextAttemptAt"],
         last_error=doc.get("lastError"),
         delivered_at=doc.get("deliveredAt"),
-    )
-
-
-def to_progress(counts: dict[str, int]) -> Progress:
-    """Return a request's progress from its image counts by state."""
-    return Progress(
-        total=sum(counts.values()),
-        queued=counts.get(ImageState.QUEUED.value, 0),
-        working=counts.get(ImageState.WORKING.value, 0),
-        done=counts.get(ImageState.DONE.value, 0),
-        failed=counts.get(ImageState.FAILED.value, 0),
     )

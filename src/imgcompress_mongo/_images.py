@@ -1,4 +1,4 @@
-"""Image claims on MongoDB: atomic one-document leases with fencing tokens."""
+"""The image queue on MongoDB: one flat document per image, leased with fencing tokens."""
 
 from __future__ import annotations
 
@@ -7,69 +7,107 @@ from collections.abc import Sequence
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
-from imgcompress_core.errors import LeaseLost
-from imgcompress_core.model import Claim, ImageState
-from imgcompress_core.workflow import WORKER_LOST, check_transition, sources
+from imgcompress_core.model import Claim, Failure, ImageChange, ImageState, RequestStatus
 
-from ._documents import NO_BYTES, Doc
+from ._documents import Doc
 
-__all__ = ["claim", "finish", "renew"]
+__all__ = ["claim", "claimable", "expire", "finish", "renew"]
+
+_ORDER = [("row", ASCENDING), ("position", ASCENDING)]
+_WORKING = ImageState.WORKING.value
 
 
-async def claim(
-    images: AsyncCollection[Doc],
-    now: float,
-    *,
-    owner: str,
-    token: str,
-    limit: int,
-    lease_seconds: float,
-    max_attempts: int,
-) -> list[Claim]:
-    """Lease up to ``limit`` images: expired leases first, then the queue in ``seq`` order.
+def claimable_query(request_id: str, now: float, max_attempts: int) -> list[Doc]:
+    """Return the filters for a request's claimable images: expired leases, then due
+    queued images."""
+    return [
+        {
+            "requestId": request_id,
+            "state": _WORKING,
+            "leaseExpiresAt": {"$lte": now},
+            "attempts": {"$lt": max_attempts},
+        },
+        {"requestId": request_id, "state": ImageState.QUEUED.value, "notBefore": {"$lte": now}},
+    ]
 
-    Images whose lease expired after ``max_attempts`` attempts are failed (worker_lost)
-    first. Every lease is its own ``find_one_and_update``, so no two callers, in any
-    process, get the same image.
-    """
-    working = ImageState.WORKING.value
-    expired: Doc = {"state": working, "leaseExpiresAt": {"$lte": now}}
+
+async def expire(
+    images: AsyncCollection[Doc], now: float, max_attempts: int, failure: Failure
+) -> None:
+    """Fail working images whose lease expired after ``max_attempts`` attempts."""
     await images.update_many(
-        {**expired, "attempts": {"$gte": max_attempts}},
+        {"state": _WORKING, "leaseExpiresAt": {"$lte": now}, "attempts": {"$gte": max_attempts}},
         {
             "$set": {
                 "state": ImageState.FAILED.value,
-                "failureCode": WORKER_LOST.code,
-                "failureMessage": WORKER_LOST.message,
+                "failureCode": failure.code,
+                "failureMessage": failure.message,
                 "leaseToken": None,
                 "updatedAt": now,
             }
         },
     )
+
+
+async def claimable(
+    requests: AsyncCollection[Doc], images: AsyncCollection[Doc], now: float, limit: int
+) -> list[tuple[str, str]]:
+    """Return, per owner, up to ``limit`` Pending requests with a claimable image, least
+    recently claimed first.
+
+    Looks at no more than ``8 * limit + 64`` Pending requests per call, so a poll stays
+    cheap however many requests wait; the ones skipped come first once they are the least
+    recently claimed.
+    """
+    found: list[tuple[str, str]] = []
+    per_owner: dict[str, int] = {}
+    pending = requests.find(
+        {"status": RequestStatus.PENDING.value}, projection={"_id": 1, "owner": 1}
+    ).sort("claimedAt", ASCENDING)
+    for doc in await pending.limit(8 * limit + 64).to_list():
+        owner = doc.get("owner", "")
+        if per_owner.get(owner, 0) >= limit:
+            continue
+        for query in claimable_query(doc["_id"], now, 2**31):
+            if await images.find_one(query, projection={"_id": 1}) is not None:
+                per_owner[owner] = per_owner.get(owner, 0) + 1
+                found.append((doc["_id"], owner))
+                break
+    return found
+
+
+async def claim(
+    images: AsyncCollection[Doc],
+    request_id: str,
+    *,
+    now: float,
+    worker: str,
+    token: str,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+) -> list[Claim]:
+    """Lease up to ``limit`` of a request's images, one atomic find_one_and_update each,
+    so no two callers in any process get the same image."""
     lease: Doc = {
         "$set": {
-            "state": working,
-            "leaseOwner": owner,
+            "state": _WORKING,
+            "leaseOwner": worker,
             "leaseToken": token,
             "leaseExpiresAt": now + lease_seconds,
             "updatedAt": now,
         },
         "$inc": {"attempts": 1},
     }
-    queued: Doc = {"state": ImageState.QUEUED.value, "notBefore": {"$lte": now}}
     claims: list[Claim] = []
-    for query in ({**expired, "attempts": {"$lt": max_attempts}}, queued):
+    for query in claimable_query(request_id, now, max_attempts):
         while len(claims) < limit:
             doc = await images.find_one_and_update(
-                query,
-                lease,
-                sort=[("seq", ASCENDING)],
-                projection=NO_BYTES,
-                return_document=ReturnDocument.AFTER,
+                query, lease, sort=_ORDER, return_document=ReturnDocument.AFTER
             )
             if doc is None:
                 break
-            claims.append(Claim(doc["_id"], doc["requestId"], doc["url"], doc["attempts"], token))
+            claims.append(Claim(doc["_id"], request_id, doc["url"], doc["attempts"], token))
     return claims
 
 
@@ -80,11 +118,7 @@ async def renew(
     held = []
     for held_claim in claims:
         result = await images.update_one(
-            {
-                "_id": held_claim.image_id,
-                "leaseToken": held_claim.token,
-                "state": ImageState.WORKING.value,
-            },
+            {"_id": held_claim.image_id, "leaseToken": held_claim.token, "state": _WORKING},
             {"$set": {"leaseExpiresAt": expires}},
         )
         if result.matched_count == 1:
@@ -92,26 +126,53 @@ async def renew(
     return held
 
 
-async def finish(
-    images: AsyncCollection[Doc], held: Claim, target: ImageState, fields: Doc, now: float
-) -> None:
-    """Move a claimed image to ``target`` with one conditional update, or raise why not.
+def _fields(target: ImageState, change: ImageChange, now: float) -> Doc:
+    failure = change.failure
+    fields: Doc = {
+        "state": target.value,
+        "failureCode": failure.code if failure else None,
+        "failureMessage": failure.message if failure else None,
+        "updatedAt": now,
+    }
+    if target is ImageState.QUEUED:
+        fields |= {
+            "notBefore": change.not_before,
+            "leaseOwner": None,
+            "leaseToken": None,
+            "leaseExpiresAt": 0.0,
+        }
+    if change.result is not None:
+        result = change.result
+        fields |= {
+            "blobKey": change.blob_key,
+            "contentType": result.content_type,
+            "inputBytes": result.input_bytes,
+            "outputBytes": len(result.data),
+            "width": result.width,
+            "height": result.height,
+            "note": result.note,
+        }
+    return fields
 
-    The update matches only the claim's token and the states the workflow allows moving
-    to ``target`` from. When it matches nothing: another token raises LeaseLost; the same
-    claim completing twice is a no-op; a state that may not move raises IllegalTransition.
-    """
-    states = sorted(state.value for state in sources(target))
+
+async def finish(
+    images: AsyncCollection[Doc],
+    held: Claim,
+    target: ImageState,
+    sources: frozenset[ImageState],
+    change: ImageChange,
+    now: float,
+) -> tuple[ImageState, str | None] | None:
+    """Move a claimed image to ``target`` with one update conditional on its token and the
+    ``sources`` states; return None if it moved, else its state and token as they are."""
+    states = sorted(state.value for state in sources)
     result = await images.update_one(
         {"_id": held.image_id, "leaseToken": held.token, "state": {"$in": states}},
-        {"$set": {**fields, "state": target.value, "updatedAt": now}},
+        {"$set": _fields(target, change, now)},
     )
     if result.matched_count == 1:
-        return
+        return None
     doc = await images.find_one({"_id": held.image_id}, projection={"state": 1, "leaseToken": 1})
-    if doc is None or doc.get("leaseToken") != held.token:
-        raise LeaseLost(f"image {held.image_id} is no longer held by this claim")
-    if target is ImageState.DONE and doc["state"] == ImageState.DONE.value:
-        return  # the same claim completing twice: already done
-    check_transition(ImageState(doc["state"]), target)
-    raise LeaseLost(f"image {held.image_id} changed while it was being updated")
+    if doc is None:
+        return ImageState.FAILED, None
+    return ImageState(doc["state"]), doc.get("leaseToken")

@@ -8,8 +8,8 @@ import pymongo
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from imgcompress_core.errors import IdempotencyConflict, StorageUnavailable
-from imgcompress_core.model import NewRequest
+from imgcompress_core.errors import StorageUnavailable
+from imgcompress_core.model import KeyHolder, NewRequest
 
 from ._documents import Doc
 from ._errors import translated
@@ -19,12 +19,9 @@ __all__ = ["UNDO_SECONDS", "claim_key", "undo_create"]
 UNDO_SECONDS = 5.0
 
 
-async def claim_key(db: AsyncDatabase[Doc], request: NewRequest) -> str:
+async def claim_key(db: AsyncDatabase[Doc], request: NewRequest) -> KeyHolder | None:
     """Insert the request's Idempotency-Key document (its ``_id`` is the key) and return
-    the request's id, or return the id of the earlier request that owns the key.
-
-    Raises IdempotencyConflict when the key came with a different upload.
-    """
+    None, or return the earlier request that holds the key."""
     keys = db.get_collection("idempotency")
     document = {
         "_id": request.idempotency_key,
@@ -35,15 +32,11 @@ async def claim_key(db: AsyncDatabase[Doc], request: NewRequest) -> str:
         async with translated("checking an Idempotency-Key"):
             try:
                 await keys.insert_one(document)
-                return request.request_id
+                return None
             except DuplicateKeyError:
                 earlier = await keys.find_one({"_id": request.idempotency_key})
         if earlier is not None:
-            if earlier["bodyHash"] != request.body_hash:
-                raise IdempotencyConflict(
-                    "this Idempotency-Key was already used for a different upload"
-                )
-            return str(earlier["requestId"])
+            return KeyHolder(str(earlier["requestId"]), str(earlier["bodyHash"]))
     raise StorageUnavailable("the Idempotency-Key kept changing; try again")
 
 

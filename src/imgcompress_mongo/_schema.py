@@ -1,16 +1,15 @@
-"""The collections' indexes, the claim-order counter and the database name of a URI."""
+"""The collections' indexes and the database name of a URI."""
 
 from __future__ import annotations
 
 from urllib.parse import unquote
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from ._documents import Doc
 
-__all__ = ["DEFAULT_DATABASE", "INDEXES", "database_from_uri", "ensure_indexes", "reserve_seq"]
+__all__ = ["DEFAULT_DATABASE", "INDEXES", "database_from_uri", "ensure_indexes"]
 
 DEFAULT_DATABASE = "imgcompress"
 
@@ -20,13 +19,15 @@ INDEXES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("requests", ("status", "checkedAt"), False),  # the finalize sweep, least recent first
     ("requests", ("status", "finishedAt"), False),  # retention
     ("requests", ("webhookQueued", "status"), False),  # deliveries lost to a crash
+    ("requests", ("status", "claimedAt"), False),  # fair turns: least recently claimed first
     ("products", ("requestId", "row"), False),
     ("images", ("requestId", "row", "position"), False),  # list_images
-    ("images", ("requestId", "state"), False),  # progress, finalize, cancel
-    # Claims. Queued: equality on state, sort on seq, then the notBefore range (ESR order),
-    # so a claim walks the queue in order and stops at the first due image.
-    ("images", ("state", "seq", "notBefore"), False),
+    # Progress, finalize, cancel, and claims within a request: equality on requestId and
+    # state, then the row/position sort (ESR order), so a claim walks the request in order.
+    ("images", ("requestId", "state", "row", "position"), False),
     ("images", ("state", "leaseExpiresAt"), False),  # expired leases
+    ("images", ("blobKey",), False),  # is a blob still referenced (the sweep)
+    ("blobs", ("writtenAt",), False),
     ("deliveries", ("state", "nextAttemptAt"), False),
     ("deliveries", ("requestId",), False),
     ("idempotency", ("requestId",), False),
@@ -38,28 +39,6 @@ async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
     for collection, fields, unique in INDEXES:
         keys = [(field, ASCENDING) for field in fields]
         await db.get_collection(collection).create_index(keys, unique=unique)
-
-
-async def reserve_seq(db: AsyncDatabase[Doc], count: int) -> int:
-    """Reserve ``count`` consecutive image sequence numbers; return the first.
-
-    One atomic ``$inc`` on a counter document, so numbers never repeat across processes
-    and claims take images in the order they were accepted.
-    """
-    counters = db.get_collection("counters")
-    for _ in range(3):
-        try:
-            doc = await counters.find_one_and_update(
-                {"_id": "images"},
-                {"$inc": {"seq": count}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:  # two first upserts raced; the counter exists now
-            continue
-        assert doc is not None  # upsert with AFTER always returns the document
-        return int(doc["seq"]) - count + 1
-    raise DuplicateKeyError("could not reserve image sequence numbers")
 
 
 def database_from_uri(uri: str) -> str | None:

@@ -1,55 +1,48 @@
-"""``MongoStorage``: the core's Storage protocol on MongoDB, with pymongo's async client.
+"""``MongoStorage``: every storage port of the core on MongoDB, with pymongo's async client.
 
 Collections, one flat document per thing (see :mod:`._documents` for the fields):
-``requests`` (``_id`` = requestId), ``products``, ``images`` (``_id`` = imageId, the
-processed bytes in ``image`` once done), ``deliveries`` (``_id`` = ``<requestId>:final``),
-``idempotency`` (``_id`` = the Idempotency-Key) and ``counters`` (the claim order).
-Every change is a top-level ``$set``/``$inc`` on one document, conditional on the state
-it starts from, so any number of web and worker processes on any number of machines can
-share one database. No multi-document transactions are used (the nx-27017 stand-in the
-tests run on has none, and a standalone mongod neither).
+``requests`` (``_id`` = requestId), ``products``, ``images`` (``_id`` = imageId),
+``blobs`` (``_id`` = the SHA-256 of the processed bytes), ``deliveries`` and
+``idempotency`` (``_id`` = the Idempotency-Key). Every change is a top-level
+``$set``/``$inc`` on one document, conditional on the state it starts from, so any
+number of web and worker processes on any number of machines can share one database.
+No multi-document transactions are used (the nx-27017 stand-in the tests run on has
+none, and a standalone mongod neither). The rules are the core workflow's; this module
+only persists.
 
 Decisions:
 
 - **Claims**: MongoDB has no ``UPDATE ... LIMIT ... RETURNING``, so images are claimed one
-  ``find_one_and_update`` at a time (expired leases first, then the queue in ``seq``
-  order), up to ``limit``; each is atomic, so two workers never get the same image.
-  ``seq`` comes from one ``$inc`` on a counter per request, so the queue is first in,
-  first out across processes.
+  ``find_one_and_update`` at a time (expired leases first, then the queue in row and
+  position order) within the request the workflow chose; each is atomic, so two
+  workers never get the same image.
 - **Finishing** an image is one update filtered on its id, the claim's lease token and
-  the states :func:`~imgcompress_core.workflow.sources` allows. When it matches nothing
-  the document says why: another token means LeaseLost; the same claim completing twice
-  is a no-op; anything else goes to ``check_transition`` (IllegalTransition).
+  the states the workflow allows; when it matches nothing the store returns the
+  document's state and token and the workflow says why.
 - **Finalizing** happens exactly once: ``find_one_and_update`` from ``Pending`` to the
   final status can match for one caller only, and only that caller gets the record. The
-  webhook delivery has a fixed ``_id``, so it is created at most once even if a crash
-  between the two steps makes the sweep (``unfinalized_requests``) create it again.
+  webhook delivery has the workflow's fixed id, so it is created at most once even if a
+  crash between the two steps makes the sweep (``unfinalized_requests``) create it again.
 - **Creating** a request writes products and images first and the request last, which
   makes them visible. If a write fails, what was written is removed (best effort, for at
   most 5 s). A process killed between those writes leaves images of a request that
-  never appears: workers still process them (finalizing then logs RequestNotFound) and
-  retention never deletes them. Only a multi-document transaction (replica sets only)
-  closes that gap; the upload itself was not acknowledged, so nothing accepted is lost.
-- **Oversized images**: BSON documents hold at most 16 MiB. An image whose processed
-  bytes exceed ``MAX_IMAGE_BYTES`` (15 MiB, keeping 1 MiB for the other fields) is
-  refused *before anything is written*: ``complete_image`` raises
-  ``ImageFailure(code="output_too_large")``, which the worker records as that image's
-  failure (the image keeps its lease until then). Downloads may be up to
-  ``max_image_bytes`` (25 MiB by default), but a compressed output over 15 MiB is rare.
+  never appears; no worker claims them (claims go through Pending requests) and the
+  upload itself was not acknowledged, so nothing accepted is lost.
+- **Oversized images**: BSON documents hold at most 16 MiB. A blob over
+  ``MAX_IMAGE_BYTES`` (15 MiB) is refused before anything is written: ``put_blob``
+  raises ``ImageFailure(code="output_too_large")``, which the worker records as that
+  image's failure. Object storage (a separate blob store) has no such limit.
 - **Durability**: writes use write concern ``majority`` and reads ``majority`` read
   concern (both work on a standalone mongod, a replica set and the stand-in); a client
   the store creates itself turns on retryable writes.
 - **Errors**: connection trouble (``ConnectionFailure``: ``AutoReconnect``,
   ``ServerSelectionTimeoutError``, network timeouts) becomes the core's
-  ``StorageUnavailable``; any other driver error an ``ImgCompressError`` with code
-  ``storage_error``.
+  ``StorageUnavailable``; any other driver error a ``StorageError``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -58,48 +51,44 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from imgcompress_core.errors import (
-    ImageFailure,
     ImageNotFound,
     ImgCompressError,
     RequestNotFound,
     StorageUnavailable,
 )
 from imgcompress_core.model import (
+    Blob,
     Claim,
     Delivery,
     DeliveryClaim,
+    DeliveryOutcome,
     Failure,
+    ImageChange,
     ImageRecord,
-    ImageResult,
     ImageState,
+    KeyHolder,
     NewRequest,
     ProductRecord,
-    Progress,
     RequestRecord,
     RequestStatus,
-    StoredImage,
     new_id,
 )
 from imgcompress_core.settings import Settings
-from imgcompress_core.workflow import CANCELLED, final_status
 
-from . import _deliveries, _images, _requests
+from . import _blobs, _deliveries, _images, _requests
 from ._documents import (
     FINAL_STATUSES,
     MAX_IMAGE_BYTES,
-    NO_BYTES,
-    UNFINISHED,
     Doc,
     image_docs,
     product_docs,
     request_doc,
     to_delivery,
     to_image,
-    to_progress,
     to_request,
 )
 from ._errors import translated
-from ._schema import DEFAULT_DATABASE, database_from_uri, ensure_indexes, reserve_seq
+from ._schema import DEFAULT_DATABASE, database_from_uri, ensure_indexes
 
 __all__ = ["MAX_IMAGE_BYTES", "MongoStorage", "create_storage"]
 
@@ -112,21 +101,17 @@ def create_storage(settings: Settings) -> MongoStorage:
 
 
 class MongoStorage:
-    """Storage on MongoDB: flat documents, conditional updates, leases with fencing tokens."""
-
-    max_image_bytes: int = MAX_IMAGE_BYTES  # largest processed image kept (one document)
+    """Every storage port on MongoDB: flat documents, conditional updates, fenced leases."""
 
     def __init__(
         self,
         uri: str,
         *,
         database: str | None = None,
-        clock: Callable[[], float] = time.time,
         client: AsyncMongoClient[Doc] | None = None,
     ) -> None:
         self.uri = uri
         self.database_name = database or database_from_uri(uri) or DEFAULT_DATABASE
-        self._clock = clock
         self._client = client
         self._owns_client = client is None
         self._db: AsyncDatabase[Doc] | None = None
@@ -174,27 +159,25 @@ class MongoStorage:
 
     # -- requests ---------------------------------------------------------------------
 
-    async def create_request(self, request: NewRequest) -> str:
+    async def create_request(self, request: NewRequest) -> KeyHolder | None:
         """Store the products and images, then the request that makes them visible (or
-        return the earlier request made with the same Idempotency-Key)."""
-        rid = request.request_id
+        return the request already holding its Idempotency-Key)."""
         if request.idempotency_key is not None:
-            earlier = await _requests.claim_key(self._database(), request)
-            if earlier != rid:
-                return earlier
-        now = self._clock()
+            holder = await _requests.claim_key(self._database(), request)
+            if holder is not None:
+                return holder
+        now = request.created_at
         try:
             async with translated("storing a request"):
                 if request.products:
                     await self._col("products").insert_many(product_docs(request))
                 if request.images:
-                    first = await reserve_seq(self._database(), len(request.images))
-                    await self._col("images").insert_many(image_docs(request, first, now))
+                    await self._col("images").insert_many(image_docs(request, now))
                 await self._col("requests").insert_one(request_doc(request, now))
         except ImgCompressError:
             await _requests.undo_create(self._database(), request)
             raise
-        return rid
+        return None
 
     async def _request_doc(self, request_id: str) -> Doc:
         async with translated("reading a request"):
@@ -219,146 +202,80 @@ class MongoStorage:
         ]
 
     async def list_images(self, request_id: str) -> list[ImageRecord]:
-        """Return a request's images by row and position (never their bytes)."""
+        """Return a request's images by row and position."""
         await self._request_doc(request_id)
         async with translated("reading images"):
             cursor = (
                 self._col("images")
-                .find({"requestId": request_id}, projection=NO_BYTES)
+                .find({"requestId": request_id})
                 .sort([("row", ASCENDING), ("position", ASCENDING)])
             )
             return [to_image(d) for d in await cursor.to_list()]
 
-    async def _progress(self, request_id: str) -> Progress:
+    async def get_image(self, image_id: str) -> ImageRecord:
+        """Return one image or raise ImageNotFound."""
+        async with translated("reading an image"):
+            doc = await self._col("images").find_one({"_id": image_id})
+        if doc is None:
+            raise ImageNotFound(image_id)
+        return to_image(doc)
+
+    async def count_images(self, request_id: str) -> Mapping[ImageState, int]:
+        """Count a request's images by state (one ``$group`` aggregation)."""
+        await self._request_doc(request_id)
         pipeline: list[Doc] = [
             {"$match": {"requestId": request_id}},
             {"$group": {"_id": "$state", "n": {"$sum": 1}}},
         ]
         async with translated("counting images"):
             cursor = await self._col("images").aggregate(pipeline)
-            return to_progress({d["_id"]: d["n"] for d in await cursor.to_list()})
+            return {ImageState(d["_id"]): d["n"] for d in await cursor.to_list()}
 
-    async def progress(self, request_id: str) -> Progress:
-        """Count a request's images by state (one ``$group`` aggregation)."""
-        await self._request_doc(request_id)
-        return await self._progress(request_id)
-
-    # -- images -----------------------------------------------------------------------
-
-    async def claim_images(
-        self, owner: str, limit: int, lease_seconds: float, max_attempts: int
-    ) -> list[Claim]:
-        """Lease up to ``limit`` images (expired leases first, then the queue in order),
-        one atomic find_one_and_update each."""
-        async with translated("claiming images"):
-            return await _images.claim(
-                self._col("images"),
-                self._clock(),
-                owner=owner,
-                token=new_id(),
-                limit=limit,
-                lease_seconds=lease_seconds,
-                max_attempts=max_attempts,
-            )
-
-    async def renew_claims(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
-        """Extend the leases these claims still hold; return those."""
-        async with translated("renewing leases"):
-            return await _images.renew(self._col("images"), claims, self._clock() + lease_seconds)
-
-    async def _finish(self, claim: Claim, target: ImageState, fields: Doc) -> None:
-        async with translated("updating an image"):
-            await _images.finish(self._col("images"), claim, target, fields, self._clock())
-
-    async def complete_image(self, claim: Claim, result: ImageResult) -> None:
-        """Store the processed bytes and mark the image done, in one conditional update.
-
-        Raises ImageFailure (``output_too_large``) without writing anything when the bytes
-        do not fit in one document.
-        """
-        if len(result.data) > self.max_image_bytes:
-            raise ImageFailure(
-                f"the compressed image is {len(result.data)} bytes; the MongoDB store keeps "
-                f"at most {self.max_image_bytes} bytes per image (one BSON document)",
-                code="output_too_large",
-            )
-        fields: Doc = {
-            "image": result.data,
-            "contentType": result.content_type,
-            "etag": hashlib.sha256(result.data).hexdigest()[:32],
-            "inputBytes": result.input_bytes,
-            "outputBytes": len(result.data),
-            "width": result.width,
-            "height": result.height,
-            "note": result.note,
-            "failureCode": None,
-            "failureMessage": None,
-        }
-        await self._finish(claim, ImageState.DONE, fields)
-
-    async def fail_image(self, claim: Claim, failure: Failure) -> None:
-        """Mark the image failed for good."""
-        fields = {"failureCode": failure.code, "failureMessage": failure.message}
-        await self._finish(claim, ImageState.FAILED, fields)
-
-    async def retry_image(self, claim: Claim, failure: Failure, not_before: float) -> None:
-        """Queue the image again after ``not_before`` (its lease ends here)."""
-        fields: Doc = {
-            "failureCode": failure.code,
-            "failureMessage": failure.message,
-            "notBefore": not_before,
-            "leaseOwner": None,
-            "leaseToken": None,
-            "leaseExpiresAt": 0.0,
-        }
-        await self._finish(claim, ImageState.QUEUED, fields)
-
-    # -- finalizing -------------------------------------------------------------------
-
-    async def _unfinished(self, request_id: str) -> bool:
-        async with translated("counting unfinished images"):
+    async def _has_images_in(self, request_id: str, states: frozenset[ImageState]) -> bool:
+        values = sorted(s.value for s in states)
+        async with translated("looking for images in a state"):
             count = await self._col("images").count_documents(
-                {"requestId": request_id, "state": {"$in": UNFINISHED}}, limit=1
+                {"requestId": request_id, "state": {"$in": values}}, limit=1
             )
         return count > 0
 
-    async def finalize_request(self, request_id: str) -> RequestRecord | None:
-        """Set the final status once (one conditional update wins), then queue the webhook."""
-        doc = await self._request_doc(request_id)
-        won = None
-        if doc["status"] == RequestStatus.PENDING.value:
-            if await self._unfinished(request_id):
-                return None
-            status = final_status(await self._progress(request_id))
-            if status is None:
-                return None
-            now = self._clock()
-            async with translated("finalizing a request"):
-                won = await self._col("requests").find_one_and_update(
-                    {"_id": request_id, "status": RequestStatus.PENDING.value},
-                    {"$set": {"status": status.value, "updatedAt": now, "finishedAt": now}},
-                    return_document=ReturnDocument.AFTER,
-                )
-            if won is None:
-                return None  # another caller finalized it first
-            doc = won
-        if not doc.get("webhookQueued", True):
+    async def has_images_in(self, request_id: str, states: frozenset[ImageState]) -> bool:
+        """Return True if any of the request's images is in ``states``."""
+        await self._request_doc(request_id)
+        return await self._has_images_in(request_id, states)
+
+    async def finalize_request(
+        self, request_id: str, status: RequestStatus, now: float, delivery_id: str | None
+    ) -> RequestRecord | None:
+        """Set the final status once (one conditional update wins), then queue the webhook;
+        a final request whose delivery a crash lost gets it now."""
+        async with translated("finalizing a request"):
+            won = await self._col("requests").find_one_and_update(
+                {"_id": request_id, "status": RequestStatus.PENDING.value},
+                {"$set": {"status": status.value, "updatedAt": now, "finishedAt": now}},
+                return_document=ReturnDocument.AFTER,
+            )
+        doc = won if won is not None else await self._request_doc(request_id)
+        if not doc.get("webhookQueued", True) and doc["status"] != RequestStatus.PENDING.value:
             async with translated("queueing a webhook"):
-                await _deliveries.insert_delivery(self._col("deliveries"), doc, self._clock())
+                if delivery_id is not None:
+                    await _deliveries.insert_delivery(
+                        self._col("deliveries"), doc, delivery_id, now
+                    )
                 await self._col("requests").update_one(
                     {"_id": request_id}, {"$set": {"webhookQueued": True}}
                 )
         return to_request(won) if won is not None else None
 
-    async def unfinalized_requests(self, limit: int) -> list[str]:
+    async def unfinalized_requests(self, limit: int, now: float) -> list[str]:
         """Return requests with finalize work left: Pending with every image final, or final
         without their webhook delivery (a crash between the two steps).
 
         Pending requests are looked at least recently checked first, ``limit`` per call,
         so repeated sweeps visit them all without counting every request's images at once.
         """
-        now = self._clock()
         requests = self._col("requests")
+        unfinished = frozenset({ImageState.QUEUED, ImageState.WORKING})
         found: list[str] = []
         async with translated("looking for unfinalized requests"):
             stuck = requests.find(
@@ -368,28 +285,25 @@ class MongoStorage:
             pending = requests.find({"status": RequestStatus.PENDING.value}, projection={"_id": 1})
             for doc in await pending.sort("checkedAt", ASCENDING).limit(limit).to_list():
                 await requests.update_one({"_id": doc["_id"]}, {"$set": {"checkedAt": now}})
-                if not await self._unfinished(doc["_id"]):
+                if not await self._has_images_in(doc["_id"], unfinished):
                     found.append(doc["_id"])
         return found[:limit]
 
-    async def queue_depth(self) -> int:
-        """Count queued images across all requests."""
-        async with translated("counting queued images"):
-            return await self._col("images").count_documents({"state": ImageState.QUEUED.value})
-
-    async def cancel_request(self, request_id: str) -> None:
-        """Fail every unfinished image with ``cancelled`` (clearing their leases)."""
+    async def cancel_images(
+        self, request_id: str, states: frozenset[ImageState], failure: Failure, now: float
+    ) -> None:
+        """Fail the request's images in ``states`` (clearing their leases)."""
         await self._request_doc(request_id)
         async with translated("cancelling a request"):
             await self._col("images").update_many(
-                {"requestId": request_id, "state": {"$in": UNFINISHED}},
+                {"requestId": request_id, "state": {"$in": sorted(s.value for s in states)}},
                 {
                     "$set": {
                         "state": ImageState.FAILED.value,
-                        "failureCode": CANCELLED.code,
-                        "failureMessage": CANCELLED.message,
+                        "failureCode": failure.code,
+                        "failureMessage": failure.message,
                         "leaseToken": None,
-                        "updatedAt": self._clock(),
+                        "updatedAt": now,
                     }
                 },
             )
@@ -411,46 +325,90 @@ class MongoStorage:
             )
             return [d["_id"] for d in await cursor.limit(limit).to_list()]
 
-    async def get_image_data(self, image_id: str) -> StoredImage:
-        """Return a processed image's bytes or raise ImageNotFound (the only read of them)."""
-        async with translated("reading an image"):
-            doc = await self._col("images").find_one(
-                {"_id": image_id, "state": ImageState.DONE.value},
-                projection={"image": 1, "contentType": 1, "etag": 1},
+    async def referenced_blobs(self, keys: Sequence[str]) -> set[str]:
+        """Return the keys some image references."""
+        async with translated("checking blob references"):
+            cursor = self._col("images").find(
+                {"blobKey": {"$in": list(keys)}}, projection={"blobKey": 1}
             )
-        if doc is None or doc.get("image") is None:
-            raise ImageNotFound(image_id)
-        return StoredImage(image_id, bytes(doc["image"]), doc["contentType"], doc["etag"])
+            return {d["blobKey"] for d in await cursor.to_list()}
+
+    # -- images -----------------------------------------------------------------------
+
+    async def expire_leases(self, now: float, max_attempts: int, failure: Failure) -> None:
+        """Fail working images whose lease expired after ``max_attempts`` attempts."""
+        async with translated("expiring leases"):
+            await _images.expire(self._col("images"), now, max_attempts, failure)
+
+    async def claimable_requests(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """Return Pending requests with a claimable image, least recently claimed first."""
+        async with translated("looking for work"):
+            return await _images.claimable(self._col("requests"), self._col("images"), now, limit)
+
+    async def claim_images(
+        self,
+        request_id: str,
+        worker: str,
+        limit: int,
+        *,
+        now: float,
+        lease_seconds: float,
+        max_attempts: int,
+    ) -> list[Claim]:
+        """Lease up to ``limit`` of the request's images and note the request's turn."""
+        async with translated("claiming images"):
+            claims = await _images.claim(
+                self._col("images"),
+                request_id,
+                now=now,
+                worker=worker,
+                token=new_id(),
+                limit=limit,
+                lease_seconds=lease_seconds,
+                max_attempts=max_attempts,
+            )
+            await self._col("requests").update_one(
+                {"_id": request_id}, {"$set": {"claimedAt": now}}
+            )
+        return claims
+
+    async def renew_claims(self, claims: Sequence[Claim], expires_at: float) -> list[Claim]:
+        """Extend the leases these claims still hold; return those."""
+        async with translated("renewing leases"):
+            return await _images.renew(self._col("images"), claims, expires_at)
+
+    async def finish_image(
+        self,
+        claim: Claim,
+        target: ImageState,
+        sources: frozenset[ImageState],
+        change: ImageChange,
+        now: float,
+    ) -> tuple[ImageState, str | None] | None:
+        """Move the image to ``target`` if the claim owns it and it is in ``sources``."""
+        async with translated("updating an image"):
+            return await _images.finish(self._col("images"), claim, target, sources, change, now)
+
+    async def queue_depth(self) -> int:
+        """Count queued images across all requests."""
+        async with translated("counting queued images"):
+            return await self._col("images").count_documents({"state": ImageState.QUEUED.value})
 
     # -- webhook deliveries -----------------------------------------------------------
 
     async def claim_deliveries(
-        self, owner: str, limit: int, lease_seconds: float
+        self, worker: str, limit: int, *, now: float, lease_seconds: float
     ) -> list[DeliveryClaim]:
         """Lease up to ``limit`` due deliveries, one atomic update each."""
         async with translated("claiming webhook deliveries"):
             return await _deliveries.claim_deliveries(
-                self._col("deliveries"), self._clock(), limit, lease_seconds, new_id()
+                self._col("deliveries"), now, limit, lease_seconds, new_id()
             )
 
-    async def record_delivery(
-        self,
-        claim: DeliveryClaim,
-        *,
-        delivered: bool,
-        error: str | None,
-        next_attempt_at: float | None,
-    ) -> None:
+    async def record_delivery(self, claim: DeliveryClaim, outcome: DeliveryOutcome) -> None:
         """Record one delivery attempt, fenced by the claim's token."""
         async with translated("recording a webhook attempt"):
-            await _deliveries.record_delivery(
-                self._col("deliveries"),
-                claim,
-                self._clock(),
-                delivered=delivered,
-                error=error,
-                next_attempt_at=next_attempt_at,
-            )
+            await _deliveries.record_delivery(self._col("deliveries"), claim, outcome)
 
     async def list_deliveries(self, request_id: str) -> list[Delivery]:
         """Return a request's webhook deliveries."""
@@ -458,3 +416,25 @@ class MongoStorage:
         async with translated("reading webhook deliveries"):
             cursor = self._col("deliveries").find({"requestId": request_id}).sort("_id", ASCENDING)
             return [to_delivery(d) for d in await cursor.to_list()]
+
+    # -- blobs ------------------------------------------------------------------------
+
+    async def put_blob(self, key: str, data: bytes, content_type: str, now: float) -> None:
+        """Store the bytes under ``key`` (one copy); ``output_too_large`` over 15 MiB."""
+        async with translated("writing a blob"):
+            await _blobs.put(self._col("blobs"), key, data, content_type, now)
+
+    async def get_blob(self, key: str) -> Blob:
+        """Return a blob or raise BlobNotFound."""
+        async with translated("reading a blob"):
+            return await _blobs.get(self._col("blobs"), key)
+
+    async def blobs_written_before(self, cutoff: float, after: str, limit: int) -> list[str]:
+        """Return keys after ``after`` of blobs written before ``cutoff``, in key order."""
+        async with translated("listing blobs"):
+            return await _blobs.written_before(self._col("blobs"), cutoff, after, limit)
+
+    async def delete_blobs(self, keys: Sequence[str], written_before: float) -> None:
+        """Delete these blobs unless written again since ``written_before``."""
+        async with translated("deleting blobs"):
+            await _blobs.delete(self._col("blobs"), keys, written_before)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from imgcompress_core.testing import FakeClock, StorageContract
+from imgcompress_core.testing import StorageContract
 from imgcompress_mongo import MongoStorage
 
 
@@ -14,8 +14,8 @@ class TestMongoStorage(StorageContract):
     """MongoStorage passes the same contract as the memory and SQLite stores."""
 
     @pytest.fixture
-    async def storage(self, clock: FakeClock, mongodb_uri: str) -> AsyncIterator[MongoStorage]:
-        store = MongoStorage(mongodb_uri, clock=clock)
+    async def storage(self, mongodb_uri: str) -> AsyncIterator[MongoStorage]:
+        store = MongoStorage(mongodb_uri)
         await store.open()
         yield store
         await store.close()

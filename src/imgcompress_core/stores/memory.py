@@ -1,42 +1,35 @@
-"""An in-memory Storage: for tests, embedding and one-shot runs (`imgcompress process`).
+"""An in-memory store: for tests, embedding and one-shot runs (`imgcompress process`).
 
 It keeps everything in dicts inside one process and one event loop. No method awaits
-between reading and writing, so each is atomic with respect to other tasks. It passes
-the same contract suite as the durable stores.
+between reading and writing, so each is atomic with respect to other tasks. It plays
+every storage role and passes the same contract suite and model test as the durable
+stores; the rules are the workflow's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
-from ..errors import IdempotencyConflict, ImageNotFound, LeaseLost, RequestNotFound
+from ..errors import BlobNotFound, ImageNotFound, LeaseLost, RequestNotFound
 from ..model import (
+    Blob,
     Claim,
     Delivery,
     DeliveryClaim,
+    DeliveryOutcome,
     DeliveryState,
     Failure,
+    ImageChange,
     ImageRecord,
-    ImageResult,
     ImageState,
+    KeyHolder,
     NewRequest,
     ProductRecord,
-    Progress,
     RequestRecord,
     RequestStatus,
-    StoredImage,
     new_id,
-)
-from ..workflow import (
-    CANCELLED,
-    WORKER_LOST,
-    check_transition,
-    delivery_outcome,
-    final_status,
 )
 
 __all__ = ["MemoryStorage"]
@@ -44,36 +37,47 @@ __all__ = ["MemoryStorage"]
 
 @dataclasses.dataclass(slots=True)
 class _Lease:
-    token: str
-    expires_at: float
+    token: str | None = None
+    expires_at: float = 0.0
     not_before: float = 0.0
 
 
-def _same_upload(earlier: tuple[str, str], request: NewRequest) -> str:
-    """Return the earlier request's id, or raise if the key came with another body."""
-    request_id, body_hash = earlier
-    if body_hash != request.body_hash:
-        raise IdempotencyConflict("this Idempotency-Key was already used for a different upload")
-    return request_id
+@dataclasses.dataclass(slots=True)
+class _Stored:
+    data: bytes
+    content_type: str
+    written_at: float
 
 
 class MemoryStorage:
-    """Storage in process memory; everything is gone when the process ends."""
+    """Every storage role in process memory; everything is gone when the process ends."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+    def __init__(self) -> None:
         self._requests: dict[str, RequestRecord] = {}
         self._products: dict[str, list[ProductRecord]] = {}
         self._images: dict[str, ImageRecord] = {}
-        self._by_request: dict[str, list[str]] = {}
+        self._by_request: dict[str, list[str]] = {}  # image ids in row, position order
         self._leases: dict[str, _Lease] = {}
-        self._data: dict[str, StoredImage] = {}
+        # Per request, the ids of its queued and of its working images, in claim order.
+        self._queued: dict[str, dict[str, None]] = {}
+        self._working: dict[str, dict[str, None]] = {}
+        self._claimed_at: dict[str, float] = {}  # request id -> when it was last served
+        self._blobs: dict[str, _Stored] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._delivery_leases: dict[str, _Lease] = {}
-        self._queued: dict[str, None] = {}  # queued image ids in claim order
-        self._working: dict[str, None] = {}
-        self._remaining: dict[str, int] = {}
-        self._idempotency: dict[str, tuple[str, str]] = {}
+        self._keys: dict[str, KeyHolder] = {}
+
+    def _move(self, image: ImageRecord, **changes: object) -> None:
+        """Replace an image record, keeping the per-request queued and working sets right."""
+        updated = dataclasses.replace(image, **changes)  # type: ignore[arg-type]
+        rid, image_id = image.request_id, image.image_id
+        self._queued[rid].pop(image_id, None)
+        self._working[rid].pop(image_id, None)
+        if updated.state is ImageState.QUEUED:
+            self._queued[rid][image_id] = None
+        elif updated.state is ImageState.WORKING:
+            self._working[rid][image_id] = None
+        self._images[image_id] = updated
 
     async def open(self) -> None:
         """Nothing to open."""
@@ -84,48 +88,50 @@ class MemoryStorage:
     async def ping(self) -> None:
         """Always reachable."""
 
-    async def create_request(self, request: NewRequest) -> str:
-        """Store a request with its products and queued images (or find its earlier twin)."""
+    # -- requests ---------------------------------------------------------------------
+
+    async def create_request(self, request: NewRequest) -> KeyHolder | None:
+        """Store a request with its products and queued images (or return the key's holder)."""
         if request.idempotency_key is not None:
-            earlier = self._idempotency.get(request.idempotency_key)
-            if earlier is not None:
-                return _same_upload(earlier, request)
-            self._idempotency[request.idempotency_key] = (request.request_id, request.body_hash)
-        now = self._clock()
-        self._requests[request.request_id] = RequestRecord(
-            request_id=request.request_id,
+            holder = self._keys.get(request.idempotency_key)
+            if holder is not None:
+                return holder
+            self._keys[request.idempotency_key] = KeyHolder(request.request_id, request.body_hash)
+        rid = request.request_id
+        self._requests[rid] = RequestRecord(
+            request_id=rid,
             status=RequestStatus.PENDING,
             columns=request.columns,
             webhook_url=request.webhook_url,
             created_at=request.created_at,
-            updated_at=now,
+            updated_at=request.created_at,
             finished_at=None,
             total_images=len(request.images),
             base_url=request.base_url,
             owner=request.owner,
         )
-        self._remaining[request.request_id] = len(request.images)
-        self._products[request.request_id] = [
-            ProductRecord(request.request_id, p.row, p.serial, p.name, p.cells)
-            for p in request.products
-        ]
-        ids = []
+        self._claimed_at[rid] = 0.0
+        self._products[rid] = sorted(
+            (ProductRecord(rid, p.row, p.serial, p.name, p.cells) for p in request.products),
+            key=lambda p: p.row,
+        )
         for image in request.images:
             self._images[image.image_id] = ImageRecord(
                 image_id=image.image_id,
-                request_id=request.request_id,
+                request_id=rid,
                 row=image.row,
                 position=image.position,
                 url=image.url,
                 state=ImageState.QUEUED,
                 attempts=0,
-                updated_at=now,
+                updated_at=request.created_at,
             )
-            self._leases[image.image_id] = _Lease(token="", expires_at=0.0)
-            self._queued[image.image_id] = None
-            ids.append(image.image_id)
-        self._by_request[request.request_id] = ids
-        return request.request_id
+            self._leases[image.image_id] = _Lease()
+        ordered = sorted(request.images, key=lambda i: (i.row, i.position))
+        self._by_request[rid] = [i.image_id for i in ordered]
+        self._queued[rid] = dict.fromkeys(self._by_request[rid])
+        self._working[rid] = {}
+        return None
 
     async def get_request(self, request_id: str) -> RequestRecord:
         """Return a request or raise RequestNotFound."""
@@ -137,177 +143,89 @@ class MemoryStorage:
     async def list_products(self, request_id: str) -> list[ProductRecord]:
         """Return a request's products in row order."""
         await self.get_request(request_id)
-        return sorted(self._products[request_id], key=lambda p: p.row)
+        return list(self._products[request_id])
 
     async def list_images(self, request_id: str) -> list[ImageRecord]:
         """Return a request's images ordered by row, then position."""
         await self.get_request(request_id)
-        images = [self._images[i] for i in self._by_request[request_id]]
-        return sorted(images, key=lambda i: (i.row, i.position))
+        return [self._images[i] for i in self._by_request[request_id]]
 
-    async def progress(self, request_id: str) -> Progress:
+    async def get_image(self, image_id: str) -> ImageRecord:
+        """Return one image or raise ImageNotFound."""
+        try:
+            return self._images[image_id]
+        except KeyError:
+            raise ImageNotFound(image_id) from None
+
+    async def count_images(self, request_id: str) -> Mapping[ImageState, int]:
         """Count a request's images by state."""
         await self.get_request(request_id)
         counts = dict.fromkeys(ImageState, 0)
         for image_id in self._by_request[request_id]:
             counts[self._images[image_id].state] += 1
-        return Progress(
-            total=len(self._by_request[request_id]),
-            queued=counts[ImageState.QUEUED],
-            working=counts[ImageState.WORKING],
-            done=counts[ImageState.DONE],
-            failed=counts[ImageState.FAILED],
-        )
+        return counts
 
-    async def claim_images(
-        self, owner: str, limit: int, lease_seconds: float, max_attempts: int
-    ) -> list[Claim]:
-        """Lease up to ``limit`` images: expired leases first, then the queue in order."""
-        now = self._clock()
-        expired = [i for i in self._working if self._leases[i].expires_at <= now]
-        for image_id in expired:
-            if self._images[image_id].attempts >= max_attempts:
-                self._set_final(self._images[image_id], ImageState.FAILED, WORKER_LOST)
-                self._leases[image_id] = _Lease(token="", expires_at=0.0)  # fences the old claim
-        candidates = [i for i in expired if i in self._working]
-        candidates += [i for i in self._queued if self._leases[i].not_before <= now]
-        claims: list[Claim] = []
-        token = new_id()
-        for image_id in candidates[:limit]:
-            image = self._images[image_id]
-            self._queued.pop(image_id, None)
-            self._working[image_id] = None
-            self._leases[image_id] = _Lease(token=token, expires_at=now + lease_seconds)
-            updated = dataclasses.replace(
-                image, state=ImageState.WORKING, attempts=image.attempts + 1, updated_at=now
+    async def has_images_in(self, request_id: str, states: frozenset[ImageState]) -> bool:
+        """Return True if any of the request's images is in ``states``."""
+        await self.get_request(request_id)
+        if states <= {ImageState.QUEUED, ImageState.WORKING}:
+            return any(
+                self._images[i].state in states
+                for i in itertools.chain(self._queued[request_id], self._working[request_id])
             )
-            self._images[image_id] = updated
-            claims.append(Claim(image_id, image.request_id, image.url, updated.attempts, token))
-        return claims
+        return any(self._images[i].state in states for i in self._by_request[request_id])
 
-    async def renew_claims(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
-        """Extend the leases these claims still hold; return those."""
-        expires = self._clock() + lease_seconds
-        held = []
-        for claim in claims:
-            lease = self._leases.get(claim.image_id)
-            working = self._images[claim.image_id].state is ImageState.WORKING
-            if lease is not None and lease.token == claim.token and working:
-                lease.expires_at = expires
-                held.append(claim)
-        return held
-
-    def _set_final(self, image: ImageRecord, state: ImageState, failure: Failure | None) -> None:
-        """Record a final state and count it against the request."""
-        self._working.pop(image.image_id, None)
-        self._images[image.image_id] = dataclasses.replace(
-            image, state=state, failure=failure, updated_at=self._clock()
-        )
-        self._remaining[image.request_id] -= 1
-
-    def _owned(self, claim: Claim, target: ImageState) -> ImageRecord:
-        image = self._images.get(claim.image_id)
-        lease = self._leases.get(claim.image_id)
-        if image is None or lease is None or lease.token != claim.token:
-            raise LeaseLost(f"image {claim.image_id} is no longer held by this claim")
-        check_transition(image.state, target)
-        return image
-
-    async def complete_image(self, claim: Claim, result: ImageResult) -> None:
-        """Store the processed bytes and mark the image done."""
-        image = self._images.get(claim.image_id)
-        same_claim = self._leases.get(claim.image_id, _Lease("", 0.0)).token == claim.token
-        if image is not None and image.state is ImageState.DONE and same_claim:
-            return  # the same claim finishing twice: already done
-        image = self._owned(claim, ImageState.DONE)
-        etag = hashlib.sha256(result.data).hexdigest()[:32]
-        self._data[claim.image_id] = StoredImage(
-            claim.image_id, result.data, result.content_type, etag
-        )
-        self._set_final(image, ImageState.DONE, None)
-        self._images[claim.image_id] = dataclasses.replace(
-            self._images[claim.image_id],
-            input_bytes=result.input_bytes,
-            output_bytes=len(result.data),
-            width=result.width,
-            height=result.height,
-            content_type=result.content_type,
-            note=result.note,
-        )
-
-    async def fail_image(self, claim: Claim, failure: Failure) -> None:
-        """Mark the image failed for good."""
-        self._set_final(self._owned(claim, ImageState.FAILED), ImageState.FAILED, failure)
-
-    async def retry_image(self, claim: Claim, failure: Failure, not_before: float) -> None:
-        """Queue the image again after ``not_before``."""
-        image = self._owned(claim, ImageState.QUEUED)
-        self._working.pop(claim.image_id, None)
-        self._queued[claim.image_id] = None
-        self._leases[claim.image_id] = _Lease(token="", expires_at=0.0, not_before=not_before)
-        self._images[claim.image_id] = dataclasses.replace(
-            image, state=ImageState.QUEUED, failure=failure, updated_at=self._clock()
-        )
-
-    async def finalize_request(self, request_id: str) -> RequestRecord | None:
-        """Set the final status once; queue the webhook delivery in the same step."""
+    async def finalize_request(
+        self, request_id: str, status: RequestStatus, now: float, delivery_id: str | None
+    ) -> RequestRecord | None:
+        """Set the final status if still Pending, queueing the delivery in the same step."""
         request = await self.get_request(request_id)
-        if request.status is not RequestStatus.PENDING or self._remaining[request_id] > 0:
+        if request.status is not RequestStatus.PENDING:
             return None
-        status = final_status(await self.progress(request_id))
-        if status is None:
-            return None
-        now = self._clock()
         final = dataclasses.replace(request, status=status, updated_at=now, finished_at=now)
         self._requests[request_id] = final
-        if final.webhook_url:
-            delivery = Delivery(
-                delivery_id=new_id(),
-                request_id=request_id,
-                url=final.webhook_url,
-                state=DeliveryState.PENDING,
-                attempts=0,
-                next_attempt_at=now,
+        if delivery_id is not None and request.webhook_url and delivery_id not in self._deliveries:
+            self._deliveries[delivery_id] = Delivery(
+                delivery_id, request_id, request.webhook_url, DeliveryState.PENDING, 0, now
             )
-            self._deliveries[delivery.delivery_id] = delivery
-            self._delivery_leases[delivery.delivery_id] = _Lease(token="", expires_at=0.0)
+            self._delivery_leases[delivery_id] = _Lease()
         return final
 
-    async def unfinalized_requests(self, limit: int) -> list[str]:
-        """Return Pending requests with no image left to finish."""
-        pending = (
-            request_id
-            for request_id, request in self._requests.items()
-            if request.status is RequestStatus.PENDING and self._remaining[request_id] <= 0
+    async def unfinalized_requests(self, limit: int, now: float) -> list[str]:
+        """Return Pending requests with no unfinished image."""
+        stuck = (
+            rid
+            for rid, request in self._requests.items()
+            if request.status is RequestStatus.PENDING
+            and not self._queued[rid]
+            and not self._working[rid]
         )
-        return list(itertools.islice(pending, limit))
+        return list(itertools.islice(stuck, limit))
 
-    async def queue_depth(self) -> int:
-        """Count queued images."""
-        return len(self._queued)
-
-    async def cancel_request(self, request_id: str) -> None:
-        """Fail every unfinished image with ``cancelled``."""
+    async def cancel_images(
+        self, request_id: str, states: frozenset[ImageState], failure: Failure, now: float
+    ) -> None:
+        """Fail the request's images in ``states``; their leases end."""
         await self.get_request(request_id)
-        for image_id in self._by_request[request_id]:
+        unfinished = itertools.chain(self._queued[request_id], self._working[request_id])
+        for image_id in list(unfinished):
             image = self._images[image_id]
-            if image.state in (ImageState.QUEUED, ImageState.WORKING):
-                self._queued.pop(image_id, None)
-                self._set_final(image, ImageState.FAILED, CANCELLED)
-                self._leases[image_id] = _Lease(token="", expires_at=0.0)
+            if image.state in states:
+                self._move(image, state=ImageState.FAILED, failure=failure, updated_at=now)
+                self._leases[image_id] = _Lease()
 
     async def delete_request(self, request_id: str) -> None:
-        """Remove the request and everything stored for it."""
+        """Remove the request and everything recorded for it."""
         await self.get_request(request_id)
         for image_id in self._by_request.pop(request_id):
-            for table in (self._images, self._leases, self._data, self._queued, self._working):
-                table.pop(image_id, None)
+            del self._images[image_id], self._leases[image_id]
         for delivery in [d for d in self._deliveries.values() if d.request_id == request_id]:
             del self._deliveries[delivery.delivery_id]
             del self._delivery_leases[delivery.delivery_id]
-        del self._requests[request_id], self._products[request_id], self._remaining[request_id]
-        for key in [k for k, (rid, _) in self._idempotency.items() if rid == request_id]:
-            del self._idempotency[key]
+        del self._requests[request_id], self._products[request_id]
+        del self._claimed_at[request_id], self._queued[request_id], self._working[request_id]
+        for key in [k for k, holder in self._keys.items() if holder.request_id == request_id]:
+            del self._keys[key]
 
     async def finished_before(self, cutoff: float, limit: int) -> list[str]:
         """Return final requests that finished before ``cutoff``."""
@@ -318,20 +236,129 @@ class MemoryStorage:
         )
         return list(itertools.islice(old, limit))
 
-    async def get_image_data(self, image_id: str) -> StoredImage:
-        """Return a processed image's bytes or raise ImageNotFound."""
-        try:
-            return self._data[image_id]
-        except KeyError:
-            raise ImageNotFound(image_id) from None
+    async def referenced_blobs(self, keys: Sequence[str]) -> set[str]:
+        """Return the keys some image references."""
+        wanted = set(keys)
+        return {i.blob_key for i in self._images.values() if i.blob_key and i.blob_key in wanted}
+
+    # -- images -----------------------------------------------------------------------
+
+    async def expire_leases(self, now: float, max_attempts: int, failure: Failure) -> None:
+        """Fail working images whose lease expired after ``max_attempts`` attempts."""
+        working = [i for ids in self._working.values() for i in ids]
+        for image_id in working:
+            image = self._images[image_id]
+            if self._leases[image_id].expires_at <= now and image.attempts >= max_attempts:
+                self._move(image, state=ImageState.FAILED, failure=failure, updated_at=now)
+                self._leases[image_id] = _Lease()
+
+    def _claimable(self, request_id: str, now: float, max_attempts: int) -> Iterator[str]:
+        """Yield the request's claimable images: expired leases first, then due queued."""
+        for image_id in self._working[request_id]:
+            image = self._images[image_id]
+            if self._leases[image_id].expires_at <= now and image.attempts < max_attempts:
+                yield image_id
+        for image_id in self._queued[request_id]:
+            if self._leases[image_id].not_before <= now:
+                yield image_id
+
+    async def claimable_requests(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """Return, per owner, up to ``limit`` Pending requests with a claimable image,
+        least recently claimed first."""
+        pending = sorted(
+            (rid for rid, r in self._requests.items() if r.status is RequestStatus.PENDING),
+            key=self._claimed_at.__getitem__,
+        )
+        per_owner: dict[str, int] = {}
+        found = []
+        for rid in pending:
+            owner = self._requests[rid].owner
+            if per_owner.get(owner, 0) < limit and next(self._claimable(rid, now, 2**31), None):
+                per_owner[owner] = per_owner.get(owner, 0) + 1
+                found.append((rid, owner))
+        return found
+
+    async def claim_images(
+        self,
+        request_id: str,
+        worker: str,
+        limit: int,
+        *,
+        now: float,
+        lease_seconds: float,
+        max_attempts: int,
+    ) -> list[Claim]:
+        """Lease up to ``limit`` of the request's images: expired leases, then the queue."""
+        if request_id not in self._requests:
+            return []
+        chosen = list(itertools.islice(self._claimable(request_id, now, max_attempts), limit))
+        token = new_id()
+        claims = []
+        for image_id in chosen:
+            image = self._images[image_id]
+            self._leases[image_id] = _Lease(token=token, expires_at=now + lease_seconds)
+            attempts = image.attempts + 1
+            self._move(image, state=ImageState.WORKING, attempts=attempts, updated_at=now)
+            claims.append(Claim(image_id, request_id, image.url, attempts, token))
+        self._claimed_at[request_id] = now
+        return claims
+
+    async def renew_claims(self, claims: Sequence[Claim], expires_at: float) -> list[Claim]:
+        """Extend the leases these claims still hold; return those."""
+        held = []
+        for claim in claims:
+            lease = self._leases.get(claim.image_id)
+            image = self._images.get(claim.image_id)
+            if lease and image and lease.token == claim.token and image.state is ImageState.WORKING:
+                lease.expires_at = expires_at
+                held.append(claim)
+        return held
+
+    async def finish_image(
+        self,
+        claim: Claim,
+        target: ImageState,
+        sources: frozenset[ImageState],
+        change: ImageChange,
+        now: float,
+    ) -> tuple[ImageState, str | None] | None:
+        """Move the image to ``target`` if the claim owns it and it is in ``sources``."""
+        image = self._images.get(claim.image_id)
+        if image is None:
+            return ImageState.FAILED, None
+        lease = self._leases[claim.image_id]
+        if lease.token != claim.token or image.state not in sources:
+            return image.state, lease.token
+        updated = dataclasses.replace(image, state=target, failure=change.failure, updated_at=now)
+        if target is ImageState.QUEUED:
+            self._leases[claim.image_id] = _Lease(not_before=change.not_before)
+        if change.result is not None:
+            result = change.result
+            updated = dataclasses.replace(
+                updated,
+                input_bytes=result.input_bytes,
+                output_bytes=len(result.data),
+                width=result.width,
+                height=result.height,
+                content_type=result.content_type,
+                note=result.note,
+                blob_key=change.blob_key,
+            )
+        self._move(updated)
+        return None
+
+    async def queue_depth(self) -> int:
+        """Count queued images."""
+        return sum(len(ids) for ids in self._queued.values())
+
+    # -- webhook deliveries -----------------------------------------------------------
 
     async def claim_deliveries(
-        self, owner: str, limit: int, lease_seconds: float
+        self, worker: str, limit: int, *, now: float, lease_seconds: float
     ) -> list[DeliveryClaim]:
         """Lease up to ``limit`` due deliveries."""
-        now = self._clock()
         claims: list[DeliveryClaim] = []
-        for delivery in self._deliveries.values():
+        for delivery in list(self._deliveries.values()):
             if len(claims) >= limit:
                 break
             lease = self._delivery_leases[delivery.delivery_id]
@@ -340,40 +367,62 @@ class MemoryStorage:
                 continue
             token = new_id()
             self._delivery_leases[delivery.delivery_id] = _Lease(token, now + lease_seconds)
-            updated = dataclasses.replace(delivery, attempts=delivery.attempts + 1)
-            self._deliveries[delivery.delivery_id] = updated
+            attempts = delivery.attempts + 1
+            self._deliveries[delivery.delivery_id] = dataclasses.replace(
+                delivery, attempts=attempts
+            )
             claims.append(
                 DeliveryClaim(
-                    delivery.delivery_id, delivery.request_id, delivery.url, updated.attempts, token
+                    delivery.delivery_id, delivery.request_id, delivery.url, attempts, token
                 )
             )
         return claims
 
-    async def record_delivery(
-        self,
-        claim: DeliveryClaim,
-        *,
-        delivered: bool,
-        error: str | None,
-        next_attempt_at: float | None,
-    ) -> None:
-        """Record one delivery attempt."""
+    async def record_delivery(self, claim: DeliveryClaim, outcome: DeliveryOutcome) -> None:
+        """Record one attempt, fenced by the claim's token."""
         delivery = self._deliveries.get(claim.delivery_id)
         lease = self._delivery_leases.get(claim.delivery_id)
         if delivery is None or lease is None or lease.token != claim.token:
-            raise LeaseLost(f"delivery {claim.delivery_id} is no longer held by this claim")
-        now = self._clock()
-        state, when = delivery_outcome(delivered, next_attempt_at, now)
-        self._delivery_leases[claim.delivery_id] = _Lease(token="", expires_at=0.0)
+            raise LeaseLost.delivery(claim.delivery_id)
+        self._delivery_leases[claim.delivery_id] = _Lease()
         self._deliveries[claim.delivery_id] = dataclasses.replace(
             delivery,
-            state=state,
-            last_error=error,
-            delivered_at=when,
-            next_attempt_at=next_attempt_at if next_attempt_at is not None else now,
+            state=outcome.state,
+            last_error=outcome.last_error,
+            delivered_at=outcome.delivered_at,
+            next_attempt_at=outcome.next_attempt_at,
         )
 
     async def list_deliveries(self, request_id: str) -> list[Delivery]:
         """Return a request's webhook deliveries."""
         await self.get_request(request_id)
         return [d for d in self._deliveries.values() if d.request_id == request_id]
+
+    # -- blobs ------------------------------------------------------------------------
+
+    async def put_blob(self, key: str, data: bytes, content_type: str, now: float) -> None:
+        """Keep the bytes under ``key`` (one copy), stamped ``now``."""
+        stored = self._blobs.get(key)
+        if stored is None:
+            self._blobs[key] = _Stored(data, content_type, now)
+        else:
+            stored.written_at = now
+
+    async def get_blob(self, key: str) -> Blob:
+        """Return a blob or raise BlobNotFound."""
+        stored = self._blobs.get(key)
+        if stored is None:
+            raise BlobNotFound(key)
+        return Blob(key, stored.data, stored.content_type)
+
+    async def blobs_written_before(self, cutoff: float, after: str, limit: int) -> list[str]:
+        """Return keys after ``after`` of blobs written before ``cutoff``, in key order."""
+        keys = sorted(k for k, b in self._blobs.items() if k > after and b.written_at < cutoff)
+        return keys[:limit]
+
+    async def delete_blobs(self, keys: Sequence[str], written_before: float) -> None:
+        """Delete these blobs unless written again since ``written_before``."""
+        for key in keys:
+            stored = self._blobs.get(key)
+            if stored is not None and stored.written_at < written_before:
+                del self._blobs[key]

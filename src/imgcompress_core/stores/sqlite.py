@@ -1,21 +1,20 @@
-"""The embedded default Storage: one SQLite file, durable, no server.
+"""The embedded default store: one SQLite file, durable, no server.
 
 The web process and any number of worker processes may open the same file: the
 database runs in WAL mode, every change is one ``BEGIN IMMEDIATE`` transaction, and
 claims are conditional updates (``UPDATE ... WHERE state = 'queued' ... RETURNING``), so
 two processes never get the same image. Blocking sqlite3 calls run in a worker thread,
-one at a time per store, so the event loop never waits on the disk.
+one at a time per store, so the event loop never waits on the disk. It plays every
+storage role (blobs in a table of the same file); the rules are the workflow's.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -24,121 +23,47 @@ import anyio
 import anyio.to_thread
 
 from ..errors import (
-    IdempotencyConflict,
+    BlobNotFound,
     ImageNotFound,
-    ImgCompressError,
     LeaseLost,
     RequestNotFound,
+    StorageError,
     StorageUnavailable,
 )
 from ..model import (
+    Blob,
     Claim,
     Delivery,
     DeliveryClaim,
+    DeliveryOutcome,
     DeliveryState,
     Failure,
+    ImageChange,
     ImageRecord,
-    ImageResult,
     ImageState,
+    KeyHolder,
     NewRequest,
     ProductRecord,
-    Progress,
     RequestRecord,
     RequestStatus,
-    StoredImage,
     new_id,
 )
-from ..workflow import (
-    CANCELLED,
-    WORKER_LOST,
-    check_transition,
-    delivery_outcome,
-    final_status,
-)
+from ._sqlite_schema import migrate, to_delivery, to_image, to_product, to_request
 
 __all__ = ["SqliteStorage"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
-    request_id   TEXT PRIMARY KEY,
-    status       TEXT NOT NULL,
-    columns      TEXT NOT NULL,
-    webhook_url  TEXT,
-    created_at   REAL NOT NULL,
-    updated_at   REAL NOT NULL,
-    finished_at  REAL,
-    total_images INTEGER NOT NULL,
-    remaining    INTEGER NOT NULL,
-    base_url     TEXT NOT NULL DEFAULT '',
-    owner        TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS requests_unfinalized ON requests (status, remaining);
-CREATE INDEX IF NOT EXISTS requests_finished ON requests (finished_at);
-CREATE TABLE IF NOT EXISTS products (
-    request_id TEXT NOT NULL,
-    row        INTEGER NOT NULL,
-    serial     TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    cells      TEXT NOT NULL,
-    PRIMARY KEY (request_id, row)
-);
-CREATE TABLE IF NOT EXISTS images (
-    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
-    image_id         TEXT NOT NULL UNIQUE,
-    request_id       TEXT NOT NULL,
-    row              INTEGER NOT NULL,
-    position         INTEGER NOT NULL,
-    url              TEXT NOT NULL,
-    state            TEXT NOT NULL,
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    lease_owner      TEXT,
-    lease_token      TEXT,
-    lease_expires_at REAL NOT NULL DEFAULT 0,
-    not_before       REAL NOT NULL DEFAULT 0,
-    failure_code     TEXT,
-    failure_message  TEXT,
-    input_bytes      INTEGER,
-    output_bytes     INTEGER,
-    width            INTEGER,
-    height           INTEGER,
-    content_type     TEXT,
-    note             TEXT,
-    updated_at       REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS images_by_request ON images (request_id, row, position);
-CREATE INDEX IF NOT EXISTS images_by_state ON images (request_id, state);
-CREATE INDEX IF NOT EXISTS images_queued ON images (state, seq);
-CREATE INDEX IF NOT EXISTS images_leased ON images (state, lease_expires_at);
-CREATE TABLE IF NOT EXISTS image_data (
-    image_id     TEXT PRIMARY KEY,
-    data         BLOB NOT NULL,
-    content_type TEXT NOT NULL,
-    etag         TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    delivery_id      TEXT PRIMARY KEY,
-    request_id       TEXT NOT NULL,
-    url              TEXT NOT NULL,
-    state            TEXT NOT NULL,
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at  REAL NOT NULL,
-    last_error       TEXT,
-    delivered_at     REAL,
-    lease_token      TEXT,
-    lease_expires_at REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS idempotency (
-    key        TEXT PRIMARY KEY,
-    request_id TEXT NOT NULL,
-    body_hash  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS deliveries_by_request ON deliveries (request_id);
-PRAGMA user_version = 1;
-"""
-
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+_QUEUED, _WORKING = ImageState.QUEUED.value, ImageState.WORKING.value
+_PENDING = RequestStatus.PENDING.value
+# A request's claimable images: expired leases first, then due queued images, in order.
+_CLAIMABLE = (
+    "SELECT seq, 0 AS rank FROM images WHERE request_id = :rid AND state = 'working'"
+    " AND lease_expires_at <= :now AND attempts < :max_attempts"
+    " UNION ALL SELECT seq, 1 AS rank FROM images WHERE request_id = :rid AND state = 'queued'"
+    " AND not_before <= :now"
+)
 
 
 def _in_thread(method: Callable[_P, _T]) -> Callable[_P, Coroutine[Any, Any, _T]]:
@@ -154,14 +79,17 @@ def _in_thread(method: Callable[_P, _T]) -> Callable[_P, Coroutine[Any, Any, _T]
     return wrapper
 
 
-class SqliteStorage:
-    """Storage in one SQLite file, shared safely by several processes."""
+def _in(states: frozenset[ImageState]) -> tuple[str, list[str]]:
+    """Return an ``IN (?, ...)`` list and its values for a set of states."""
+    values = sorted(s.value for s in states)
+    return f"({', '.join('?' * len(values))})", values
 
-    def __init__(
-        self, path: str | Path, *, clock: Callable[[], float] = time.time, busy_timeout: float = 30
-    ) -> None:
+
+class SqliteStorage:
+    """Every storage role in one SQLite file, shared safely by several processes."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30) -> None:
         self.path = Path(path)
-        self._clock = clock
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
@@ -177,6 +105,7 @@ class SqliteStorage:
                 self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
             )
             try:
+                conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
             except BaseException:
@@ -191,7 +120,7 @@ class SqliteStorage:
             try:
                 yield self._connect()
             except sqlite3.IntegrityError as exc:
-                raise ImgCompressError(
+                raise StorageError(
                     f"the SQLite store {self.path} refused a write: {exc}", code="storage_conflict"
                 ) from exc
             except sqlite3.Error as exc:
@@ -212,9 +141,9 @@ class SqliteStorage:
 
     @_in_thread
     def open(self) -> None:
-        """Create the file and its tables if they do not exist."""
+        """Create the file and its tables, or bring an older file up to date."""
         with self._read() as conn:
-            conn.executescript(_SCHEMA)
+            migrate(conn)
 
     @_in_thread
     def close(self) -> None:
@@ -233,38 +162,32 @@ class SqliteStorage:
     # -- requests ---------------------------------------------------------------------
 
     @_in_thread
-    def create_request(self, request: NewRequest) -> str:
-        """Store a request with its products and queued images in one transaction (or find
-        the earlier request made with the same Idempotency-Key)."""
-        now = self._clock()
+    def create_request(self, request: NewRequest) -> KeyHolder | None:
+        """Store a request with its products and queued images in one transaction (or return
+        the request already holding its Idempotency-Key)."""
+        rid = request.request_id
         with self._write() as conn:
             if request.idempotency_key is not None:
-                earlier = conn.execute(
+                holder = conn.execute(
                     "SELECT request_id, body_hash FROM idempotency WHERE key = ?",
                     (request.idempotency_key,),
                 ).fetchone()
-                if earlier is not None:
-                    if earlier[1] != request.body_hash:
-                        raise IdempotencyConflict(
-                            "this Idempotency-Key was already used for a different upload"
-                        )
-                    return str(earlier[0])
+                if holder is not None:
+                    return KeyHolder(holder["request_id"], holder["body_hash"])
                 conn.execute(
                     "INSERT INTO idempotency (key, request_id, body_hash) VALUES (?, ?, ?)",
-                    (request.idempotency_key, request.request_id, request.body_hash),
+                    (request.idempotency_key, rid, request.body_hash),
                 )
             conn.execute(
                 "INSERT INTO requests (request_id, status, columns, webhook_url, created_at,"
-                " updated_at, total_images, remaining, base_url, owner)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " updated_at, total_images, base_url, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    request.request_id,
-                    RequestStatus.PENDING.value,
+                    rid,
+                    _PENDING,
                     json.dumps(request.columns),
                     request.webhook_url,
                     request.created_at,
-                    now,
-                    len(request.images),
+                    request.created_at,
                     len(request.images),
                     request.base_url,
                     request.owner,
@@ -273,49 +196,24 @@ class SqliteStorage:
             conn.executemany(
                 "INSERT INTO products (request_id, row, serial, name, cells)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (
-                    (request.request_id, p.row, p.serial, p.name, json.dumps(p.cells))
-                    for p in request.products
-                ),
+                ((rid, p.row, p.serial, p.name, json.dumps(p.cells)) for p in request.products),
             )
             conn.executemany(
                 "INSERT INTO images (image_id, request_id, row, position, url, state, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (
-                        i.image_id,
-                        request.request_id,
-                        i.row,
-                        i.position,
-                        i.url,
-                        ImageState.QUEUED.value,
-                        now,
-                    )
-                    for i in request.images
+                    (i.image_id, rid, i.row, i.position, i.url, _QUEUED, request.created_at)
+                    for i in sorted(request.images, key=lambda i: (i.row, i.position))
                 ),
             )
-        return request.request_id
+        return None
 
-    def _request(self, conn: sqlite3.Connection, request_id: str) -> RequestRecord:
-        row = conn.execute(
-            "SELECT request_id, status, columns, webhook_url, created_at, updated_at,"
-            " finished_at, total_images, base_url, owner FROM requests WHERE request_id = ?",
-            (request_id,),
-        ).fetchone()
+    @staticmethod
+    def _request(conn: sqlite3.Connection, request_id: str) -> RequestRecord:
+        row = conn.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,)).fetchone()
         if row is None:
             raise RequestNotFound(request_id)
-        return RequestRecord(
-            request_id=row[0],
-            status=RequestStatus(row[1]),
-            columns=tuple(json.loads(row[2])),
-            webhook_url=row[3],
-            created_at=row[4],
-            updated_at=row[5],
-            finished_at=row[6],
-            total_images=row[7],
-            base_url=row[8],
-            owner=row[9],
-        )
+        return to_request(row)
 
     @_in_thread
     def get_request(self, request_id: str) -> RequestRecord:
@@ -329,10 +227,9 @@ class SqliteStorage:
         with self._read() as conn:
             self._request(conn, request_id)
             rows = conn.execute(
-                "SELECT row, serial, name, cells FROM products WHERE request_id = ? ORDER BY row",
-                (request_id,),
+                "SELECT * FROM products WHERE request_id = ? ORDER BY row", (request_id,)
             ).fetchall()
-        return [ProductRecord(request_id, r[0], r[1], r[2], tuple(json.loads(r[3]))) for r in rows]
+        return [to_product(r) for r in rows]
 
     @_in_thread
     def list_images(self, request_id: str) -> list[ImageRecord]:
@@ -340,290 +237,96 @@ class SqliteStorage:
         with self._read() as conn:
             self._request(conn, request_id)
             rows = conn.execute(
-                "SELECT image_id, row, position, url, state, attempts, failure_code,"
-                " failure_message, input_bytes, output_bytes, width, height, content_type, note,"
-                " updated_at FROM images WHERE request_id = ? ORDER BY row, position",
-                (request_id,),
+                "SELECT * FROM images WHERE request_id = ? ORDER BY row, position", (request_id,)
             ).fetchall()
-        return [
-            ImageRecord(
-                image_id=r[0],
-                request_id=request_id,
-                row=r[1],
-                position=r[2],
-                url=r[3],
-                state=ImageState(r[4]),
-                attempts=r[5],
-                failure=Failure(r[6], r[7]) if r[6] is not None else None,
-                input_bytes=r[8],
-                output_bytes=r[9],
-                width=r[10],
-                height=r[11],
-                content_type=r[12],
-                note=r[13],
-                updated_at=r[14],
-            )
-            for r in rows
-        ]
-
-    def _progress(self, conn: sqlite3.Connection, request_id: str) -> Progress:
-        counts = dict(
-            conn.execute(
-                "SELECT state, COUNT(*) FROM images WHERE request_id = ? GROUP BY state",
-                (request_id,),
-            ).fetchall()
-        )
-        return Progress(
-            total=sum(counts.values()),
-            queued=counts.get(ImageState.QUEUED.value, 0),
-            working=counts.get(ImageState.WORKING.value, 0),
-            done=counts.get(ImageState.DONE.value, 0),
-            failed=counts.get(ImageState.FAILED.value, 0),
-        )
+        return [to_image(r) for r in rows]
 
     @_in_thread
-    def progress(self, request_id: str) -> Progress:
+    def get_image(self, image_id: str) -> ImageRecord:
+        """Return one image or raise ImageNotFound."""
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM images WHERE image_id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise ImageNotFound(image_id)
+        return to_image(row)
+
+    @_in_thread
+    def count_images(self, request_id: str) -> Mapping[ImageState, int]:
         """Count a request's images by state."""
         with self._read() as conn:
             self._request(conn, request_id)
-            return self._progress(conn, request_id)
-
-    # -- images -----------------------------------------------------------------------
-
-    @_in_thread
-    def claim_images(
-        self, owner: str, limit: int, lease_seconds: float, max_attempts: int
-    ) -> list[Claim]:
-        """Lease up to ``limit`` images: expired leases first, then the queue in order."""
-        now = self._clock()
-        token = new_id()
-        working = ImageState.WORKING.value
-        lease = (working, owner, token, now + lease_seconds, now)
-        claim = (
-            "UPDATE images SET state = ?, attempts = attempts + 1, lease_owner = ?,"
-            " lease_token = ?, lease_expires_at = ?, updated_at = ? WHERE seq IN ({})"
-            " RETURNING image_id, request_id, url, attempts"
-        )
-        with self._write() as conn:
-            lost = conn.execute(
-                "UPDATE images SET state = ?, failure_code = ?, failure_message = ?,"
-                " lease_token = NULL, updated_at = ?"
-                " WHERE state = ? AND lease_expires_at <= ? AND attempts >= ?"
-                " RETURNING request_id",
-                (
-                    ImageState.FAILED.value,
-                    WORKER_LOST.code,
-                    WORKER_LOST.message,
-                    now,
-                    working,
-                    now,
-                    max_attempts,
-                ),
-            ).fetchall()
-            for (request_id,) in lost:
-                self._one_less(conn, request_id)
             rows = conn.execute(
-                claim.format(
-                    "SELECT seq FROM images WHERE state = ? AND lease_expires_at <= ?"
-                    " ORDER BY seq LIMIT ?"
-                ),
-                (*lease, working, now, limit),
+                "SELECT state, COUNT(*) AS n FROM images WHERE request_id = ? GROUP BY state",
+                (request_id,),
             ).fetchall()
-            if len(rows) < limit:
-                rows += conn.execute(
-                    claim.format(
-                        "SELECT seq FROM images WHERE state = ? AND not_before <= ?"
-                        " ORDER BY seq LIMIT ?"
-                    ),
-                    (*lease, ImageState.QUEUED.value, now, limit - len(rows)),
-                ).fetchall()
-        return [Claim(r[0], r[1], r[2], r[3], token) for r in rows]
+        return {ImageState(r["state"]): r["n"] for r in rows}
 
     @_in_thread
-    def renew_claims(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
-        """Extend the leases these claims still hold; return those."""
-        expires = self._clock() + lease_seconds
-        held = []
-        with self._write() as conn:
-            for claim in claims:
-                cursor = conn.execute(
-                    "UPDATE images SET lease_expires_at = ? WHERE image_id = ? AND lease_token = ?"
-                    " AND state = ?",
-                    (expires, claim.image_id, claim.token, ImageState.WORKING.value),
-                )
-                if cursor.rowcount == 1:
-                    held.append(claim)
-        return held
-
-    @staticmethod
-    def _one_less(conn: sqlite3.Connection, request_id: str) -> None:
-        """Count one more final image against its request."""
-        conn.execute(
-            "UPDATE requests SET remaining = remaining - 1 WHERE request_id = ?", (request_id,)
-        )
-
-    def _finish(self, conn: sqlite3.Connection, claim: Claim, target: ImageState) -> None:
-        """Raise LeaseLost unless the claim still owns the image, IllegalTransition unless the
-        image may move to ``target``."""
-        row = conn.execute(
-            "SELECT state, lease_token FROM images WHERE image_id = ?", (claim.image_id,)
-        ).fetchone()
-        if row is None or row[1] != claim.token:
-            raise LeaseLost(f"image {claim.image_id} is no longer held by this claim")
-        check_transition(ImageState(row[0]), target)
-
-    @_in_thread
-    def complete_image(self, claim: Claim, result: ImageResult) -> None:
-        """Store the processed bytes and mark the image done, in one transaction."""
-        etag = hashlib.sha256(result.data).hexdigest()[:32]
-        with self._write() as conn:
+    def has_images_in(self, request_id: str, states: frozenset[ImageState]) -> bool:
+        """Return True if any of the request's images is in ``states`` (one index probe)."""
+        listed, values = _in(states)
+        with self._read() as conn:
+            self._request(conn, request_id)
             row = conn.execute(
-                "SELECT state, lease_token FROM images WHERE image_id = ?", (claim.image_id,)
+                f"SELECT 1 FROM images WHERE request_id = ? AND state IN {listed} LIMIT 1",
+                (request_id, *values),
             ).fetchone()
-            if row is not None and row[0] == ImageState.DONE.value and row[1] == claim.token:
-                return  # the same claim finishing twice: already done
-            self._finish(conn, claim, ImageState.DONE)
-            conn.execute(
-                "INSERT OR REPLACE INTO image_data (image_id, data, content_type, etag)"
-                " VALUES (?, ?, ?, ?)",
-                (claim.image_id, result.data, result.content_type, etag),
-            )
-            conn.execute(
-                "UPDATE images SET state = ?, failure_code = NULL, failure_message = NULL,"
-                " input_bytes = ?, output_bytes = ?, width = ?, height = ?, content_type = ?,"
-                " note = ?, updated_at = ? WHERE image_id = ?",
-                (
-                    ImageState.DONE.value,
-                    result.input_bytes,
-                    len(result.data),
-                    result.width,
-                    result.height,
-                    result.content_type,
-                    result.note,
-                    self._clock(),
-                    claim.image_id,
-                ),
-            )
-            self._one_less(conn, claim.request_id)
+        return row is not None
 
     @_in_thread
-    def fail_image(self, claim: Claim, failure: Failure) -> None:
-        """Mark the image failed for good."""
+    def finalize_request(
+        self, request_id: str, status: RequestStatus, now: float, delivery_id: str | None
+    ) -> RequestRecord | None:
+        """Set the final status if still Pending and queue the delivery, in one transaction."""
         with self._write() as conn:
-            self._finish(conn, claim, ImageState.FAILED)
-            conn.execute(
-                "UPDATE images SET state = ?, failure_code = ?, failure_message = ?,"
-                " updated_at = ? WHERE image_id = ?",
-                (
-                    ImageState.FAILED.value,
-                    failure.code,
-                    failure.message,
-                    self._clock(),
-                    claim.image_id,
-                ),
-            )
-            self._one_less(conn, claim.request_id)
-
-    @_in_thread
-    def retry_image(self, claim: Claim, failure: Failure, not_before: float) -> None:
-        """Queue the image again after ``not_before``."""
-        with self._write() as conn:
-            self._finish(conn, claim, ImageState.QUEUED)
-            conn.execute(
-                "UPDATE images SET state = ?, failure_code = ?, failure_message = ?,"
-                " lease_token = NULL, lease_expires_at = 0, not_before = ?, updated_at = ?"
-                " WHERE image_id = ?",
-                (
-                    ImageState.QUEUED.value,
-                    failure.code,
-                    failure.message,
-                    not_before,
-                    self._clock(),
-                    claim.image_id,
-                ),
-            )
-
-    @_in_thread
-    def finalize_request(self, request_id: str) -> RequestRecord | None:
-        """Set the final status once; queue the webhook delivery in the same transaction."""
-        with self._write() as conn:
-            request = self._request(conn, request_id)
-            if request.status is not RequestStatus.PENDING:
-                return None
-            (remaining,) = conn.execute(
-                "SELECT remaining FROM requests WHERE request_id = ?", (request_id,)
-            ).fetchone()
-            if remaining > 0:
-                return None
-            status = final_status(self._progress(conn, request_id))
-            if status is None:
-                return None
-            now = self._clock()
-            conn.execute(
+            changed = conn.execute(
                 "UPDATE requests SET status = ?, updated_at = ?, finished_at = ?"
-                " WHERE request_id = ?",
-                (status.value, now, now, request_id),
-            )
-            if request.webhook_url:
+                " WHERE request_id = ? AND status = ? RETURNING *",
+                (status.value, now, now, request_id, _PENDING),
+            ).fetchone()
+            if changed is None:
+                self._request(conn, request_id)  # RequestNotFound if it is gone
+                return None
+            final = to_request(changed)
+            if delivery_id is not None and final.webhook_url:
                 conn.execute(
-                    "INSERT INTO deliveries (delivery_id, request_id, url, state, next_attempt_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (new_id(), request_id, request.webhook_url, DeliveryState.PENDING.value, now),
+                    "INSERT OR IGNORE INTO deliveries (delivery_id, request_id, url, state,"
+                    " next_attempt_at) VALUES (?, ?, ?, ?, ?)",
+                    (delivery_id, request_id, final.webhook_url, DeliveryState.PENDING.value, now),
                 )
-            return self._request(conn, request_id)
+            return final
 
     @_in_thread
-    def unfinalized_requests(self, limit: int) -> list[str]:
-        """Return Pending requests with no image left to finish."""
+    def unfinalized_requests(self, limit: int, now: float) -> list[str]:
+        """Return Pending requests with no unfinished image."""
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT request_id FROM requests WHERE status = ? AND remaining <= 0 LIMIT ?",
-                (RequestStatus.PENDING.value, limit),
+                "SELECT request_id FROM requests r WHERE status = ? AND NOT EXISTS"
+                " (SELECT 1 FROM images i WHERE i.request_id = r.request_id"
+                " AND i.state IN (?, ?)) LIMIT ?",
+                (_PENDING, _QUEUED, _WORKING, limit),
             ).fetchall()
-        return [r[0] for r in rows]
+        return [r["request_id"] for r in rows]
 
     @_in_thread
-    def queue_depth(self) -> int:
-        """Count queued images."""
-        with self._read() as conn:
-            (count,) = conn.execute(
-                "SELECT COUNT(*) FROM images WHERE state = ?", (ImageState.QUEUED.value,)
-            ).fetchone()
-        return int(count)
-
-    @_in_thread
-    def cancel_request(self, request_id: str) -> None:
-        """Fail every unfinished image with ``cancelled`` in one transaction."""
+    def cancel_images(
+        self, request_id: str, states: frozenset[ImageState], failure: Failure, now: float
+    ) -> None:
+        """Fail the request's images in ``states`` in one transaction; their leases end."""
+        listed, values = _in(states)
         with self._write() as conn:
             self._request(conn, request_id)
-            cancelled = conn.execute(
-                "UPDATE images SET state = ?, failure_code = ?, failure_message = ?,"
-                " lease_token = NULL, updated_at = ? WHERE request_id = ? AND state IN (?, ?)",
-                (
-                    ImageState.FAILED.value,
-                    CANCELLED.code,
-                    CANCELLED.message,
-                    self._clock(),
-                    request_id,
-                    ImageState.QUEUED.value,
-                    ImageState.WORKING.value,
-                ),
-            ).rowcount
             conn.execute(
-                "UPDATE requests SET remaining = remaining - ? WHERE request_id = ?",
-                (cancelled, request_id),
+                "UPDATE images SET state = ?, failure_code = ?, failure_message = ?,"
+                f" lease_token = NULL, updated_at = ? WHERE request_id = ? AND state IN {listed}",
+                (ImageState.FAILED.value, failure.code, failure.message, now, request_id, *values),
             )
 
     @_in_thread
     def delete_request(self, request_id: str) -> None:
-        """Remove the request and everything stored for it."""
+        """Remove the request and everything recorded for it (blobs go with the sweep)."""
         with self._write() as conn:
             self._request(conn, request_id)
-            conn.execute(
-                "DELETE FROM image_data WHERE image_id IN"
-                " (SELECT image_id FROM images WHERE request_id = ?)",
-                (request_id,),
-            )
             for table in ("images", "products", "deliveries", "idempotency", "requests"):
                 conn.execute(f"DELETE FROM {table} WHERE request_id = ?", (request_id,))
 
@@ -632,68 +335,209 @@ class SqliteStorage:
         """Return final requests that finished before ``cutoff``."""
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT request_id FROM requests WHERE status != ? AND finished_at < ? LIMIT ?",
-                (RequestStatus.PENDING.value, cutoff, limit),
+                "SELECT request_id FROM requests WHERE finished_at < ? LIMIT ?", (cutoff, limit)
             ).fetchall()
-        return [r[0] for r in rows]
+        return [r["request_id"] for r in rows]
 
     @_in_thread
-    def get_image_data(self, image_id: str) -> StoredImage:
-        """Return a processed image's bytes or raise ImageNotFound."""
+    def referenced_blobs(self, keys: Sequence[str]) -> set[str]:
+        """Return the keys some image references."""
+        found: set[str] = set()
         with self._read() as conn:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                rows = conn.execute(
+                    f"SELECT DISTINCT blob_key FROM images WHERE blob_key IN"
+                    f" ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                found.update(r["blob_key"] for r in rows)
+        return found
+
+    # -- images -----------------------------------------------------------------------
+
+    @_in_thread
+    def expire_leases(self, now: float, max_attempts: int, failure: Failure) -> None:
+        """Fail working images whose lease expired after ``max_attempts`` attempts."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE images SET state = ?, failure_code = ?, failure_message = ?,"
+                " lease_token = NULL, updated_at = ?"
+                " WHERE state = ? AND lease_expires_at <= ? AND attempts >= ?",
+                (
+                    ImageState.FAILED.value,
+                    failure.code,
+                    failure.message,
+                    now,
+                    _WORKING,
+                    now,
+                    max_attempts,
+                ),
+            )
+
+    @_in_thread
+    def claimable_requests(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """Return, per owner, up to ``limit`` Pending requests with a claimable image,
+        least recently claimed first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT request_id, owner FROM (SELECT request_id, owner, claimed_at,"
+                " ROW_NUMBER() OVER (PARTITION BY owner ORDER BY claimed_at) AS turn"
+                " FROM requests r WHERE status = :pending AND EXISTS ("
+                + _CLAIMABLE.replace(":rid", "r.request_id")
+                + ")) WHERE turn <= :limit ORDER BY turn, claimed_at",
+                {"now": now, "max_attempts": 2**31, "limit": limit, "pending": _PENDING},
+            ).fetchall()
+        return [(r["request_id"], r["owner"]) for r in rows]
+
+    @_in_thread
+    def claim_images(
+        self,
+        request_id: str,
+        worker: str,
+        limit: int,
+        *,
+        now: float,
+        lease_seconds: float,
+        max_attempts: int,
+    ) -> list[Claim]:
+        """Lease up to ``limit`` of the request's images in one conditional update."""
+        token = new_id()
+        params = {
+            "rid": request_id,
+            "now": now,
+            "max_attempts": max_attempts,
+            "limit": limit,
+            "worker": worker,
+            "token": token,
+            "expires": now + lease_seconds,
+        }
+        with self._write() as conn:
+            rows = conn.execute(
+                "UPDATE images SET state = 'working', attempts = attempts + 1,"
+                " lease_owner = :worker, lease_token = :token, lease_expires_at = :expires,"
+                " updated_at = :now WHERE seq IN (SELECT seq FROM"
+                f" ({_CLAIMABLE} ORDER BY rank, seq LIMIT :limit))"
+                " RETURNING image_id, url, attempts, seq",
+                params,
+            ).fetchall()
+            conn.execute(
+                "UPDATE requests SET claimed_at = ? WHERE request_id = ?", (now, request_id)
+            )
+        rows.sort(key=lambda r: r["seq"])
+        return [Claim(r["image_id"], request_id, r["url"], r["attempts"], token) for r in rows]
+
+    @_in_thread
+    def renew_claims(self, claims: Sequence[Claim], expires_at: float) -> list[Claim]:
+        """Extend the leases these claims still hold; return those."""
+        held = []
+        with self._write() as conn:
+            for claim in claims:
+                cursor = conn.execute(
+                    "UPDATE images SET lease_expires_at = ? WHERE image_id = ?"
+                    " AND lease_token = ? AND state = ?",
+                    (expires_at, claim.image_id, claim.token, _WORKING),
+                )
+                if cursor.rowcount == 1:
+                    held.append(claim)
+        return held
+
+    @_in_thread
+    def finish_image(
+        self,
+        claim: Claim,
+        target: ImageState,
+        sources: frozenset[ImageState],
+        change: ImageChange,
+        now: float,
+    ) -> tuple[ImageState, str | None] | None:
+        """Move the image to ``target`` if the claim owns it and it is in ``sources``."""
+        fields: dict[str, Any] = {
+            "state": target.value,
+            "failure_code": change.failure.code if change.failure else None,
+            "failure_message": change.failure.message if change.failure else None,
+            "updated_at": now,
+        }
+        if target is ImageState.QUEUED:
+            fields |= {"lease_token": None, "lease_expires_at": 0, "not_before": change.not_before}
+        if change.result is not None:
+            result = change.result
+            fields |= {
+                "input_bytes": result.input_bytes,
+                "output_bytes": len(result.data),
+                "width": result.width,
+                "height": result.height,
+                "content_type": result.content_type,
+                "note": result.note,
+                "blob_key": change.blob_key,
+            }
+        listed, values = _in(sources)
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE images SET {assignments} WHERE image_id = ? AND lease_token = ?"
+                f" AND state IN {listed}",
+                (*fields.values(), claim.image_id, claim.token, *values),
+            )
+            if cursor.rowcount == 1:
+                return None
             row = conn.execute(
-                "SELECT data, content_type, etag FROM image_data WHERE image_id = ?", (image_id,)
+                "SELECT state, lease_token FROM images WHERE image_id = ?", (claim.image_id,)
             ).fetchone()
         if row is None:
-            raise ImageNotFound(image_id)
-        return StoredImage(image_id, bytes(row[0]), row[1], row[2])
+            return ImageState.FAILED, None
+        return ImageState(row["state"]), row["lease_token"]
+
+    @_in_thread
+    def queue_depth(self) -> int:
+        """Count queued images."""
+        with self._read() as conn:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM images WHERE state = ?", (_QUEUED,)
+            ).fetchone()
+        return int(count)
 
     # -- webhook deliveries -----------------------------------------------------------
 
     @_in_thread
-    def claim_deliveries(self, owner: str, limit: int, lease_seconds: float) -> list[DeliveryClaim]:
+    def claim_deliveries(
+        self, worker: str, limit: int, *, now: float, lease_seconds: float
+    ) -> list[DeliveryClaim]:
         """Lease up to ``limit`` due deliveries in one conditional update."""
-        now = self._clock()
         token = new_id()
         with self._write() as conn:
             rows = conn.execute(
                 "UPDATE deliveries SET attempts = attempts + 1, lease_token = ?,"
                 " lease_expires_at = ? WHERE delivery_id IN ("
                 " SELECT delivery_id FROM deliveries WHERE state = ? AND next_attempt_at <= ?"
-                " AND lease_expires_at <= ? LIMIT ?)"
+                " AND lease_expires_at <= ? ORDER BY next_attempt_at LIMIT ?)"
                 " RETURNING delivery_id, request_id, url, attempts",
                 (token, now + lease_seconds, DeliveryState.PENDING.value, now, now, limit),
             ).fetchall()
-        return [DeliveryClaim(r[0], r[1], r[2], r[3], token) for r in rows]
+        return [
+            DeliveryClaim(r["delivery_id"], r["request_id"], r["url"], r["attempts"], token)
+            for r in rows
+        ]
 
     @_in_thread
-    def record_delivery(
-        self,
-        claim: DeliveryClaim,
-        *,
-        delivered: bool,
-        error: str | None,
-        next_attempt_at: float | None,
-    ) -> None:
-        """Record one delivery attempt."""
-        now = self._clock()
-        state, when = delivery_outcome(delivered, next_attempt_at, now)
+    def record_delivery(self, claim: DeliveryClaim, outcome: DeliveryOutcome) -> None:
+        """Record one attempt, fenced by the claim's token."""
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE deliveries SET state = ?, last_error = ?, delivered_at = ?,"
                 " next_attempt_at = ?, lease_token = NULL, lease_expires_at = 0"
                 " WHERE delivery_id = ? AND lease_token = ?",
                 (
-                    state.value,
-                    error,
-                    when,
-                    next_attempt_at if next_attempt_at is not None else now,
+                    outcome.state.value,
+                    outcome.last_error,
+                    outcome.delivered_at,
+                    outcome.next_attempt_at,
                     claim.delivery_id,
                     claim.token,
                 ),
             )
             if cursor.rowcount != 1:
-                raise LeaseLost(f"delivery {claim.delivery_id} is no longer held by this claim")
+                raise LeaseLost.delivery(claim.delivery_id)
 
     @_in_thread
     def list_deliveries(self, request_id: str) -> list[Delivery]:
@@ -701,11 +545,48 @@ class SqliteStorage:
         with self._read() as conn:
             self._request(conn, request_id)
             rows = conn.execute(
-                "SELECT delivery_id, url, state, attempts, next_attempt_at, last_error,"
-                " delivered_at FROM deliveries WHERE request_id = ? ORDER BY rowid",
-                (request_id,),
+                "SELECT * FROM deliveries WHERE request_id = ? ORDER BY rowid", (request_id,)
             ).fetchall()
-        return [
-            Delivery(r[0], request_id, r[1], DeliveryState(r[2]), r[3], r[4], r[5], r[6])
-            for r in rows
-        ]
+        return [to_delivery(r) for r in rows]
+
+    # -- blobs ------------------------------------------------------------------------
+
+    @_in_thread
+    def put_blob(self, key: str, data: bytes, content_type: str, now: float) -> None:
+        """Store the bytes under ``key`` (one copy), stamped ``now``."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO blobs (key, data, content_type, written_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET written_at = excluded.written_at",
+                (key, data, content_type, now),
+            )
+
+    @_in_thread
+    def get_blob(self, key: str) -> Blob:
+        """Return a blob or raise BlobNotFound."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT data, content_type FROM blobs WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            raise BlobNotFound(key)
+        return Blob(key, bytes(row["data"]), row["content_type"])
+
+    @_in_thread
+    def blobs_written_before(self, cutoff: float, after: str, limit: int) -> list[str]:
+        """Return keys after ``after`` of blobs written before ``cutoff``, in key order."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT key FROM blobs WHERE key > ? AND written_at < ? ORDER BY key LIMIT ?",
+                (after, cutoff, limit),
+            ).fetchall()
+        return [r["key"] for r in rows]
+
+    @_in_thread
+    def delete_blobs(self, keys: Sequence[str], written_before: float) -> None:
+        """Delete these blobs unless written again since ``written_before``."""
+        with self._write() as conn:
+            conn.executemany(
+                "DELETE FROM blobs WHERE key = ? AND written_at < ?",
+                ((key, written_before) for key in keys),
+            )
