@@ -1,7 +1,7 @@
 """The composition root: wire settings, a store, the fetcher, the notifier and a worker.
 
-``Imgcompress`` is what an application embeds (and what the web adapter and the CLI
-use)::
+``Imgcompress`` is what an application embeds, and the only thing the web adapter and
+the CLI use (they never reach past it to its store or its service)::
 
     async with Imgcompress(Settings(), storage=MemoryStorage()) as ic:
         request_id = await ic.submit(csv_bytes)
@@ -13,13 +13,14 @@ Nothing connects until the ``async with`` block is entered.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
 
 import anyio
 
+from .errors import StorageUnavailable
 from .fetch import HttpxFetcher
 from .model import DeliveryState, StoredImage
 from .notify import WebhookNotifier
@@ -32,6 +33,38 @@ from .stores import storage_from_settings
 from .worker import Worker
 
 __all__ = ["Imgcompress"]
+
+
+class _AllMetrics:
+    """The Metrics port over several sinks: each observation goes to every one."""
+
+    def __init__(self, sinks: Sequence[Metrics]) -> None:
+        self._sinks = tuple(sinks)
+
+    def image_done(self, input_bytes: int, output_bytes: int) -> None:
+        """An image was compressed and stored."""
+        for sink in self._sinks:
+            sink.image_done(input_bytes, output_bytes)
+
+    def image_failed(self, code: str) -> None:
+        """An image failed for good with this reason code."""
+        for sink in self._sinks:
+            sink.image_failed(code)
+
+    def fetch_seconds(self, seconds: float) -> None:
+        """A download took this long."""
+        for sink in self._sinks:
+            sink.fetch_seconds(seconds)
+
+    def compress_seconds(self, seconds: float) -> None:
+        """Decoding and re-encoding one image took this long."""
+        for sink in self._sinks:
+            sink.compress_seconds(seconds)
+
+    def request_finished(self, status: str) -> None:
+        """A request reached its final status."""
+        for sink in self._sinks:
+            sink.request_finished(status)
 
 
 class Imgcompress:
@@ -55,7 +88,8 @@ class Imgcompress:
         self._notifier = notifier
         self._run_worker = run_worker
         self._clock = clock
-        self._metrics = metrics
+        self._metrics: list[Metrics] = [] if metrics is None else [metrics]
+        self._entered = False
         self._stack = AsyncExitStack()
         self.worker: Worker | None = None
         self.service = Service(
@@ -71,12 +105,35 @@ class Imgcompress:
         if self.worker is not None:
             self.worker.wake()
 
+    def add_metrics(self, metrics: Metrics) -> None:
+        """Also send the worker's observations to ``metrics`` (before ``async with``; adding
+        the same object twice keeps one)."""
+        if self._entered:
+            raise RuntimeError("add metrics before entering the Imgcompress")
+        if not any(sink is metrics for sink in self._metrics):
+            self._metrics.append(metrics)
+
+    def _metrics_sink(self) -> Metrics | None:
+        if len(self._metrics) <= 1:
+            return self._metrics[0] if self._metrics else None
+        return _AllMetrics(self._metrics)
+
     async def __aenter__(self) -> Self:
         self._stack = AsyncExitStack()
+        self._entered = True
+        self._stack.callback(setattr, self, "_entered", False)
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()  # what did start is stopped again
+            raise
+        return self
+
+    async def _start(self) -> None:
         await self.storage.open()
         self._stack.push_async_callback(self.storage.close)
         if not self._run_worker:
-            return self
+            return
         fetcher = self._fetcher
         if fetcher is None:
             httpx_fetcher = HttpxFetcher(fetch_options(self.settings))
@@ -100,13 +157,12 @@ class Imgcompress:
             self.urls,
             worker_config(self.settings),
             clock=self._clock,
-            metrics=self._metrics,
+            metrics=self._metrics_sink(),
         )
         tasks = await self._stack.enter_async_context(anyio.create_task_group())
         stop = anyio.Event()
         self._stack.callback(stop.set)  # runs first on exit: the worker winds down
         tasks.start_soon(self.worker.run, stop)
-        return self
 
     async def __aexit__(
         self,
@@ -123,15 +179,19 @@ class Imgcompress:
         *,
         base_url: str | None = None,
         idempotency_key: str | None = None,
-        owner: str = "",
+        owner: str | None = None,
     ) -> str:
-        """Validate and store a CSV; return its request id (see Service.submit)."""
+        """Validate and store a CSV; return its request id (see Service.submit).
+
+        ``base_url`` is where its links will point (default: the configured one);
+        ``owner`` tags it as that caller's (None: nobody's).
+        """
         return await self.service.submit(
             csv,
             webhook_url,
             base_url=base_url or self.urls.base,
             idempotency_key=idempotency_key,
-            owner=owner,
+            owner=owner or "",
         )
 
     async def status(
@@ -141,9 +201,24 @@ class Imgcompress:
         ``detail=False`` its status, counts and webhook without every image."""
         return await self.service.status(request_id, owner=owner, detail=detail)
 
-    async def output_csv(self, request_id: str) -> str:
-        """Return a request's output CSV."""
-        return await self.service.output_csv(request_id, self.urls.image)
+    async def output_csv(
+        self,
+        request_id: str,
+        *,
+        owner: str | None = None,
+        base_url: str | None = None,
+        image_url: Callable[[str], str] | None = None,
+    ) -> str:
+        """Return a request's output CSV (only ``owner``'s, when given).
+
+        Its image links use the base URL the request was uploaded under, else
+        ``base_url``, else the configured one; ``image_url`` (image id -> what to write)
+        replaces the links altogether, e.g. with file paths.
+        """
+        if image_url is None:
+            record = await self.storage.get_request(request_id)
+            image_url = Urls(record.base_url or base_url or self.urls.base).image
+        return await self.service.output_csv(request_id, image_url, owner=owner)
 
     async def image(self, image_id: str) -> StoredImage:
         """Return a processed image."""
@@ -155,6 +230,22 @@ class Imgcompress:
         if not deleted and self.worker is not None:
             self.worker.wake()
         return deleted
+
+    async def ready(self) -> None:
+        """Return if the store answers and the in-process worker (if any) runs; else raise
+        StorageUnavailable (code ``worker_down`` for a stopped worker)."""
+        try:
+            await self.storage.ping()
+        except StorageUnavailable:
+            raise
+        except Exception as exc:
+            raise StorageUnavailable(f"storage did not answer: {exc}") from exc
+        if self.worker is not None and not self.worker.alive:
+            raise StorageUnavailable("the in-process worker is not running", code="worker_down")
+
+    async def queue_depth(self) -> int:
+        """Return how many images wait to be claimed."""
+        return await self.storage.queue_depth()
 
     async def wait(
         self,

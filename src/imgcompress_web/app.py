@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` builds the app; its lifespan opens the store and, unless
 ``run_worker`` is off, runs a worker in the same process. Handlers are thin: they parse
-the request, call one use case, and let the core's errors become problem details.
+the request, call one method of the ``Imgcompress`` facade (never its store or service
+directly), and let the core's errors become problem details.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from litestar.params import Body, FromPath, FromQuery
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from imgcompress_core import Imgcompress, Settings, StorageUnavailable, Urls
+from imgcompress_core import Imgcompress, Settings, Urls
 from imgcompress_core.errors import (
     IdempotencyConflict,
     InvalidWebhookUrl,
@@ -134,9 +135,8 @@ async def output_csv(
 ) -> Response[str]:
     """Return the input CSV with an added Output Image Urls column."""
     owner = caller(request, ic)
-    record = await ic.storage.get_request(request_id)  # output_csv checks the owner
-    urls = _request_urls(request, ic, record.base_url)
-    text = await ic.service.output_csv(request_id, urls.image, owner=owner)
+    base = _urls(request, ic.settings).base  # for a request stored without its own
+    text = await ic.output_csv(request_id, owner=owner, base_url=base)
     return Response(
         text,
         media_type="text/csv",
@@ -183,28 +183,26 @@ async def health() -> dict[str, str]:
 @get("/ready", summary="The store answers")
 async def ready(ic: NamedDependency[Imgcompress]) -> dict[str, str]:
     """Answer 200 when storage is reachable (and the in-process worker runs), 503 otherwise."""
-    try:
-        await ic.storage.ping()
-    except StorageUnavailable:
-        raise
-    except Exception as exc:
-        raise StorageUnavailable(f"storage did not answer: {exc}") from exc
-    if ic.worker is not None and not ic.worker.alive:
-        raise StorageUnavailable("the in-process worker is not running", code="worker_down")
+    await ic.ready()
     return {"status": "ready"}
 
 
 def create_app(
     settings: Settings | None = None, *, imgcompress: Imgcompress | None = None
 ) -> Litestar:
-    """Build the service; pass ``imgcompress`` to use one you wired yourself (tests, embedding)."""
+    """Build the service; pass ``imgcompress`` to use one you wired yourself (tests, embedding).
+
+    Either way its worker reports to this app's /metrics (in addition to any metrics it
+    was given).
+    """
     settings = settings or (imgcompress.settings if imgcompress else Settings())
 
     metrics = PrometheusMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        ic = imgcompress or Imgcompress(settings, run_worker=settings.run_worker, metrics=metrics)
+        ic = imgcompress or Imgcompress(settings, run_worker=settings.run_worker)
+        ic.add_metrics(metrics)
         async with ic:
             app.state.imgcompress = ic
             app.state.metrics = metrics

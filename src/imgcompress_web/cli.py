@@ -221,7 +221,7 @@ async def _process(settings: Settings, csv: bytes, out_dir: Path) -> RequestStat
             stored = await ic.image(record.image_id)
             await anyio.Path(images_dir / name).write_bytes(stored.data)
             paths[record.image_id] = f"images/{name}"
-        output = await ic.service.output_csv(request_id, paths.__getitem__)
+        output = await ic.output_csv(request_id, image_url=paths.__getitem__)
         await anyio.Path(out_dir / "output.csv").write_text(output, encoding="utf-8")
     p = report.progress
     click.echo(

@@ -87,5 +87,5 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Return the metrics in Prometheus' text format."""
     metrics: PrometheusMetrics = request.app.state.metrics
     ic: Imgcompress = request.app.state.imgcompress
-    metrics.queue.set(await ic.storage.queue_depth())
+    metrics.queue.set(await ic.queue_depth())
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
