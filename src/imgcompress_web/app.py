@@ -3,7 +3,8 @@
 ``create_app(settings)`` builds the app; its lifespan opens the store and, unless
 ``run_worker`` is off, runs a worker in the same process. Handlers are thin: they parse
 the request, call one method of the ``Imgcompress`` facade (never its store or service
-directly), and let the core's errors become problem details.
+directly), and let the core's errors become problem details. The API's handlers take
+the caller as the ``owner`` dependency, checked by the ``require_api_key`` guard.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from imgcompress_core.errors import (
     ManifestProblem,
 )
 
-from .auth import caller
+from .auth import provide_owner, require_api_key
 from .metrics import PrometheusMetrics, metrics_endpoint
 from .pages import page_handlers
 from .problems import exception_handlers, problem_details_config
@@ -81,14 +82,22 @@ def _ic(request: Request[Any, Any, Any]) -> Imgcompress:
     return ic
 
 
-@post("/api/upload", status_code=HTTP_202_ACCEPTED, summary="Upload a CSV of image URLs")
+_KEYED = [require_api_key]  # the guard of every handler behind API keys
+
+
+@post(
+    "/api/upload",
+    status_code=HTTP_202_ACCEPTED,
+    summary="Upload a CSV of image URLs",
+    guards=_KEYED,
+)
 async def upload(
     request: Request[Any, Any, Any],
     ic: NamedDependency[Imgcompress],
+    owner: NamedDependency[str | None],
     data: Annotated[dict[str, Any], _UPLOAD_BODY],
 ) -> Accepted:
     """Validate the CSV, store the request, and answer with its id at once."""
-    owner = caller(request, ic)
     file = data.get("file")
     if not isinstance(file, UploadFile):
         reason = (
@@ -105,23 +114,26 @@ async def upload(
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
         raise IdempotencyConflict("an Idempotency-Key must be 1 to 255 characters")
-    request_id = await ic.submit(
-        content, webhook, base_url=base, idempotency_key=key, owner=owner or ""
-    )
+    request_id = await ic.submit(content, webhook, base_url=base, idempotency_key=key, owner=owner)
     request.app.state.metrics.request_accepted()
     return Accepted(requestId=request_id)
 
 
-@get("/api/status/{request_id:str}", summary="A request's status and per-image detail")
+@get(
+    "/api/status/{request_id:str}",
+    summary="A request's status and per-image detail",
+    guards=_KEYED,
+)
 async def status(
     request: Request[Any, Any, Any],
     ic: NamedDependency[Imgcompress],
+    owner: NamedDependency[str | None],
     request_id: FromPath[str],
     products: FromQuery[bool] = True,
 ) -> dict[str, Any]:
     """Return the status, progress counts and every product's images (``?products=false``:
     without the products, a cheap poll for a large request)."""
-    report = await ic.status(request_id, owner=caller(request, ic), detail=products)
+    report = await ic.status(request_id, owner=owner, detail=products)
     return report.to_document(_request_urls(request, ic, report.request.base_url))
 
 
@@ -129,12 +141,15 @@ async def status(
     "/api/requests/{request_id:str}/output.csv",
     media_type="text/csv",
     summary="The output CSV (409 while the request is still Pending)",
+    guards=_KEYED,
 )
 async def output_csv(
-    request: Request[Any, Any, Any], ic: NamedDependency[Imgcompress], request_id: FromPath[str]
+    request: Request[Any, Any, Any],
+    ic: NamedDependency[Imgcompress],
+    owner: NamedDependency[str | None],
+    request_id: FromPath[str],
 ) -> Response[str]:
     """Return the input CSV with an added Output Image Urls column."""
-    owner = caller(request, ic)
     base = _urls(request, ic.settings).base  # for a request stored without its own
     text = await ic.output_csv(request_id, owner=owner, base_url=base)
     return Response(
@@ -161,13 +176,16 @@ async def image(
     "/api/requests/{request_id:str}",
     status_code=200,
     summary="Cancel a Pending request; delete a finished one",
+    guards=_KEYED,
 )
 async def cancel_or_delete(
-    request: Request[Any, Any, Any], ic: NamedDependency[Imgcompress], request_id: FromPath[str]
+    request: Request[Any, Any, Any],
+    ic: NamedDependency[Imgcompress],
+    owner: NamedDependency[str | None],
+    request_id: FromPath[str],
 ) -> Response[Any]:
     """Cancel the request's unfinished images (200 with its status), or if it is already
     final, remove it and its images (204)."""
-    owner = caller(request, ic)
     if await ic.cancel_or_delete(request_id, owner=owner):
         return Response(None, status_code=204)
     report = await ic.status(request_id, owner=owner)
@@ -220,7 +238,10 @@ def create_app(
             metrics_endpoint,
             *page_handlers(),
         ],
-        dependencies={"ic": Provide(_ic, sync_to_thread=False)},
+        dependencies={
+            "ic": Provide(_ic, sync_to_thread=False),
+            "owner": Provide(provide_owner, sync_to_thread=False),
+        },
         lifespan=[lifespan],
         plugins=[ProblemDetailsPlugin(problem_details_config())],
         exception_handlers=exception_handlers(),
