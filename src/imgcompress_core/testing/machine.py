@@ -251,7 +251,7 @@ def store_machine(
 ) -> type[Any]:
     """Return a pytest test class running the model test against stores that
     ``open_store()`` (an async context manager) opens, one per example."""
-    machine = type("Machine", (StoreMachine,), {"open_store": staticmethod(open_store)})
+    machine: Any = type("Machine", (StoreMachine,), {"open_store": staticmethod(open_store)})
     test_case: type[Any] = machine.TestCase
     test_case.settings = settings(
         max_examples=max_examples, stateful_step_count=steps, deadline=None
