@@ -285,6 +285,29 @@ class Worker:
         if final.webhook_url:
             self._wake_deliveries.set()
 
+    async def step(self) -> int:
+        """Do, once, everything due now: claim and process images until none is left to
+        claim, then send the due webhooks; return how many items were handled.
+
+        The loops of :meth:`run` do the same continuously; tests drive a worker on a fake
+        clock with this, and one-shot tools can too.
+        """
+        handled = 0
+        while claims := await self.workflow.claim(
+            self.owner, self.config.download_concurrency, self.leasing
+        ):
+            async with anyio.create_task_group() as tasks:
+                for claim in claims:
+                    self._held[claim.image_id] = claim
+                    tasks.start_soon(self._process, claim)
+            handled += len(claims)
+        deliveries = await self.workflow.claim_deliveries(
+            self.owner, self.config.download_concurrency, self.config.lease_seconds
+        )
+        for delivery in deliveries:
+            await self._deliver(delivery)
+        return handled + len(deliveries)
+
     async def _deliver_loop(self, stop: anyio.Event) -> None:
         """Send due webhook deliveries one at a time (each claim's lease covers one POST)."""
         while not stop.is_set():
