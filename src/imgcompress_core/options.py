@@ -111,11 +111,6 @@ class WorkerConfig:
     retention_seconds: float = 0.0
     compress: CompressOptions = CompressOptions()
 
-    @property
-    def cpu_seconds(self) -> int:
-        """The former name of ``max_compress_seconds`` (read-only)."""
-        return self.max_compress_seconds
-
 
 def compress_options(settings: Settings) -> CompressOptions:
     """Return the compression options the settings ask for."""

@@ -93,7 +93,7 @@ class Worker:
         self.metrics: Metrics = metrics or NullMetrics()
         self._clock = clock
         self._compressor = Compressor(
-            config.cpu_pool, config.cpu_workers, cpu_seconds=config.cpu_seconds
+            config.cpu_pool, config.cpu_workers, cpu_seconds=config.max_compress_seconds
         )
         self._wake_images = _Signal()
         self._wake_deliveries = _Signal()

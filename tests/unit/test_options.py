@@ -148,11 +148,6 @@ def test_cpu_workers_default_is_the_cpus_available() -> None:
     assert Settings().cpu_workers == WorkerConfig().cpu_workers == available_cpus() >= 1
 
 
-def test_cpu_seconds_is_the_old_name_of_max_compress_seconds() -> None:
-    """WorkerConfig.cpu_seconds still reads (for callers not yet renamed)."""
-    assert WorkerConfig(max_compress_seconds=7).cpu_seconds == 7
-
-
 @pytest.mark.parametrize(
     ("setting", "embedded", "pool"),
     [
