@@ -1,9 +1,10 @@
 """imgcompress_core: download, compress and track the images listed in a product CSV.
 
 The pure library: CSV manifests in and out, Pillow compression, the request/image state
-machine and the worker that drives it, behind the ``Storage``, ``Fetcher`` and
-``Notifier`` ports, with an in-memory and an SQLite store. It imports no web framework
-and no database driver; adapters (``imgcompress_web``, ``imgcompress_mongo``) build on it.
+machine and the worker that drives it, behind the storage ports (``RequestStore``,
+``ImageQueue``, ``DeliveryQueue``, ``BlobStore``), ``Fetcher`` and ``Notifier``, with an
+in-memory and an SQLite store. It imports no web framework and no database driver;
+adapters (``imgcompress_web``, ``imgcompress_mongo``) build on it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .compress import CompressedImage, CompressOptions, compress_image
     from .errors import (
+        BlobNotFound,
         CompressionError,
         FetchError,
         IdempotencyConflict,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
         NotificationError,
         RequestNotFinished,
         RequestNotFound,
+        StorageError,
         StorageUnavailable,
         UploadTooLarge,
     )
@@ -37,14 +40,33 @@ if TYPE_CHECKING:
     from .model import ImageState, Progress, RequestStatus
     from .notify import WebhookNotifier
     from .options import WorkerConfig
-    from .ports import Fetched, Fetcher, Notifier, Storage
+    from .ports import (
+        BlobStore,
+        DeliveryQueue,
+        Fetched,
+        Fetcher,
+        ImageQueue,
+        Notifier,
+        RequestStore,
+        Storage,
+    )
+    from .retry import RetryPolicy
     from .runtime import Imgcompress
     from .service import Service, StatusReport, Urls
     from .settings import Settings
     from .stores import MemoryStorage, SqliteStorage
     from .worker import Worker
+    from .workflow import Workflow
 
 _EXPORTS = {  # public name -> the module that defines it, imported on first use
+    "BlobNotFound": ".errors",
+    "BlobStore": ".ports",
+    "DeliveryQueue": ".ports",
+    "ImageQueue": ".ports",
+    "RequestStore": ".ports",
+    "RetryPolicy": ".retry",
+    "StorageError": ".errors",
+    "Workflow": ".workflow",
     "compress_image": ".compress",
     "CompressedImage": ".compress",
     "CompressionError": ".errors",
@@ -108,9 +130,12 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlobNotFound",
+    "BlobStore",
     "CompressOptions",
     "CompressedImage",
     "CompressionError",
+    "DeliveryQueue",
     "FetchError",
     "FetchOptions",
     "Fetched",
@@ -120,6 +145,7 @@ __all__ = [
     "IllegalTransition",
     "ImageFailure",
     "ImageNotFound",
+    "ImageQueue",
     "ImageState",
     "ImgCompressError",
     "Imgcompress",
@@ -137,17 +163,21 @@ __all__ = [
     "RequestNotFinished",
     "RequestNotFound",
     "RequestStatus",
+    "RequestStore",
+    "RetryPolicy",
     "Service",
     "Settings",
     "SqliteStorage",
     "StatusReport",
     "Storage",
+    "StorageError",
     "StorageUnavailable",
     "UploadTooLarge",
     "Urls",
     "WebhookNotifier",
     "Worker",
     "WorkerConfig",
+    "Workflow",
     "compress_image",
     "parse_manifest",
     "render_output_csv",

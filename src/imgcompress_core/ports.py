@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 
+@runtime_checkable
 class Lifecycle(Protocol):
     """Opening, closing and checking a connection to a store."""
 

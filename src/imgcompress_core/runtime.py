@@ -25,7 +25,7 @@ from .fetch import HttpxFetcher
 from .model import DeliveryState, StoredImage
 from .notify import WebhookNotifier
 from .options import fetch_options, manifest_limits, own_hosts, worker_config
-from .ports import Fetcher, Metrics, Notifier, Storage
+from .ports import BlobStore, Fetcher, Lifecycle, Metrics, Notifier, Storage
 from .samples import SampleFetcher
 from .service import Service, StatusReport, Urls
 from .settings import Settings
@@ -75,6 +75,7 @@ class Imgcompress:
         settings: Settings | None = None,
         *,
         storage: Storage | None = None,
+        blobs: BlobStore | None = None,
         fetcher: Fetcher | None = None,
         notifier: Notifier | None = None,
         run_worker: bool = True,
@@ -83,6 +84,7 @@ class Imgcompress:
     ) -> None:
         self.settings = settings or Settings()
         self.storage = storage if storage is not None else storage_from_settings(self.settings)
+        self.blobs = blobs  # None: the processed bytes live in ``storage`` too
         self.urls = Urls(self.settings.base_url())
         self._fetcher = fetcher
         self._notifier = notifier
@@ -94,6 +96,7 @@ class Imgcompress:
         self.worker: Worker | None = None
         self.service = Service(
             self.storage,
+            blobs=blobs,
             limits=manifest_limits(self.settings),
             allow_private_networks=self.settings.allow_private_networks,
             webhook_hosts=self.settings.webhook_hosts(),
@@ -132,6 +135,10 @@ class Imgcompress:
     async def _start(self) -> None:
         await self.storage.open()
         self._stack.push_async_callback(self.storage.close)
+        blobs: object = self.blobs  # a blob store may or may not need opening
+        if isinstance(blobs, Lifecycle):
+            await blobs.open()
+            self._stack.push_async_callback(blobs.close)
         if not self._run_worker:
             return
         fetcher = self._fetcher
@@ -156,6 +163,7 @@ class Imgcompress:
             notifier,
             self.urls,
             worker_config(self.settings),
+            blobs=self.blobs,
             clock=self._clock,
             metrics=self._metrics_sink(),
         )
