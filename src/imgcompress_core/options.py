@@ -105,6 +105,8 @@ class WorkerConfig:
     lease_seconds: float = 120.0
     poll_interval: float = 0.5
     webhook_max_attempts: int = 30
+    webhook_concurrency: int = 16
+    webhook_connections_per_host: int = 4
     webhook_retry_base: float = 5.0
     webhook_retry_max: float = 3600.0
     shutdown_grace: float = 30.0
@@ -171,6 +173,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         lease_seconds=settings.lease_seconds,
         poll_interval=settings.poll_interval,
         webhook_max_attempts=settings.webhook_max_attempts,
+        webhook_concurrency=settings.webhook_concurrency,
+        webhook_connections_per_host=settings.webhook_connections_per_host,
         webhook_retry_base=settings.webhook_retry_base,
         webhook_retry_max=settings.webhook_retry_max,
         shutdown_grace=settings.shutdown_grace,

@@ -222,6 +222,14 @@ class Settings(BaseSettings):
     webhook_retry_base: float = Field(
         _worker("webhook_retry_base"), ge=0, description="first webhook retry delay, s"
     )
+    webhook_concurrency: int = Field(
+        _worker("webhook_concurrency"), ge=1, description="webhook deliveries in flight per worker"
+    )
+    webhook_connections_per_host: int = Field(
+        _worker("webhook_connections_per_host"),
+        ge=1,
+        description="webhook deliveries in flight to one receiving host",
+    )
     webhook_retry_max: float = Field(
         _worker("webhook_retry_max"), ge=0, description="longest webhook retry delay, s"
     )

@@ -23,6 +23,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -98,6 +99,8 @@ class Worker:
         self._wake_images = _Signal()
         self._wake_deliveries = _Signal()
         self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on
+        self._sending = 0  # webhook deliveries in flight
+        self._host_limiters: dict[str, anyio.CapacityLimiter] = {}  # receiving host -> share
         self.alive = False
 
     def wake(self) -> None:
@@ -309,22 +312,46 @@ class Worker:
         return handled + len(deliveries)
 
     async def _deliver_loop(self, stop: anyio.Event) -> None:
-        """Send due webhook deliveries one at a time (each claim's lease covers one POST)."""
-        while not stop.is_set():
-            try:
-                claims = await self.workflow.claim_deliveries(
-                    self.owner, 1, self.config.lease_seconds
-                )
+        """Send due webhook deliveries concurrently: at most ``webhook_concurrency`` at
+        once, and at most ``webhook_connections_per_host`` to one receiving host, so
+        receivers that hang hold only their own share (each claim's lease covers one POST)."""
+        async with anyio.create_task_group() as tasks:
+            while not stop.is_set():
+                free = self.config.webhook_concurrency - self._sending
+                claims: list[DeliveryClaim] = []
+                if free > 0:
+                    try:
+                        claims = await self.workflow.claim_deliveries(
+                            self.owner, free, self.config.lease_seconds
+                        )
+                    except Exception as exc:
+                        log.warning("claiming webhook deliveries failed: %s", exc)
                 for claim in claims:
-                    await self._deliver(claim)
-            except LeaseLost as exc:
-                log.warning("webhook delivery taken over by another worker: %s", exc)
-                continue
-            except Exception as exc:
-                log.warning("webhook deliveries failed: %s", exc)
-                claims = []
-            if not claims:
-                await self._wake_deliveries.wait(self.config.poll_interval)
+                    self._sending += 1
+                    tasks.start_soon(self._send, claim)
+                if len(claims) < free or free <= 0:
+                    await self._wake_deliveries.wait(self.config.poll_interval)
+            tasks.cancel_scope.cancel()
+
+    async def _send(self, claim: DeliveryClaim) -> None:
+        """Deliver one claim within its host's share of connections."""
+        host = urlsplit(claim.url).netloc.lower()
+        limiter = self._host_limiters.get(host)
+        if limiter is None:
+            limiter = anyio.CapacityLimiter(self.config.webhook_connections_per_host)
+            self._host_limiters[host] = limiter
+        try:
+            async with limiter:
+                await self._deliver(claim)
+        except LeaseLost as exc:
+            log.warning("webhook delivery taken over by another worker: %s", exc)
+        except Exception as exc:
+            log.warning("webhook delivery request=%s failed: %s", claim.request_id, exc)
+        finally:
+            self._sending -= 1
+            if limiter.borrowed_tokens == 0 and not limiter.statistics().tasks_waiting:
+                self._host_limiters.pop(host, None)
+            self._wake_deliveries.set()
 
     async def _deliver(self, claim: DeliveryClaim) -> None:
         try:

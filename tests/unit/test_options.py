@@ -59,6 +59,8 @@ MAPPED: list[tuple[str, type[Any], str]] = [
     ("webhook_max_attempts", WorkerConfig, "webhook_max_attempts"),
     ("webhook_retry_base", WorkerConfig, "webhook_retry_base"),
     ("webhook_retry_max", WorkerConfig, "webhook_retry_max"),
+    ("webhook_concurrency", WorkerConfig, "webhook_concurrency"),
+    ("webhook_connections_per_host", WorkerConfig, "webhook_connections_per_host"),
 ]
 
 # Settings no option object has in the same form (the service's own, or another shape:
