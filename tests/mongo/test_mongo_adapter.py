@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, MutableMapping
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -21,15 +21,18 @@ from imgcompress_core.model import Failure, ImageResult, ImageState, RequestStat
 from imgcompress_core.options import WorkerConfig
 from imgcompress_core.service import Urls
 from imgcompress_core.stores import storage_from_settings
-from imgcompress_core.testing import RecordingNotifier, StaticFetcher
+from imgcompress_core.testing import FakeClock, RecordingNotifier, StaticFetcher
 from imgcompress_core.testing.contract import make_request
 from imgcompress_core.worker import Worker
-from imgcompress_mongo import MAX_IMAGE_BYTES, MongoStorage
+from imgcompress_core.workflow import Leasing, Workflow, blob_key, delivery_id
+from imgcompress_mongo import MAX_IMAGE_BYTES, MongoStorage, _blobs
 from imgcompress_mongo._schema import INDEXES
 
 pytestmark = pytest.mark.anyio
 
 Doc = dict[str, Any]
+
+LEASING = Leasing(lease_seconds=60, max_attempts=3)
 
 
 @pytest.fixture
@@ -41,6 +44,18 @@ async def store(mongodb_uri: str) -> AsyncIterator[MongoStorage]:
     await opened.close()
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    """The time the workflow stamps on the store."""
+    return FakeClock()
+
+
+@pytest.fixture
+def flow(store: MongoStorage, clock: FakeClock) -> Workflow:
+    """The workflow over the store (the store's only caller)."""
+    return Workflow.over(store, clock=clock)
+
+
 def result(data: bytes) -> ImageResult:
     """A processed image with these bytes."""
     return ImageResult(data, "image/jpeg", 4, 3, 999)
@@ -48,31 +63,40 @@ def result(data: bytes) -> ImageResult:
 
 async def test_indexes_exist_after_open_and_open_is_idempotent(store: MongoStorage) -> None:
     """open() creates every claim and lookup index, and running it again changes nothing."""
+    names = sorted({name for name, _, _ in INDEXES})
+
+    async def indexes() -> dict[str, MutableMapping[str, Any]]:
+        return {n: await store.database.get_collection(n).index_information() for n in names}
+
+    before = await indexes()
     await store.open()
-    for collection in {name for name, _, _ in INDEXES}:
-        info = await store.database.get_collection(collection).index_information()
-        keys = {tuple(field for field, _ in index["key"]): index for index in info.values()}
-        for name, fields, unique in INDEXES:
-            if name == collection:
-                assert fields in keys, f"{collection} lacks an index on {fields}"
-                assert bool(keys[fields].get("unique")) == unique
-    images = await store.database.images.index_information()
-    claim_keys = [index["key"] for index in images.values()]
-    assert [("state", 1), ("seq", 1), ("notBefore", 1)] in claim_keys
+    assert await indexes() == before
+    for collection, fields, unique in INDEXES:
+        keys = {tuple(f for f, _ in index["key"]): index for index in before[collection].values()}
+        assert fields in keys, f"{collection} lacks an index on {fields}"
+        assert bool(keys[fields].get("unique")) == unique
+    claim_keys = [index["key"] for index in before["images"].values()]
+    # Claims within a request walk it in CSV order; expired leases; the blob sweep.
+    assert [("requestId", 1), ("state", 1), ("row", 1), ("position", 1)] in claim_keys
     assert [("state", 1), ("leaseExpiresAt", 1)] in claim_keys
-    assert [("requestId", 1), ("row", 1), ("position", 1)] in claim_keys
+    assert [("blobKey", 1)] in claim_keys
+    # Fair turns: the least recently claimed Pending request first.
+    assert [("status", 1), ("claimedAt", 1)] in [i["key"] for i in before["requests"].values()]
 
 
-async def test_documents_are_flat_and_keep_the_seed_names(store: MongoStorage) -> None:
-    """One flat document per request, product, image and delivery, with the seed's names."""
+async def test_documents_are_flat_and_keep_the_seed_names(
+    store: MongoStorage, flow: Workflow, clock: FakeClock
+) -> None:
+    """One flat document per request, product, image, blob and delivery, with the seed's
+    names; a done image names its bytes by blobKey, and identical outputs share one blob."""
     request = make_request((2, 1), webhook_url="https://hooks.example/h")
-    await store.create_request(request)
-    first, second, third = await store.claim_images("w", 3, 60, 3)
+    await flow.create(request)
+    first, second, third = await flow.claim("w", 3, LEASING)
     data = b"\xff\xd8\xff" + bytes(range(256))
-    await store.complete_image(first, result(data))
-    await store.fail_image(second, Failure("upstream_http_404", "gone"))
-    await store.complete_image(third, result(b"\xff\xd8"))
-    assert await store.finalize_request(request.request_id) is not None
+    await flow.complete(first, result(data))
+    await flow.fail(second, Failure("upstream_http_404", "gone"))
+    await flow.complete(third, result(data))  # the same output as the first image
+    assert await flow.finalize(request.request_id) is not None
 
     db = store.database
     status = await db.requests.find_one({"requestId": request.request_id})
@@ -87,17 +111,29 @@ async def test_documents_are_flat_and_keep_the_seed_names(store: MongoStorage) -
     assert image["requestId"] == request.request_id
     assert image["name"] == image["productName"] == "SKU1"
     assert image["contentType"] == "image/jpeg"
-    assert image["image"] == data  # BSON binary, read back as bytes
     assert image["state"] == "done"
-    for field in ("row", "position", "url", "attempts", "seq", "etag", "outputBytes"):
+    assert image["blobKey"] == blob_key(data)
+    assert "image" not in image  # the bytes are not on the image document
+    for field in ("row", "position", "url", "attempts", "outputBytes"):
         assert field in image
+    blob = await db.blobs.find_one({"_id": image["blobKey"]})
+    assert blob is not None
+    assert (blob["data"], blob["contentType"], blob["writtenAt"]) == (data, "image/jpeg", clock.now)
+    shared = await db.images.find_one({"_id": third.image_id})
+    assert shared is not None and shared["blobKey"] == image["blobKey"]
+    assert await db.blobs.count_documents({}) == 1
     failed = await db.images.find_one({"_id": second.image_id})
     assert failed is not None
-    assert (failed["failureCode"], "image" in failed) == ("upstream_http_404", False)
+    assert (failed["failureCode"], failed.get("blobKey"), "image" in failed) == (
+        "upstream_http_404",
+        None,
+        False,
+    )
     assert await db.products.count_documents({"requestId": request.request_id}) == 2
     assert await db.images.count_documents({"requestId": request.request_id}) == 3
-    assert await db.deliveries.count_documents({"requestId": request.request_id}) == 1
-    for name in ("requests", "products", "images", "deliveries", "idempotency"):
+    [delivery] = [d async for d in db.deliveries.find({"requestId": request.request_id})]
+    assert delivery["_id"] == delivery_id(request.request_id)
+    for name in ("requests", "products", "images", "blobs", "deliveries", "idempotency"):
         async for doc in db.get_collection(name).find():
             for key, value in doc.items():
                 assert not isinstance(value, Mapping), f"{name}.{key} is a sub-document"
@@ -106,67 +142,81 @@ async def test_documents_are_flat_and_keep_the_seed_names(store: MongoStorage) -
 
 
 class _Replies(monitoring.CommandListener):
-    """Records every command's name and raw reply (pymongo command monitoring)."""
+    """Records every command's name, collection and raw reply (pymongo command monitoring)."""
 
     def __init__(self) -> None:
-        self.replies: list[tuple[str, bytes]] = []
+        self.collections: dict[int, str] = {}
+        self.replies: list[tuple[str, str, bytes]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        """Ignore."""
+        """Note which collection the command is about."""
+        self.collections[event.request_id] = str(event.command.get(event.command_name))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         """Keep the reply."""
-        self.replies.append((event.command_name, bson.encode(event.reply)))
+        collection = self.collections.pop(event.request_id, "")
+        self.replies.append((event.command_name, collection, bson.encode(event.reply)))
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         """Ignore."""
+        self.collections.pop(event.request_id, None)
+
+    def carrying(self, marker: bytes) -> list[tuple[str, str]]:
+        """Return the (command, collection) of every reply that carried ``marker``."""
+        return [(name, where) for name, where, reply in self.replies if marker in reply]
 
 
-async def test_image_bytes_leave_the_server_only_for_get_image_data(mongodb_uri: str) -> None:
-    """Status reads, claims and finalizing project the bytes away: no reply carries them."""
+async def test_image_bytes_are_read_only_by_get_blob(mongodb_uri: str) -> None:
+    """The bytes live in ``blobs`` alone: claims, completing (twice), retries, status reads,
+    progress and finalizing never bring them back; serving the image reads them once."""
     listener = _Replies()
     client: AsyncMongoClient[Doc] = AsyncMongoClient(mongodb_uri, event_listeners=[listener])
     store = MongoStorage(mongodb_uri, client=client)
     await store.open()
+    flow = Workflow.over(store, clock=FakeClock())
     marker = b"\xff\xd8MARKER" + os.urandom(64)
     request = make_request((2,))
-    await store.create_request(request)
-    first, second = await store.claim_images("w", 2, 60, 3)
-    await store.complete_image(first, result(marker))
-    await store.renew_claims([first, second], 60)
-    await store.retry_image(second, Failure("download_timeout", "slow"), 0)
-    [again] = await store.claim_images("w", 5, 60, 3)
-    await store.complete_image(first, result(marker))  # the same claim again: a no-op
-    await store.complete_image(again, result(b"\xff\xd8"))
+    await flow.create(request)
+    first, second = await flow.claim("w", 2, LEASING)
+    await flow.complete(first, result(marker))
+    await flow.renew([first, second], 60)
+    await flow.retry(second, Failure("download_timeout", "slow"), 0)
+    [again] = await flow.claim("w", 5, LEASING)
+    await flow.complete(first, result(marker))  # the same claim again: a no-op
+    await flow.complete(again, result(b"\xff\xd8"))
     records = await store.list_images(request.request_id)
     assert [r.output_bytes for r in records] == [len(marker), 2]
-    assert (await store.progress(request.request_id)).done == 2
-    assert await store.finalize_request(request.request_id) is not None
-    assert await store.unfinalized_requests(10) == []
-    assert [name for name, reply in listener.replies if marker in reply] == []
-    assert (await store.get_image_data(first.image_id)).data == marker
-    assert [name for name, reply in listener.replies if marker in reply] == ["find"]
+    assert [r.blob_key for r in records] == [blob_key(marker), blob_key(b"\xff\xd8")]
+    assert (await flow.progress(request.request_id)).done == 2
+    assert await flow.finalize(request.request_id) is not None
+    assert await flow.unfinalized(10) == []
+    assert listener.carrying(marker) == []
+    assert (await flow.image(first.image_id)).data == marker
+    assert listener.carrying(marker) == [("find", "blobs")]
     await store.close()
     await client.close()
 
 
-async def test_oversized_output_is_refused_before_writing(store: MongoStorage) -> None:
+async def test_oversized_output_is_refused_before_writing(
+    store: MongoStorage, flow: Workflow
+) -> None:
     """Bytes over MAX_IMAGE_BYTES raise ImageFailure(output_too_large) and store nothing; the
     claim still holds, so the worker can record the failure; the limit itself fits."""
     request = make_request((2,))
-    await store.create_request(request)
-    big, fits = await store.claim_images("w", 2, 60, 3)
+    await flow.create(request)
+    big, fits = await flow.claim("w", 2, LEASING)
     with pytest.raises(ImageFailure) as caught:
-        await store.complete_image(big, result(b"\0" * (MAX_IMAGE_BYTES + 1)))
+        await flow.complete(big, result(b"\0" * (MAX_IMAGE_BYTES + 1)))
     assert caught.value.code == "output_too_large"
     assert str(MAX_IMAGE_BYTES) in caught.value.message
+    assert await store.database.blobs.count_documents({}) == 0
     raw = await store.database.images.find_one({"_id": big.image_id})
     assert raw is not None
-    assert (raw["state"], "image" in raw, raw["leaseToken"]) == ("working", False, big.token)
-    await store.fail_image(big, Failure(caught.value.code, caught.value.message))
+    assert (raw["state"], "blobKey" in raw, raw["leaseToken"]) == ("working", False, big.token)
+    await flow.fail(big, Failure(caught.value.code, caught.value.message))
     largest = os.urandom(MAX_IMAGE_BYTES)  # exactly the limit: stored and read back whole
-    await store.complete_image(fits, result(largest))
-    assert (await store.get_image_data(fits.image_id)).data == largest
+    await flow.complete(fits, result(largest))
+    assert (await flow.image(fits.image_id)).data == largest
     images = {i.image_id: i for i in await store.list_images(request.request_id)}
     assert images[big.image_id].failure == Failure("output_too_large", caught.value.message)
     assert images[fits.image_id].output_bytes == MAX_IMAGE_BYTES
@@ -179,44 +229,43 @@ def _jpeg() -> bytes:
 
 
 async def test_worker_records_an_oversized_output_as_the_image_failure(
-    store: MongoStorage,
+    store: MongoStorage, flow: Workflow, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real worker on the store: output_too_large fails that image, not the worker."""
-    store.max_image_bytes = 100  # any real JPEG is larger
+    monkeypatch.setattr(_blobs, "MAX_IMAGE_BYTES", 100)  # any real JPEG is larger
     request = make_request((1,))
-    await store.create_request(request)
+    await flow.create(request)
     url = request.images[0].url
-    config = WorkerConfig(poll_interval=0.02, cpu_workers=1, retry_base_delay=0.01)
     worker = Worker(
-        store, StaticFetcher({url: _jpeg()}), RecordingNotifier(), Urls("http://t"), config
+        store,
+        StaticFetcher({url: _jpeg()}),
+        RecordingNotifier(),
+        Urls("http://t"),
+        WorkerConfig(cpu_workers=1),
+        clock=clock,
     )
-    stop = anyio.Event()
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(worker.run, stop)
-        with anyio.fail_after(20):
-            while (await store.get_request(request.request_id)).status is RequestStatus.PENDING:
-                await anyio.sleep(0.02)
-        assert worker.alive
-        stop.set()
+    assert await worker.step() == 1
     [image] = await store.list_images(request.request_id)
     assert image.state is ImageState.FAILED
     assert image.failure is not None and image.failure.code == "output_too_large"
+    assert image.attempts == 1  # not retried: the same bytes would not fit either
     assert (await store.get_request(request.request_id)).status is RequestStatus.FAILED
+    assert await store.database.blobs.count_documents({}) == 0
 
 
-async def test_progress_counts_every_state(store: MongoStorage) -> None:
+async def test_progress_counts_every_state(store: MongoStorage, flow: Workflow) -> None:
     """progress() (a $group aggregation) counts each state right on this server."""
     request = make_request((5,))
-    await store.create_request(request)
-    done, failed, retried, working = await store.claim_images("w", 4, 60, 3)
-    await store.complete_image(done, result(b"\xff\xd8"))
-    await store.fail_image(failed, Failure("not_an_image", "no"))
-    await store.retry_image(retried, Failure("download_timeout", "slow"), 0)
-    progress = await store.progress(request.request_id)
+    await flow.create(request)
+    done, failed, retried, working = await flow.claim("w", 4, LEASING)
+    await flow.complete(done, result(b"\xff\xd8"))
+    await flow.fail(failed, Failure("not_an_image", "no"))
+    await flow.retry(retried, Failure("download_timeout", "slow"), 0)
+    progress = await flow.progress(request.request_id)
     assert (progress.total, progress.queued, progress.working) == (5, 2, 1)
     assert (progress.done, progress.failed, progress.finished) == (1, 1, 2)
     assert await store.queue_depth() == 2
-    assert working.image_id not in {c.image_id for c in await store.claim_images("w", 9, 60, 3)}
+    assert working.image_id not in {c.image_id for c in await flow.claim("w", 9, LEASING)}
 
 
 async def test_settings_open_a_mongo_store_through_the_entry_point(mongodb_uri: str) -> None:
@@ -245,7 +294,7 @@ async def test_writes_use_majority_write_concern(store: MongoStorage, mongodb_ur
     assert client.options.retry_writes
     given = MongoStorage(mongodb_uri, client=client)
     await given.open()
-    await given.create_request(make_request((1,)))
+    await Workflow.over(given).create(make_request((1,)))
     await given.close()
     assert await client.get_default_database().images.count_documents({}) == 1
     await client.close()
@@ -271,7 +320,7 @@ async def test_unreachable_server_is_storage_unavailable() -> None:
     with pytest.raises(StorageUnavailable):
         await store.ping()
     with pytest.raises(StorageUnavailable):
-        await store.claim_images("w", 1, 60, 3)
+        await Workflow.over(store).claim("w", 1, LEASING)
     # pymongo leaks a socket when a client closes while its monitor is connecting (the
     # cancelled connect is never closed); after the failed selections the monitor goes
     # back to sleep within milliseconds, so let it before closing.
