@@ -203,23 +203,28 @@ class HttpxFetcher:
         await self._guard.aclose()
 
     async def fetch(self, url: str) -> Fetched:
-        """Download ``url`` (following vetted redirects) or raise FetchError."""
-        try:
-            with anyio.fail_after(self.options.deadline):
-                return await self._follow(url)
-        except TimeoutError as exc:
-            raise FetchError(
-                f"the download took longer than {self.options.deadline:g} s (download_deadline)",
-                code="download_timeout",
-                retryable=True,
-            ) from exc
+        """Download ``url`` (following vetted redirects) or raise FetchError.
 
-    async def _follow(self, url: str) -> Fetched:
+        ``deadline`` counts the time spent talking to servers, not the time spent waiting
+        for a free connection to a busy host.
+        """
         parsed = check_url(url)
         seen = {str(parsed)}
+        left = self.options.deadline
         for _hop in range(self.options.max_redirects + 1):
             async with self._gate(parsed.netloc.decode("ascii")):
-                result = await self._get(parsed)
+                started = time.monotonic()
+                try:
+                    with anyio.fail_after(left):
+                        result = await self._get(parsed)
+                except TimeoutError as exc:
+                    raise FetchError(
+                        f"the download took longer than {self.options.deadline:g} s "
+                        "(download_deadline)",
+                        code="download_timeout",
+                        retryable=True,
+                    ) from exc
+                left -= time.monotonic() - started
             if isinstance(result, Fetched):
                 return result
             if str(result) in seen:
