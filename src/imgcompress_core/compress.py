@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from imgcompress_core._jpeg import count_scans
 from imgcompress_core.errors import CompressionError
 
 __all__ = [
@@ -225,44 +226,18 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
 
 
 def _check_scans(data: bytes, limit: int) -> None:
-    """Refuse a JPEG with more than ``limit`` scans, counting markers without decoding.
+    """Refuse a JPEG with more than ``limit`` scans, counted without decoding.
 
     Each scan of a progressive JPEG makes the decoder pass over the whole image again, so
-    a small file with thousands of scans costs minutes of CPU (a "scan bomb").
+    a small file with thousands of scans costs minutes of CPU (a "scan bomb"). The scans
+    are found the way libjpeg finds them, so stray bytes or fill bytes hide none.
     """
-    scans, pos, end = 0, 2, len(data)
-    while pos + 4 <= end:
-        if data[pos] != 0xFF:
-            return  # not where a marker should be: let the decoder report it
-        marker = data[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        if marker == 0xD9:
-            return
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        pos += 2 + length
-        if marker != 0xDA:
-            continue
-        scans += 1
-        if scans > limit:
-            raise CompressionError(
-                f"the JPEG has more than {limit} scans (max_jpeg_scans); decoding it would "
-                "take far too long",
-                code="image_too_complex",
-            )
-        while True:  # skip the entropy-coded data up to the next real marker
-            pos = data.find(b"\xff", pos)
-            if pos < 0 or pos + 1 >= end:
-                return
-            following = data[pos + 1]
-            if following == 0x00 or 0xD0 <= following <= 0xD7:
-                pos += 2
-                continue
-            break
+    if count_scans(data, limit) > limit:
+        raise CompressionError(
+            f"the JPEG has more than {limit} scans (max_jpeg_scans); decoding it would "
+            "take far too long",
+            code="image_too_complex",
+        )
 
 
 def _check_animation(im: Image.Image, options: CompressOptions) -> None:

@@ -10,6 +10,7 @@ import io
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from PIL import EpsImagePlugin, Image
@@ -23,9 +24,12 @@ from security_kit import (
     response,
 )
 
+from imgcompress_core._jpeg import count_scans
 from imgcompress_core.compress import CompressOptions, compress_image
 from imgcompress_core.errors import CompressionError
 from imgcompress_core.fetch import FetchOptions, HttpxFetcher
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 
 
 def encode(
@@ -131,6 +135,75 @@ def test_an_ordinary_progressive_jpeg_is_still_compressed() -> None:
     result = compress_image(data)
     assert result.content_type == "image/jpeg"
     assert not result.kept_original
+
+
+# Scan bombs with byte tricks: scans are found the way libjpeg finds markers
+
+
+def after_app0(data: bytes, inserted: bytes) -> bytes:
+    """Insert bytes right after the APP0 segment (where the old count gave up)."""
+    assert data[2:4] == b"\xff\xe0"
+    end = 4 + int.from_bytes(data[4:6], "big")
+    return data[:end] + inserted + data[end:]
+
+
+TRICKS = {
+    "stray 0x00 after APP0": b"\x00",
+    "garbage after APP0": b"\x00\x01garbage\x7f",
+    "stuffed-looking 0xFF00 after APP0": b"\xff\x00",
+    "fill bytes before the next marker": b"\xff\xff\xff",
+}
+
+
+@pytest.mark.parametrize("inserted", TRICKS.values(), ids=TRICKS.keys())
+def test_a_scan_bomb_with_a_byte_trick_is_refused(inserted: bytes) -> None:
+    """Issue 12, finding 2: one stray byte after APP0 stopped the count, and libjpeg,
+    which skips such bytes, then decoded every one of the thousands of scans."""
+    bomb = after_app0(jpeg_scan_bomb(64, 3000), inserted)
+    with Image.open(io.BytesIO(bomb)) as decoded:  # the trick is real: libjpeg decodes it
+        decoded.load()
+    start = time.perf_counter()
+    message = refused(bomb, "image_too_complex")
+    assert elapsed(start) < 0.5
+    assert "max_jpeg_scans" in message
+
+
+def test_scans_just_under_the_limit_with_a_stray_byte_are_compressed() -> None:
+    data = after_app0(jpeg_scan_bomb(64, 90), b"\x00")
+    assert count_scans(data, 100) <= 100
+    assert compress_image(data).content_type == "image/jpeg"
+
+
+def test_scans_after_a_marker_libjpeg_does_not_skip_by_length_are_counted() -> None:
+    """libjpeg never skips a reserved marker (0x02..0xBF) by a length field: it fails,
+    or (resyncing at a restart) looks for the next marker right after it."""
+    sos = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + b"\x12\x34"
+    hidden = b"\xff\xd8" + b"\xff\x02\xff\xff" + sos * 150 + b"\xff\xd9"
+    assert count_scans(hidden, 100) > 100
+    assert count_scans(b"\xff\xd8" + b"\xff\xd2" + sos * 150 + b"\xff\xd9", 10**6) == 150
+
+
+def test_scan_markers_inside_a_comment_are_not_scans() -> None:
+    """libjpeg skips a COM segment by its length: what is inside is not counted, so an
+    ordinary progressive JPEG with a strange comment is not refused."""
+    data = encode("JPEG", (320, 240), quality=90, progressive=True)
+    fake_scans = b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" * 500
+    comment = b"\xff\xfe" + (len(fake_scans) + 2).to_bytes(2, "big") + fake_scans
+    data = data[:2] + comment + data[2:]
+    assert count_scans(data, 100) < 20
+    assert compress_image(data).content_type == "image/jpeg"
+
+
+def test_the_corpus_jpegs_pass_the_scan_count() -> None:
+    photos = sorted(CORPUS.glob("j*.jpg")) if CORPUS.is_dir() else []
+    if not photos:
+        pytest.skip("the shared corpus is not here")
+    counts = {path.name: count_scans(path.read_bytes(), 100) for path in photos}
+    assert max(counts.values()) <= 100
+    progressive = [name for name, count in counts.items() if count > 1]
+    assert progressive  # the corpus has progressive JPEGs (10 scans each)
+    for name in progressive[:3]:
+        assert compress_image((CORPUS / name).read_bytes()).content_type == "image/jpeg"
 
 
 # Truncated files fail with corrupt_image

@@ -1,0 +1,75 @@
+"""JPEG marker walking the way libjpeg does it, to count scans before decoding.
+
+libjpeg looks for markers like this (``next_marker`` in ``jdmarker.c`` and the Huffman
+decoder's ``fill_bit_buffer``): any bytes before a ``0xFF`` are skipped (garbage, or
+entropy-coded data), any run of ``0xFF`` fill bytes is swallowed, ``0xFF 0x00`` is a
+stuffed data byte, and any other byte after the run is a marker. Markers with
+parameters are then skipped by their length; the rest are two bytes long. So a byte
+trick -- a stray byte between segments, fill bytes, a scan hidden behind a marker that
+libjpeg does not skip by its length -- changes nothing here: :func:`segments` finds
+every marker libjpeg could act on, and more rather than fewer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import NamedTuple
+
+__all__ = ["Segment", "count_scans", "segments"]
+
+# A marker: a run of 0xFF, then a byte that is neither 0x00 (stuffing) nor 0xFF (fill).
+_MARKER = re.compile(rb"\xff+([^\x00\xff])")
+_EOI, _SOS, _DHT, _DAC, _DQT, _DNL, _DRI, _COM = 0xD9, 0xDA, 0xC4, 0xCC, 0xDB, 0xDC, 0xDD, 0xFE
+# Frame headers libjpeg reads (SOF0..SOF15 except DHT, JPG and DAC).
+_SOF = frozenset(range(0xC0, 0xD0)) - {_DHT, 0xC8, _DAC}
+# Markers libjpeg skips or reads by their length. Any other marker (TEM, RSTn, the
+# reserved 0x02..0xBF, JPGn, ...) is taken as two bytes long, never skipped by a length
+# field: libjpeg either fails on it or scans on from right after it (its restart resync).
+_WITH_LENGTH = _SOF | {_DHT, _DAC, _SOS, _DQT, _DNL, _DRI, _COM} | set(range(0xE0, 0xF0))
+
+
+class Segment(NamedTuple):
+    """One marker: its code, where it and its parameters are, and the bytes before it."""
+
+    marker: int
+    start: int  # index of the 0xFF just before the marker code (fill bytes excluded)
+    end: int  # index just after the marker's parameters (start + 2 without any)
+    gap: int  # where the bytes between the previous marker and this one begin ...
+    run: int  # ... and end: where this marker's run of 0xFF bytes begins
+
+
+def segments(data: bytes) -> Iterator[Segment]:
+    """Yield the markers after SOI that libjpeg would act on, up to and including EOI.
+
+    Stops early at the end of the data (a truncated file).
+    """
+    pos, size = 2, len(data)
+    while True:
+        found = _MARKER.search(data, pos)
+        if found is None:
+            return
+        marker, after = found.group(1)[0], found.end()
+        if marker not in _WITH_LENGTH:
+            yield Segment(marker, after - 2, after, pos, found.start())
+            if marker == _EOI:
+                return
+            pos = after
+            continue
+        if after + 2 > size:
+            return
+        length = int.from_bytes(data[after : after + 2], "big")
+        end = min(after + max(length, 2), size)  # libjpeg skips nothing for a length < 2
+        yield Segment(marker, after - 2, end, pos, found.start())
+        pos = end
+
+
+def count_scans(data: bytes, limit: int) -> int:
+    """Count the scans (SOS markers) libjpeg could decode, stopping once over ``limit``."""
+    scans = 0
+    for segment in segments(data):
+        if segment.marker == _SOS:
+            scans += 1
+            if scans > limit:
+                break
+    return scans
