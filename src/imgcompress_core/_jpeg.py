@@ -1,4 +1,4 @@
-"""JPEG marker walking the way libjpeg does it, to count scans before decoding.
+"""JPEG marker walking the way libjpeg does it: scan counting and the frame header.
 
 libjpeg looks for markers like this (``next_marker`` in ``jdmarker.c`` and the Huffman
 decoder's ``fill_bit_buffer``): any bytes before a ``0xFF`` are skipped (garbage, or
@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
-__all__ = ["Segment", "count_scans", "segments"]
+__all__ = ["Segment", "count_scans", "frame_header", "segments"]
 
 # A marker: a run of 0xFF, then a byte that is neither 0x00 (stuffing) nor 0xFF (fill).
 _MARKER = re.compile(rb"\xff+([^\x00\xff])")
@@ -73,3 +73,17 @@ def count_scans(data: bytes, limit: int) -> int:
             if scans > limit:
                 break
     return scans
+
+
+def frame_header(data: bytes) -> tuple[int, int, int] | None:
+    """Return (width, height, components) from the first frame header, or None."""
+    for segment in segments(data):
+        if segment.marker in _SOF:
+            body = data[segment.start + 4 : segment.end]
+            if len(body) < 6:
+                return None
+            height, width = int.from_bytes(body[1:3], "big"), int.from_bytes(body[3:5], "big")
+            return width, height, body[5]
+        if segment.marker == _SOS:
+            return None
+    return None

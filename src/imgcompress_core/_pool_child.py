@@ -16,23 +16,55 @@ from collections.abc import Callable
 
 from .compress import CompressedImage, CompressOptions
 
-__all__ = ["start_child", "within_cpu_limit"]
+__all__ = ["address_space_in_use", "start_child", "within_limits"]
 
 CompressFunction = Callable[[bytes, CompressOptions], tuple[CompressedImage, float]]
 
 
-def within_cpu_limit(
-    function: CompressFunction, cpu_seconds: int, data: bytes, options: CompressOptions
+def within_limits(
+    function: CompressFunction,
+    cpu_seconds: int,
+    address_space: int | None,
+    data: bytes,
+    options: CompressOptions,
 ) -> tuple[CompressedImage, float]:
-    """Allow this process ``cpu_seconds`` more CPU time, then run ``function``."""
+    """Run ``function`` allowing this process ``cpu_seconds`` more CPU time and, while it
+    runs, ``address_space`` more bytes of address space (None: no such limit).
+
+    Past the address-space limit allocations fail: Pillow and its codecs raise
+    MemoryError (the image fails as ``image_too_large``) instead of the kernel's OOM
+    killer choosing a victim. The limit is lifted again afterwards, so returning the
+    result never fails for want of memory.
+    """
     usage = resource.getrusage(resource.RUSAGE_SELF)
     used = int(usage.ru_utime + usage.ru_stime) + 1
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    soft = used + cpu_seconds
+    _set_soft_limit(resource.RLIMIT_CPU, used + cpu_seconds)
+    in_use = address_space_in_use() if address_space is not None else None
+    if address_space is None or in_use is None:
+        return function(data, options)
+    previous = resource.getrlimit(resource.RLIMIT_AS)
+    _set_soft_limit(resource.RLIMIT_AS, in_use + address_space)
+    try:
+        return function(data, options)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, previous)
+
+
+def _set_soft_limit(which: int, soft: int) -> None:
+    _, hard = resource.getrlimit(which)
     if hard != resource.RLIM_INFINITY:
         soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
-    return function(data, options)
+    resource.setrlimit(which, (soft, hard))
+
+
+def address_space_in_use() -> int | None:
+    """Return this process's address-space size in bytes (Linux), or None if unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * resource.getpagesize()
 
 
 # glibc's mallopt parameters, and the sizes that keep an image's buffers in the heap.

@@ -4,13 +4,19 @@ Decoding
     Only JPEG, PNG, WebP and GIF decoders ever run (``Image.open(..., formats=...)``).
     Empty or unrecognised data fails with code ``not_an_image``; a file recognised by its
     magic bytes as another format (BMP, TIFF, PDF, HEIC, ...) fails with
-    ``unsupported_format`` naming it. ``width * height`` is checked against
-    ``CompressOptions.max_pixels`` from the header *before* any pixel is decoded
-    (``image_too_large``, naming the cap ``max_image_pixels``); Pillow's own
-    decompression-bomb guard also maps to ``image_too_large``. Truncated or corrupt data
-    fails with ``corrupt_image``; a failure to encode, with ``compression_failed``. No
-    other exception escapes, whatever the bytes. Pillow's process-wide settings are never
-    changed. A multi-picture JPEG (MPO) is a JPEG: its first picture is used.
+    ``unsupported_format`` naming it. Before any pixel is decoded, the header is read in
+    plain Python (``_header``) and ``width * height`` is held to
+    ``CompressOptions.max_pixels`` (``image_too_large``, naming ``max_image_pixels``) and
+    the decoded size (width x height x the bytes per pixel of the form it is compressed
+    from: 1 for greyscale, 2 for 16-bit greyscale, 4 for RGB, RGBA, CMYK and palette
+    images, which are expanded) to
+    ``max_decode_bytes`` (``image_too_large``, naming ``max_decode_bytes``); Pillow's own
+    decompression-bomb guard also maps to ``image_too_large``. A JPEG's scans are counted
+    the way libjpeg finds markers (``_jpeg``) and more than ``max_scans`` fail with
+    ``image_too_complex``. Truncated or corrupt data fails with ``corrupt_image``; a
+    failure to encode, with ``compression_failed``. No other exception escapes, whatever
+    the bytes. Pillow's process-wide settings are never changed. A multi-picture JPEG
+    (MPO) is a JPEG: its first picture is used.
 
 Pixels
     EXIF orientation is applied (unreadable EXIF is ignored, and the note says so), then
@@ -39,19 +45,22 @@ from dataclasses import dataclass
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from imgcompress_core._jpeg import count_scans
-from imgcompress_core.errors import CompressionError
+from ._header import is_accepted_format, pixel_bytes, read_header
+from ._jpeg import count_scans
+from .errors import CompressionError
 
 __all__ = [
     "ACCEPTED_FORMATS",
     "CompressOptions",
     "CompressedImage",
     "compress_image",
+    "decoded_size",
     "extension_for",
     "timed_compress",
 ]
 
 ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
+MIB = 1 << 20
 
 _CONTENT_TYPES = {
     "JPEG": "image/jpeg",
@@ -95,19 +104,24 @@ _ICC_SPACES = {"L": b"GRAY", "RGB": b"RGB ", "RGBA": b"RGB ", "CMYK": b"CMYK"}
 
 @dataclass(frozen=True, slots=True)
 class CompressOptions:
-    """How to compress: the lossy quality and the pixel-count cap."""
+    """How to compress: the lossy quality, and the caps on what may be decoded."""
 
     quality: int = 50  # JPEG/WebP quality, 1..95
     max_pixels: int = 50_000_000  # width*height cap, checked from the header before decoding
     max_frames: int = 1000  # frames of an animated GIF/WebP/PNG (kept as they are)
     max_animation_pixels: int = 500_000_000  # width*height*frames of an animation
     max_scans: int = 100  # scans of a (progressive) JPEG, counted before decoding
+    # Decoded bytes of the images being compressed at once (Compressor admits images by
+    # it), and so of any one image; checked from the header before decoding.
+    max_decode_bytes: int = 512 * MIB
 
     def __post_init__(self) -> None:
         if isinstance(self.quality, bool) or not 1 <= self.quality <= 95:
             raise ValueError(f"quality must be an integer from 1 to 95, not {self.quality!r}")
-        if isinstance(self.max_pixels, bool) or self.max_pixels < 1:
-            raise ValueError(f"max_pixels must be a positive integer, not {self.max_pixels!r}")
+        for name in ("max_pixels", "max_decode_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +138,35 @@ class CompressedImage:
     note: str | None
 
 
+@dataclass(slots=True)
+class _Decoded:
+    """A decoded still image, ready to encode, and what is known about its input."""
+
+    image: Image.Image
+    input_format: str
+    icc: bytes | None
+    rotated: bool  # its EXIF orientation was applied
+    notes: list[str]
+
+
 def extension_for(content_type: str) -> str:
     """Return the file extension (with its dot) for a content type, ``.bin`` if unknown."""
     return _EXTENSIONS.get(content_type, ".bin")
+
+
+def decoded_size(data: bytes, options: CompressOptions = CompressOptions()) -> int:
+    """Return the bytes decoding ``data`` takes, read from its header, without decoding.
+
+    Raises CompressionError(``image_too_large``) when the pixel count or the decoded
+    size is over its cap. A file that starts like an accepted format but whose header
+    cannot be read counts as the whole ``max_decode_bytes``; anything else as 0 (no
+    decoder will run on it).
+    """
+    header = read_header(data)
+    if header is None:
+        return options.max_decode_bytes if is_accepted_format(data) else 0
+    _check_size(header.width, header.height, header.pixel_bytes, options)
+    return header.decoded_bytes
 
 
 def compress_image(data: bytes, options: CompressOptions = CompressOptions()) -> CompressedImage:
@@ -139,11 +179,15 @@ def compress_image(data: bytes, options: CompressOptions = CompressOptions()) ->
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise CompressionError(
-            f"the image has too many pixels to decode safely: {exc}", code="image_too_large"
+            "the image has more pixels than can be decoded safely (the cap is "
+            f"max_image_pixels, {options.max_pixels} pixels)",
+            code="image_too_large",
         ) from exc
     except MemoryError as exc:
         raise CompressionError(
-            "there is not enough memory to decode the image", code="image_too_large"
+            "there was not enough memory to compress the image (memory for decoding is "
+            f"limited by max_decode_bytes, {_mib(options.max_decode_bytes)})",
+            code="image_too_large",
         ) from exc
     except Exception as exc:  # any decoder failure is a property of the bytes
         raise CompressionError(
@@ -159,39 +203,19 @@ def timed_compress(data: bytes, options: CompressOptions) -> tuple[CompressedIma
 
 
 def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
-    with _open(data) as im:
-        fmt = "JPEG" if im.format == "MPO" else str(im.format)
-        width, height = im.size
-        if width * height > options.max_pixels:
-            raise CompressionError(
-                f"the image is {width}x{height} = {width * height} pixels, over the "
-                f"{options.max_pixels}-pixel cap (max_image_pixels)",
-                code="image_too_large",
-            )
-        if fmt == "JPEG":
-            _check_scans(data, options.max_scans)
-        elif getattr(im, "is_animated", False):
-            _check_animation(im, options)
-            note = "the image is animated; animated images are kept as they are"
-            return _keep(data, fmt, im.size, note)
-        im.load()
-        notes: list[str] = []
-        icc = im.info.get("icc_profile")
-        try:
-            oriented = _oriented(im)
-        except Exception:  # unreadable EXIF must not lose an otherwise good image
-            oriented = im
-            notes.append("its EXIF data could not be read, so its orientation was not applied")
-        work, mode_note = _normalise(oriented)
-        if mode_note:
-            notes.append(mode_note)
+    decoded_size(data, options)  # refuse from the header, before Pillow reads it
+    decoded = _decode(data, options)
+    if isinstance(decoded, CompressedImage):
+        return decoded
+    work, notes = decoded.image, decoded.notes
     out_fmt = "WEBP" if work.mode == "RGBA" else "JPEG"
     params: dict[str, int | bool | bytes] = {"quality": options.quality}
     if out_fmt == "JPEG":
         params.update(optimize=True, progressive=False)
     else:  # libwebp's effort 3 of 6: a fifth faster than its default 4, 0.4 % larger
         params.update(method=3)
-    if isinstance(icc, bytes) and icc:
+    icc = decoded.icc
+    if icc:
         if icc[16:20] == _ICC_SPACES[work.mode]:
             params["icc_profile"] = icc
         else:
@@ -200,15 +224,18 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
     buffer = io.BytesIO()
     try:
         work.save(buffer, format=out_fmt, **params)
+    except MemoryError:
+        raise
     except Exception as exc:  # not the input's fault: keep the class's generic code
         raise CompressionError(f"encoding the image as {out_fmt} failed: {exc}") from exc
     out = buffer.getvalue()
+    fmt = decoded.input_format
     if len(out) >= len(data):
         note = (
             f"compressed output ({len(out)} bytes) was not smaller than the original "
             f"({len(data)} bytes); kept the original"
         )
-        return _keep(data, fmt, work.size, note)
+        return _keep(data, fmt, work.size, note, len(data))
     if out_fmt != fmt:
         why = "to keep its transparency" if out_fmt == "WEBP" else "as it has no transparency"
         names = {"WEBP": "WebP"}
@@ -223,6 +250,58 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
         kept_original=False,
         note="; ".join(notes) or None,
     )
+
+
+def _decode(data: bytes, options: CompressOptions) -> _Decoded | CompressedImage:
+    """Decode a still image into one of the modes ``_normalise`` gives; an animation is
+    judged by its headers and kept instead.
+
+    Only the returned image stays referenced: the decoded original is freed on return
+    when normalising or orienting made a new one.
+    """
+    with _open(data) as im:
+        fmt = "JPEG" if im.format == "MPO" else str(im.format)
+        _check_size(im.width, im.height, pixel_bytes(im.mode, im.has_transparency_data), options)
+        if fmt == "JPEG":
+            _check_scans(data, options.max_scans)
+        elif getattr(im, "is_animated", False):
+            _check_animation(im, options)
+            return _keep_animation(data, fmt, im.size)
+        im.load()
+        notes: list[str] = []
+        icc = im.info.get("icc_profile")
+        try:
+            oriented = _oriented(im)
+        except Exception:  # unreadable EXIF must not lose an otherwise good image
+            oriented = im
+            notes.append("its EXIF data could not be read, so its orientation was not applied")
+        work, mode_note = _normalise(oriented)
+        if mode_note:
+            notes.append(mode_note)
+        icc_bytes = icc if isinstance(icc, bytes) and icc else None
+        return _Decoded(work, fmt, icc_bytes, oriented is not im, notes)
+
+
+def _check_size(width: int, height: int, bytes_per_pixel: int, options: CompressOptions) -> None:
+    """Refuse an image with too many pixels, or too many bytes once decoded."""
+    pixels = width * height
+    if pixels > options.max_pixels:
+        raise CompressionError(
+            f"the image is {width}x{height} = {pixels} pixels, over the "
+            f"{options.max_pixels}-pixel cap (max_image_pixels)",
+            code="image_too_large",
+        )
+    if pixels * bytes_per_pixel > options.max_decode_bytes:
+        raise CompressionError(
+            f"the image would take {_mib(pixels * bytes_per_pixel)} of memory decoded "
+            f"({width}x{height} pixels of {bytes_per_pixel} bytes), over the "
+            f"{_mib(options.max_decode_bytes)} memory budget for decoding (max_decode_bytes)",
+            code="image_too_large",
+        )
+
+
+def _mib(size: int) -> str:
+    return f"{size / MIB:.1f} MiB"
 
 
 def _check_scans(data: bytes, limit: int) -> None:
@@ -288,13 +367,17 @@ def _oriented(im: Image.Image) -> Image.Image:
 
 
 def _normalise(im: Image.Image) -> tuple[Image.Image, str | None]:
-    """Bring an image to one of the modes L, RGB, RGBA (really transparent) or CMYK."""
+    """Bring an image to one of the modes L, RGB, RGBA (really transparent) or CMYK.
+
+    No step copies an image it does not need to: a full-size copy of a 49-megapixel
+    RGBA image is 196 MB.
+    """
     mode = im.mode
-    if mode in _SIXTEEN_BIT_MODES:
-        wide = im.convert("I") if mode.startswith("I;16") else im
+    if mode in _SIXTEEN_BIT_MODES:  # "I;16" scales in place; the other forms through "I"
+        wide = im if mode in ("I;16", "I", "F") else im.convert("I")
         return wide.point(lambda v: v / 256).convert("L"), "scaled 16-bit samples to 8 bits"
     if im.has_transparency_data:
-        rgba = im.convert("RGBA")
+        rgba = im if mode == "RGBA" else im.convert("RGBA")
         if rgba.getchannel("A").getextrema()[0] != 255:
             return rgba, None
         grey = mode in ("L", "LA", "La")
@@ -304,7 +387,15 @@ def _normalise(im: Image.Image) -> tuple[Image.Image, str | None]:
     return im.convert("L" if mode == "1" else "RGB"), None
 
 
-def _keep(data: bytes, fmt: str, size: tuple[int, int], note: str) -> CompressedImage:
+def _keep_animation(data: bytes, fmt: str, size: tuple[int, int]) -> CompressedImage:
+    """Keep an animation as it is."""
+    note = "the image is animated; animated images are kept as they are"
+    return _keep(data, fmt, size, note, len(data))
+
+
+def _keep(
+    data: bytes, fmt: str, size: tuple[int, int], note: str, input_bytes: int
+) -> CompressedImage:
     """Store the input bytes unchanged."""
     return CompressedImage(
         data=data,
@@ -312,7 +403,7 @@ def _keep(data: bytes, fmt: str, size: tuple[int, int], note: str) -> Compressed
         width=size[0],
         height=size[1],
         input_format=fmt,
-        input_bytes=len(data),
+        input_bytes=input_bytes,
         kept_original=True,
         note=note,
     )

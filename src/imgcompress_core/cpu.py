@@ -26,6 +26,22 @@ and that image fails as ``compression_crashed``. A thread cannot be stopped, so 
 threads there is no such limit. When a child dies, the other image in flight in the
 same pool fails that attempt too (the pool is broken for every task it holds); it is
 retried like any transient failure.
+
+Memory is bounded the same way in both pools. Each image's decoded size is read from
+its header before any decoder runs (``compress.decoded_size``: width x height x bytes
+per pixel), and images are admitted first come, first served, only while the decoded
+sizes of the images in progress add up to at most ``CompressOptions.max_decode_bytes``
+(the setting ``max_decode_bytes``): large images wait for each other instead of
+decoding together. An image larger than that on its own fails at once with
+``image_too_large``. Compressing takes more than the decoded image -- measured peaks:
+about 2x for JPEG, 4.5x for a transparent image encoded to WebP, 8x for WebP input
+(libwebp's decoder keeps two canvases) -- so the memory the pool uses at its peak is a
+small multiple of the budget, never a sum over the images in flight. In processes, a
+backstop: while a child compresses an image, its address space (``RLIMIT_AS``) may
+grow by at most ``10 x`` that image's decoded size plus four times its file size plus
+256 MiB, so an image whose decoding takes far more than its header said fails with
+``image_too_large`` (allocations fail and Pillow raises MemoryError) instead of
+growing until the kernel's OOM killer picks a process.
 """
 
 from __future__ import annotations
@@ -36,16 +52,20 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections import deque
+from collections.abc import AsyncIterator
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Literal
 
 import anyio
 import anyio.to_thread
 
-from ._pool_child import CompressFunction, start_child, within_cpu_limit
-from .compress import CompressedImage, CompressOptions, timed_compress
+from ._pool_child import CompressFunction, start_child, within_limits
+from .compress import CompressedImage, CompressOptions, decoded_size, timed_compress
 from .errors import ImageFailure
 
 __all__ = ["CompressFunction", "Compressor", "CpuPool"]
@@ -53,6 +73,69 @@ __all__ = ["CompressFunction", "Compressor", "CpuPool"]
 log = logging.getLogger("imgcompress.cpu")
 
 CpuPool = Literal["threads", "processes"]
+
+# The address space a child may add while compressing one image (the RLIMIT_AS
+# backstop): this many times the image's decoded size, ...
+_SPACE_PER_DECODED_BYTE = 10
+_SPACE_PER_FILE_BYTE = 4  # ... this many times its file size (copies of the bytes) ...
+_SPACE_BASE = 256 << 20  # ... and this much for everything else.
+
+
+@dataclass(eq=False)
+class _Ticket:
+    size: int
+    budget: int
+    granted: anyio.Event = field(default_factory=anyio.Event)
+
+
+class _MemoryBudget:
+    """Admits images by decoded size, first come first served, while they fit."""
+
+    def __init__(self) -> None:
+        self.in_use = 0
+        self.peak = 0
+        self._queue: deque[_Ticket] = deque()
+
+    @asynccontextmanager
+    async def hold(self, size: int, budget: int) -> AsyncIterator[None]:
+        """Wait until ``size`` more bytes fit in ``budget`` (and no earlier image still
+        waits), hold them for the block, then give them back."""
+        ticket = _Ticket(size, budget)
+        if self._queue or not self._fits(ticket):
+            self._queue.append(ticket)
+            try:
+                await ticket.granted.wait()
+            except BaseException:  # cancelled while waiting (or just as it was admitted)
+                if ticket.granted.is_set():
+                    self._release(size)
+                else:
+                    self._queue.remove(ticket)
+                    self._admit()
+                raise
+        else:
+            self._take(size)
+        try:
+            yield
+        finally:
+            self._release(size)
+
+    def _fits(self, ticket: _Ticket) -> bool:
+        # Alone, an image always fits: one over the budget was refused before asking.
+        return self.in_use == 0 or self.in_use + ticket.size <= ticket.budget
+
+    def _take(self, size: int) -> None:
+        self.in_use += size
+        self.peak = max(self.peak, self.in_use)
+
+    def _release(self, size: int) -> None:
+        self.in_use -= size
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._queue and self._fits(self._queue[0]):
+            ticket = self._queue.popleft()
+            self._take(ticket.size)
+            ticket.granted.set()
 
 
 class _Pool:
@@ -96,7 +179,8 @@ class _Pool:
 
 
 class Compressor:
-    """Runs ``compress_image`` in a thread or process pool, ``workers`` images at a time."""
+    """Runs ``compress_image`` in a thread or process pool, ``workers`` images at a time,
+    within the memory budget ``options.max_decode_bytes``."""
 
     def __init__(
         self,
@@ -115,21 +199,35 @@ class Compressor:
         self._limiter = anyio.CapacityLimiter(workers)
         # Threads that wait for a worker process: our own, not anyio's shared 40.
         self._waiters = anyio.CapacityLimiter(workers)
+        self._budget = _MemoryBudget()
         self._current: _Pool | None = None
         self._closed = False
+
+    @property
+    def decoding_bytes(self) -> int:
+        """The decoded bytes of the images admitted now (being compressed)."""
+        return self._budget.in_use
+
+    @property
+    def peak_decoding_bytes(self) -> int:
+        """The most decoded bytes admitted at once so far."""
+        return self._budget.peak
 
     async def compress(
         self, data: bytes, options: CompressOptions
     ) -> tuple[CompressedImage, float]:
         """Compress off the event loop; return the result and the seconds it took there.
 
-        Raises CompressionError for bad images and ImageFailure(``compression_crashed``)
-        when a worker process died on this image.
+        Raises CompressionError for bad images (``image_too_large`` at once for one
+        whose decoded size alone is over ``options.max_decode_bytes``) and
+        ImageFailure(``compression_crashed``) when a worker process died on this image.
         """
-        async with self._limiter:
+        size = await anyio.to_thread.run_sync(decoded_size, data, options)
+        async with self._budget.hold(size, options.max_decode_bytes), self._limiter:
             if self.pool == "threads":
                 return await anyio.to_thread.run_sync(self.function, data, options)
-            limited = functools.partial(within_cpu_limit, self.function, self.cpu_seconds)
+            space = _SPACE_PER_DECODED_BYTE * size + _SPACE_PER_FILE_BYTE * len(data) + _SPACE_BASE
+            limited = functools.partial(within_limits, self.function, self.cpu_seconds, space)
             for _ in range(3):
                 pool = self._pool()
                 try:

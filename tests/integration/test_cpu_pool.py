@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import mmap
 import os
 import platform
 import subprocess
 import sys
+import threading
+import time
 
 import anyio
 import pytest
+from PIL import Image
 
 from imgcompress_core import CompressionError, CompressOptions, ImageFailure
-from imgcompress_core.compress import CompressedImage, compress_image, timed_compress
+from imgcompress_core.compress import (
+    CompressedImage,
+    compress_image,
+    decoded_size,
+    timed_compress,
+)
 from imgcompress_core.cpu import Compressor
 from servers import corpus_images
 
@@ -37,11 +48,7 @@ def spin_on_marker(data: bytes, options: CompressOptions) -> tuple[CompressedIma
 def worker_pid(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
     """Report which process ran the function (in the note)."""
     image = compress_image(data, options)
-    return CompressedImage(**{**_fields(image), "note": str(os.getpid())}), 0.0
-
-
-def _fields(image: CompressedImage) -> dict[str, object]:
-    return {name: getattr(image, name) for name in CompressedImage.__slots__}
+    return dataclasses.replace(image, note=str(os.getpid())), 0.0
 
 
 @pytest.mark.parametrize("pool", ["processes", "threads"])
@@ -168,3 +175,184 @@ async def test_two_crashes_in_one_pool_both_fail_cleanly() -> None:
     finally:
         compressor.close()
     assert outcomes == ["compression_crashed"] * 50
+
+
+# Decoding memory: images are admitted by decoded size within max_decode_bytes
+
+MIB = 1 << 20
+
+
+class Overlap:
+    """Records how many images the hook below is working on at once (threads only)."""
+
+    lock = threading.Lock()
+    now = 0
+    most = 0
+    calls = 0
+    barrier: threading.Barrier | None = None
+
+    @classmethod
+    def reset(cls, barrier: threading.Barrier | None = None) -> None:
+        cls.now = cls.most = cls.calls = 0
+        cls.barrier = barrier
+
+
+def overlapping(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
+    """Compress, counting the images in progress; meet the others at the barrier if set."""
+    with Overlap.lock:
+        Overlap.now += 1
+        Overlap.calls += 1
+        Overlap.most = max(Overlap.most, Overlap.now)
+    try:
+        if Overlap.barrier is not None:
+            Overlap.barrier.wait(timeout=10)
+        else:
+            time.sleep(0.2)  # room for a second image to start, if it were let in
+        return timed_compress(data, options)
+    finally:
+        with Overlap.lock:
+            Overlap.now -= 1
+
+
+def png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 40)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def compress_all(
+    compressor: Compressor, images: list[bytes], options: CompressOptions
+) -> None:
+    async with anyio.create_task_group() as group:
+        for data in images:
+            group.start_soon(compressor.compress, data, options)
+
+
+async def test_images_over_the_budget_together_are_never_decoded_at_once() -> None:
+    """Two images of 60 % of the budget each: with two workers free, the second still
+    waits until the first is done (issue 12: decoding had no memory limit)."""
+    image = png(1000, 1000)  # 4 MB decoded
+    options = CompressOptions(max_decode_bytes=decoded_size(image) * 10 // 6)
+    Overlap.reset()
+    compressor = Compressor("threads", workers=2, function=overlapping)
+    with anyio.fail_after(30):
+        await compress_all(compressor, [image, image], options)
+    assert Overlap.calls == 2
+    assert Overlap.most == 1
+    assert compressor.peak_decoding_bytes == decoded_size(image) <= options.max_decode_bytes
+    assert compressor.decoding_bytes == 0
+
+
+async def test_images_within_the_budget_together_are_decoded_at_once() -> None:
+    """The counterpart: two images that fit together run together (they meet at a
+    barrier, which only works if both are in progress at the same time)."""
+    image = png(1000, 1000)
+    options = CompressOptions(max_decode_bytes=decoded_size(image) * 2)
+    Overlap.reset(threading.Barrier(2))
+    compressor = Compressor("threads", workers=2, function=overlapping)
+    with anyio.fail_after(30):
+        await compress_all(compressor, [image, image], options)
+    assert Overlap.most == 2
+    assert compressor.peak_decoding_bytes == 2 * decoded_size(image)
+
+
+async def test_an_image_over_the_budget_alone_fails_before_the_pool() -> None:
+    options = CompressOptions(max_decode_bytes=MIB)
+    Overlap.reset()
+    compressor = Compressor("threads", workers=2, function=overlapping)
+    with pytest.raises(CompressionError) as caught:
+        await compressor.compress(png(1000, 1000), options)
+    assert caught.value.code == "image_too_large"
+    assert "max_decode_bytes" in caught.value.message
+    assert Overlap.calls == 0
+
+
+async def test_a_waiting_image_that_is_cancelled_gives_up_its_place() -> None:
+    """An image cancelled while it waits for memory does not hold the queue: the images
+    behind it are admitted as soon as they fit."""
+    big, small = png(1000, 1000), png(200, 200)
+    options = CompressOptions(max_decode_bytes=decoded_size(big) * 3 // 2)
+    Overlap.reset()
+    compressor = Compressor("threads", workers=2, function=overlapping)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as group:
+            group.start_soon(compressor.compress, big, options)
+            await anyio.sleep(0.05)
+            with anyio.move_on_after(0.05):  # waits behind the first, then gives up
+                await compressor.compress(big, options)
+            await compressor.compress(small, options)  # fits beside the first
+    assert Overlap.calls == 2 and Overlap.most == 2
+    assert compressor.decoding_bytes == 0
+
+
+def transparent_49_megapixels() -> bytes:
+    """A 7000x7000 RGBA PNG, almost all transparent: about 200 KB, 196 MB decoded."""
+    image = Image.new("RGBA", (7000, 7000), (0, 0, 0, 0))
+    for step in range(20):
+        at = step * 350
+        image.paste((200, 30, 30, 255), (at, at, at + 300, at + 300))
+    out = io.BytesIO()
+    image.save(out, "PNG", compress_level=9)
+    return out.getvalue()
+
+
+def peak_memory(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
+    """Compress, and report (in the note) how much this process's peak RSS grew."""
+    before = _status("VmHWM")
+    image, seconds = timed_compress(data, options)
+    grown = _status("VmHWM") - max(before, 0)
+    return dataclasses.replace(image, note=str(grown)), seconds
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+async def test_a_49_megapixel_transparent_png_stays_within_the_budget() -> None:
+    """Issue 12: such a 190 KB file took 1 GB in one child. With the default budget it
+    is admitted alone (196 MB decoded of 512 MiB), compressed under the address-space
+    backstop, and the child no longer keeps redundant full-size copies."""
+    data = transparent_49_megapixels()
+    assert len(data) < 400_000
+    options = CompressOptions()
+    assert decoded_size(data, options) == 7000 * 7000 * 4 <= options.max_decode_bytes
+    compressor = Compressor("processes", workers=1, function=peak_memory)
+    try:
+        with anyio.fail_after(120):
+            image, _ = await compressor.compress(data, options)
+    finally:
+        compressor.close()
+    assert image.content_type == "image/webp" and (image.width, image.height) == (7000, 7000)
+    assert compressor.peak_decoding_bytes == 7000 * 7000 * 4
+    grown = int(image.note or 0)
+    # libwebp needs about 3x the image to encode it; the decoded image once more.
+    assert grown < 4.75 * 7000 * 7000 * 4, f"{grown / MIB:.0f} MiB"
+
+
+def map_on_marker(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
+    """Map 4 GiB of address space when given b"hog" (a decoder that allocates far more
+    than the header said); compress anything else."""
+    if data == b"hog":
+        with mmap.mmap(-1, 4 << 30):
+            pass
+    return timed_compress(data, options)
+
+
+async def test_a_child_cannot_grow_far_beyond_its_images_decoded_size() -> None:
+    """The address-space backstop: a child that allocates gigabytes for a tiny input
+    gets an allocation failure, not the memory; the next image is unaffected."""
+    [photo] = corpus_images(1)
+    compressor = Compressor("processes", workers=1, function=map_on_marker)
+    try:
+        with pytest.raises(OSError, match="allocate memory") as caught:  # ENOMEM, from the child
+            await compressor.compress(b"hog", OPTIONS)
+        image, _ = await compressor.compress(photo, OPTIONS)
+    finally:
+        compressor.close()
+    assert caught.value.errno == 12
+    assert image.data == compress_image(photo, OPTIONS).data

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import EpsImagePlugin, Image
+from PIL import EpsImagePlugin, Image, ImageFile
 from security_kit import (
     RawServer,
     Router,
@@ -25,11 +25,12 @@ from security_kit import (
 )
 
 from imgcompress_core._jpeg import count_scans
-from imgcompress_core.compress import CompressOptions, compress_image
+from imgcompress_core.compress import CompressOptions, compress_image, decoded_size
 from imgcompress_core.errors import CompressionError
 from imgcompress_core.fetch import FetchOptions, HttpxFetcher
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+MIB = 1 << 20
 
 
 def encode(
@@ -204,6 +205,45 @@ def test_the_corpus_jpegs_pass_the_scan_count() -> None:
     assert progressive  # the corpus has progressive JPEGs (10 scans each)
     for name in progressive[:3]:
         assert compress_image((CORPUS / name).read_bytes()).content_type == "image/jpeg"
+
+
+# Decoding memory: a budget, checked from the header before decoding
+
+
+def test_an_image_over_the_decode_budget_is_refused_naming_the_setting() -> None:
+    """6000x6000 RGB is 137 MiB decoded (4 bytes a pixel in Pillow): over a 100 MiB
+    budget, refused from its header without decoding."""
+    options = CompressOptions(max_decode_bytes=100 * MIB)
+    start = time.perf_counter()
+    message = refused(png_header(6000, 6000), "image_too_large", options)
+    assert elapsed(start) < 0.5
+    assert "max_decode_bytes" in message and "6000x6000" in message
+    assert decoded_size(png_header(5000, 5000), options) == 5000 * 5000 * 4
+
+
+def test_too_many_pixels_names_max_image_pixels_not_pillows_limit() -> None:
+    """Issue 12, finding 8: a 400-megapixel image got Pillow's "exceeds limit of
+    178956970 pixels"; the reason names our cap instead."""
+    message = refused(png_header(20_000, 20_000), "image_too_large")
+    assert "max_image_pixels" in message
+    assert "178956970" not in message
+
+
+def test_pillows_own_bomb_guard_also_names_max_image_pixels() -> None:
+    """With the cap raised above Pillow's own limit, Pillow refuses; the reason still
+    names the setting."""
+    options = CompressOptions(max_pixels=10**9, max_decode_bytes=1 << 40)
+    message = refused(png_header(20_000, 20_000), "image_too_large", options)
+    assert "max_image_pixels" in message
+
+
+def test_running_out_of_memory_names_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_memory(self: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_memory)
+    message = refused(encode("PNG"), "image_too_large")
+    assert "max_decode_bytes" in message
 
 
 # Truncated files fail with corrupt_image

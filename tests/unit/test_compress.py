@@ -13,11 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, JpegImagePlugin
 
+from imgcompress_core._header import pixel_bytes, read_header
 from imgcompress_core.compress import (
     ACCEPTED_FORMATS,
     CompressedImage,
     CompressOptions,
     compress_image,
+    decoded_size,
     extension_for,
 )
 from imgcompress_core.errors import CompressionError
@@ -103,6 +105,10 @@ def test_defaults_and_bounds() -> None:
     assert CompressOptions(quality=95).quality == 95
     with pytest.raises(ValueError, match="max_pixels"):
         CompressOptions(max_pixels=0)
+    assert CompressOptions().max_decode_bytes == 512 * 1024 * 1024
+    for bad in (0, -1, True):
+        with pytest.raises(ValueError, match="max_decode_bytes"):
+            CompressOptions(max_decode_bytes=bad)
     assert ACCEPTED_FORMATS == ("JPEG", "PNG", "WEBP", "GIF")
 
 
@@ -363,6 +369,62 @@ def test_other_formats_are_unsupported(fmt: str, name: str) -> None:
     assert name in error.message
 
 
+# Decoded size, read from the header before decoding
+
+
+def gif_with_frame_beyond_its_screen() -> bytes:
+    """A GIF whose 10x10 screen holds a 40x30 frame at (5, 5): Pillow grows it to 45x35."""
+    head = b"GIF89a" + struct.pack("<HHBBB", 10, 10, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    frame = b"," + struct.pack("<HHHHB", 5, 5, 40, 30, 0) + b"\x02\x02\x44\x01\x00"
+    return head + b"!\xfe\x03abc\x00" + frame + b";"
+
+
+HEADER_CASES = [
+    (encode(photo(), "JPEG"), (64, 48), 4),
+    (encode(photo("L"), "JPEG"), (64, 48), 1),
+    (encode(photo("CMYK"), "JPEG"), (64, 48), 4),
+    (encode(photo(), "JPEG", progressive=True), (64, 48), 4),
+    (encode(photo(), "PNG"), (64, 48), 4),
+    (encode(photo("L"), "PNG"), (64, 48), 1),
+    (encode(photo("L"), "PNG", transparency=0), (64, 48), 4),  # expanded to RGBA
+    (encode(photo("P"), "PNG"), (64, 48), 4),  # palette: expanded to RGB
+    (encode(photo("1"), "PNG"), (64, 48), 1),
+    (encode(Image.new("I;16", SIZE, 40000), "PNG"), (64, 48), 2),
+    (encode(with_transparent_corner(), "PNG"), (64, 48), 4),
+    (encode(photo("P"), "GIF"), (64, 48), 4),
+    (gif_with_frame_beyond_its_screen(), (45, 35), 4),
+    (encode(photo(), "WEBP"), (64, 48), 4),
+    (encode(photo(), "WEBP", lossless=True), (64, 48), 4),
+    (encode(with_transparent_corner(), "WEBP"), (64, 48), 4),
+    (encode(photo(), "WEBP", icc_profile=SRGB), (64, 48), 4),  # VP8X
+]
+
+
+@pytest.mark.parametrize(("data", "size", "per_pixel"), HEADER_CASES)
+def test_decoded_size_is_read_from_the_header_as_pillow_sees_it(
+    data: bytes, size: tuple[int, int], per_pixel: int
+) -> None:
+    header = read_header(data)
+    assert header is not None
+    assert (header.width, header.height, header.pixel_bytes) == (*size, per_pixel)
+    assert decoded_size(data) == size[0] * size[1] * per_pixel
+    with Image.open(io.BytesIO(data)) as im:  # the same as Pillow's own view
+        assert im.size == size
+        assert pixel_bytes(im.mode, im.has_transparency_data) == per_pixel
+
+
+def test_decoded_size_of_non_images_and_unreadable_headers() -> None:
+    options = CompressOptions(max_decode_bytes=1000)
+    assert decoded_size(b"<html></html>", options) == 0  # no decoder will run on it
+    assert decoded_size(b"\xff\xd8\xff\xe0\x00\x10JFIF", options) == 1000  # counts as the most
+
+
+def test_an_image_over_the_decode_budget_is_refused_before_decoding() -> None:
+    error = error_of(png_header_only(4000, 4000), CompressOptions(max_decode_bytes=10**6))
+    assert error.code == "image_too_large"
+    assert "max_decode_bytes" in error.message
+
+
 # Properties
 
 SMALL = CompressOptions(max_pixels=1_000_000)  # keeps mutated headers from allocating much
@@ -406,6 +468,21 @@ def test_arbitrary_bytes_give_a_result_or_a_compression_error(data: bytes) -> No
 @given(mutated())
 def test_mutated_images_give_a_result_or_a_compression_error(data: bytes) -> None:
     check_outcome(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated())
+def test_the_header_never_claims_less_than_pillow_decodes(data: bytes) -> None:
+    """Whatever the bytes, reading the header never raises, and when Pillow opens the
+    file, the header's decoded size is at least what Pillow would decode."""
+    header = read_header(data)
+    try:
+        with Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS)) as im:
+            pillow = im.width * im.height * pixel_bytes(im.mode, im.has_transparency_data)
+    except Exception:
+        return
+    assert header is not None
+    assert header.decoded_bytes >= pillow
 
 
 # Realism: a real photograph from the shared corpus when present, else a generated one
