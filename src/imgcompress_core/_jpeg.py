@@ -1,4 +1,4 @@
-"""JPEG marker walking the way libjpeg does it: scan counting and the frame header.
+"""JPEG marker walking the way libjpeg does it: scan counting and lossless cleaning.
 
 libjpeg looks for markers like this (``next_marker`` in ``jdmarker.c`` and the Huffman
 decoder's ``fill_bit_buffer``): any bytes before a ``0xFF`` are skipped (garbage, or
@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
-__all__ = ["Segment", "count_scans", "frame_header", "segments"]
+__all__ = ["Segment", "count_scans", "frame_header", "segments", "strip_jpeg"]
 
 # A marker: a run of 0xFF, then a byte that is neither 0x00 (stuffing) nor 0xFF (fill).
 _MARKER = re.compile(rb"\xff+([^\x00\xff])")
@@ -87,3 +87,63 @@ def frame_header(data: bytes) -> tuple[int, int, int] | None:
         if segment.marker == _SOS:
             return None
     return None
+
+
+_APP0, _APP2, _APP14 = 0xE0, 0xE2, 0xEE
+_RST = range(0xD0, 0xD8)
+# Kept by strip_jpeg: everything the decoder needs (the colour segments are APPn).
+_DECODING = _SOF | {_DHT, _DAC, _DQT, _DNL, _DRI}
+
+
+def strip_jpeg(data: bytes) -> bytes:
+    """Rewrite a JPEG without its metadata, leaving every entropy-coded byte as it was.
+
+    Kept: the tables, frame and scan headers with their entropy-coded data, the JFIF
+    header (without a thumbnail), the ICC profile (APP2 ``ICC_PROFILE``) and Adobe's
+    colour-transform flag (APP14). Dropped: EXIF and XMP (APP1), every other APPn
+    (IPTC, MPF, maker data), comments, stray bytes between segments, and anything after
+    the first EOI (such as an MPO's further pictures). Raises ValueError on data that
+    does not end with EOI or has no scan.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        raise ValueError("not a JPEG")
+    out = [b"\xff\xd8"]
+    in_scan, scans = False, 0
+    for segment in segments(data):
+        marker, start, end = segment.marker, segment.start, segment.end
+        if in_scan:  # the bytes the entropy decoder reads, exactly as they were
+            out.append(data[segment.gap : segment.run])
+        if marker in _RST:
+            if in_scan:
+                out.append(data[start:end])
+            continue
+        in_scan = marker == _SOS
+        scans += in_scan
+        if marker == _EOI:
+            if not scans:
+                raise ValueError("the JPEG has no scan")
+            out.append(b"\xff\xd9")
+            return b"".join(out)
+        if marker in _DECODING or marker == _SOS:
+            out.append(data[start:end])
+        elif marker == _APP0:
+            out.append(_jfif_without_thumbnail(data[start:end]))
+        elif _is_colour_segment(marker, data[start + 4 : end]):
+            out.append(data[start:end])
+    raise ValueError("the JPEG does not end with an EOI marker")
+
+
+def _is_colour_segment(marker: int, payload: bytes) -> bool:
+    if marker == _APP2:
+        return payload.startswith(b"ICC_PROFILE\x00")
+    return marker == _APP14 and payload.startswith(b"Adobe")
+
+
+def _jfif_without_thumbnail(segment: bytes) -> bytes:
+    """A JFIF APP0 segment without its thumbnail; b"" for any other APP0 (JFXX, ...)."""
+    payload = segment[4:]
+    if not payload.startswith(b"JFIF\x00") or len(payload) < 14:
+        return b""
+    if len(payload) == 14 and payload[12:14] == b"\x00\x00":
+        return segment  # nothing to remove: keep the bytes as they are
+    return b"\xff\xe0\x00\x10" + payload[:12] + b"\x00\x00"

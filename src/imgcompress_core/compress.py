@@ -31,10 +31,15 @@ Encoding
     or a ``tRNS`` chunk) becomes lossy WebP with alpha at ``quality``. Everything else -- a
     fully opaque alpha channel is dropped -- becomes a baseline, Huffman-optimised JPEG at
     ``quality`` with the default 4:2:0 chroma subsampling (sharp's defaults).
-    Animated GIF/WebP/PNG images are stored unchanged. If the encoded result is not smaller
-    than the input, the input bytes are stored unchanged instead (``kept_original``), so an
-    image never grows. ``width``/``height`` are those of the stored image as displayed,
-    i.e. after EXIF orientation.
+    Animated GIF/WebP/PNG images are not re-encoded. If the encoded result is not smaller
+    than the input, the input is kept instead (``kept_original``), so an image never
+    grows -- but cleaned like every output: its metadata is removed without re-encoding
+    (``_clean``: EXIF, XMP, comments, text chunks, anything after the end marker; the
+    ICC profile stays), so its pixels are the original's. The one exception: a still
+    image that needed its EXIF orientation applied cannot be made upright without
+    re-encoding, so its re-encoded version is stored even though it is larger. An
+    animation keeps its frames as they are (any EXIF orientation goes with the EXIF).
+    ``width``/``height`` are always those of the stored pixels as displayed.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from dataclasses import dataclass
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from ._clean import strip_metadata
 from ._header import is_accepted_format, pixel_bytes, read_header
 from ._jpeg import count_scans
 from .errors import CompressionError
@@ -231,11 +237,14 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
     out = buffer.getvalue()
     fmt = decoded.input_format
     if len(out) >= len(data):
-        note = (
+        kept = _keep_cleaned(data, decoded, len(out))
+        if kept is not None:
+            return kept
+        notes.append(
             f"compressed output ({len(out)} bytes) was not smaller than the original "
-            f"({len(data)} bytes); kept the original"
+            f"({len(data)} bytes), but the original could not be shown upright without "
+            "its EXIF orientation, so the re-encoded image is stored"
         )
-        return _keep(data, fmt, work.size, note, len(data))
     if out_fmt != fmt:
         why = "to keep its transparency" if out_fmt == "WEBP" else "as it has no transparency"
         names = {"WEBP": "WebP"}
@@ -254,7 +263,7 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
 
 def _decode(data: bytes, options: CompressOptions) -> _Decoded | CompressedImage:
     """Decode a still image into one of the modes ``_normalise`` gives; an animation is
-    judged by its headers and kept instead.
+    judged by its headers and kept (cleaned) instead.
 
     Only the returned image stays referenced: the decoded original is freed on return
     when normalising or orienting made a new one.
@@ -388,15 +397,42 @@ def _normalise(im: Image.Image) -> tuple[Image.Image, str | None]:
 
 
 def _keep_animation(data: bytes, fmt: str, size: tuple[int, int]) -> CompressedImage:
-    """Keep an animation as it is."""
+    """Keep an animation's frames as they are, without its metadata."""
+    try:
+        cleaned = strip_metadata(data, fmt)
+    except ValueError as exc:
+        raise CompressionError(
+            f"the animation's structure could not be followed to remove its metadata ({exc})",
+            code="corrupt_image",
+        ) from exc
     note = "the image is animated; animated images are kept as they are"
-    return _keep(data, fmt, size, note, len(data))
+    if cleaned != data:
+        note += f"; removed its metadata ({len(data) - len(cleaned)} bytes) without re-encoding"
+    return _keep(cleaned, fmt, size, note, len(data))
+
+
+def _keep_cleaned(data: bytes, decoded: _Decoded, encoded_bytes: int) -> CompressedImage | None:
+    """Keep a still original, cleaned without re-encoding; None if it cannot be (it needs
+    rotating to be upright, or its structure cannot be followed)."""
+    if decoded.rotated:
+        return None
+    try:
+        cleaned = strip_metadata(data, decoded.input_format)
+    except ValueError:
+        return None
+    note = (
+        f"compressed output ({encoded_bytes} bytes) was not smaller than the original "
+        f"({len(data)} bytes); kept the original"
+    )
+    if cleaned != data:
+        note += f", without its metadata ({len(data) - len(cleaned)} bytes, not re-encoded)"
+    return _keep(cleaned, decoded.input_format, decoded.image.size, note, len(data))
 
 
 def _keep(
     data: bytes, fmt: str, size: tuple[int, int], note: str, input_bytes: int
 ) -> CompressedImage:
-    """Store the input bytes unchanged."""
+    """Store input bytes (cleaned of metadata, pixels untouched)."""
     return CompressedImage(
         data=data,
         content_type=_CONTENT_TYPES[fmt],
