@@ -343,6 +343,7 @@ def map_on_marker(data: bytes, options: CompressOptions) -> tuple[CompressedImag
     return timed_compress(data, options)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
 async def test_a_child_cannot_grow_far_beyond_its_images_decoded_size() -> None:
     """The address-space backstop: a child that allocates gigabytes for a tiny input
     gets an allocation failure, not the memory; the next image is unaffected."""
