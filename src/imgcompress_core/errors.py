@@ -261,7 +261,12 @@ ERROR_CODES: Mapping[str, str] = MappingProxyType(
         "upload_too_large": "the CSV is larger than max_upload_bytes",
         "request_too_large": "the whole request body is larger than the server accepts",
         "too_many_form_parts": "the multipart form has more parts than the server accepts",
-        "invalid_form": "the upload form cannot be read: no CSV file part, or a field not UTF-8",
+        "form_part_header_too_large": "a multipart part has a header line too long, or too many",
+        "invalid_form": "the upload form cannot be read: not exactly one CSV file part, or a "
+        "field not UTF-8",
+        "invalid_host": "the Host header is not one of trusted_hosts (or public_url's host)",
+        "request_timeout": "the client took longer than client_timeout or upload_deadline to "
+        "send the request",
         "http_<status>": "the web framework refused the request with that HTTP status",
         "invalid_webhook_url": "the webhook URL is not http(s) or points at a non-public address",
         "not_found": "something asked for by id does not exist",

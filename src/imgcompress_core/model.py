@@ -91,6 +91,7 @@ class NewImage:
     row: int
     position: int
     url: str
+    host: str = ""  # where it is downloaded from (workflow.host_of), for per-host shares
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,7 @@ class WorkerConfig:
     """How a worker paces itself."""
 
     download_concurrency: int = option_default(FetchOptions, "max_connections")
+    connections_per_host: int = option_default(FetchOptions, "connections_per_host")
     cpu_workers: int = field(default_factory=available_cpus)
     cpu_pool: CpuPool = "threads"
     max_compress_seconds: int = 60  # CPU time one image may take; enforced in processes only
@@ -122,6 +123,7 @@ def compress_options(settings: Settings) -> CompressOptions:
         max_frames=settings.max_animation_frames,
         max_animation_pixels=settings.max_animation_pixels,
         max_scans=settings.max_jpeg_scans,
+        max_decode_bytes=settings.max_decode_bytes,
     )
 
 
@@ -164,6 +166,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
     """Return the worker pacing the settings ask for (``cpu_pool=auto``: as embedded)."""
     return WorkerConfig(
         download_concurrency=settings.download_concurrency,
+        connections_per_host=settings.connections_per_host,
         cpu_workers=settings.cpu_workers,
         cpu_pool=resolve_cpu_pool(settings.cpu_pool, embedded=True),
         max_compress_seconds=settings.max_compress_seconds,

@@ -148,10 +148,12 @@ class ImageQueue(Protocol):
         ``max_attempts`` attempts."""
         ...
 
-    async def claimable_requests(self, now: float, limit: int) -> list[tuple[str, str]]:
+    async def claimable_requests(
+        self, now: float, limit: int, skip_hosts: frozenset[str]
+    ) -> list[tuple[str, str]]:
         """Return (request id, owner) pairs of Pending requests that have an image to claim
-        (queued and due, or leased and expired): per owner, up to ``limit`` of them, least
-        recently claimed first."""
+        (queued and due, or leased and expired) whose host is not in ``skip_hosts``: per
+        owner, up to ``limit`` of them, least recently claimed first."""
         ...
 
     async def claim_images(
@@ -163,10 +165,12 @@ class ImageQueue(Protocol):
         now: float,
         lease_seconds: float,
         max_attempts: int,
+        skip_hosts: frozenset[str] = frozenset(),
     ) -> list[Claim]:
-        """Atomically lease up to ``limit`` of one request's images (expired leases with
-        fewer than ``max_attempts`` attempts first, then due queued images, in row and
-        position order) and mark the request as claimed at ``now``."""
+        """Atomically lease up to ``limit`` of one request's images whose host is not in
+        ``skip_hosts`` (expired leases with fewer than ``max_attempts`` attempts first,
+        then due queued images, in row and position order) and mark the request as
+        claimed at ``now``."""
         ...
 
     async def renew_claims(self, claims: Sequence[Claim], expires_at: float) -> list[Claim]:

@@ -33,7 +33,7 @@ from .model import (
     new_id,
 )
 from .ports import BlobStore, DeliveryQueue, RequestStore, Storage
-from .workflow import Workflow
+from .workflow import Workflow, host_of
 
 __all__ = ["Service", "StatusReport", "Urls"]
 
@@ -213,7 +213,7 @@ class Service:
             await self._check_webhook(webhook)
         products = tuple(NewProduct(p.row, p.serial, p.name, p.cells) for p in manifest.products)
         images = tuple(
-            NewImage(new_id(), product.row, position, url)
+            NewImage(new_id(), product.row, position, url, host_of(url))
             for product in manifest.products
             for position, url in enumerate(product.urls)
         )

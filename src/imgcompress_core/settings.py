@@ -80,6 +80,25 @@ class Settings(BaseSettings):
         description="if set, the API needs `Authorization: Bearer <key>` with one of these "
         "comma-separated keys, and each key sees only its own requests",
     )
+    trusted_hosts: str = Field(
+        "",
+        description="Host header values the service answers to, comma-separated (host or "
+        "host:port; *.example.com for subdomains); links are built from the request's Host "
+        "only when public_url is unset (default: HOST:PORT, localhost:PORT, 127.0.0.1:PORT, "
+        "[::1]:PORT and public_url's host)",
+    )
+    client_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a client may take to send a request's headers, or pause while "
+        "sending its body; then 408 and the connection is closed",
+    )
+    upload_deadline: float = Field(
+        300.0, gt=0, description="seconds a client may take to send one whole request body"
+    )
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, description="seconds an idle keep-alive connection is kept open"
+    )
 
     # What the service may fetch.
     allow_private_networks: bool = Field(
@@ -124,6 +143,12 @@ class Settings(BaseSettings):
         ge=1,
         description="most scans in a progressive JPEG (each one decodes it again)",
     )
+    max_decode_bytes: int = Field(
+        _compress("max_decode_bytes"),
+        ge=1,
+        description="memory budget for decoded pixels: images whose decoded sizes together "
+        "exceed it are not decoded at once; one image over it fails",
+    )
     max_compress_seconds: int = Field(
         _worker("max_compress_seconds"),
         ge=1,
@@ -160,7 +185,10 @@ class Settings(BaseSettings):
         _worker("download_concurrency"), ge=1, description="downloads in flight per worker"
     )
     connections_per_host: int = Field(
-        _fetch("connections_per_host"), ge=1, description="open connections to one host"
+        _fetch("connections_per_host"),
+        ge=1,
+        description="downloads in flight from one host per worker (halved for each recent "
+        "timeout of that host, down to one)",
     )
 
     # The worker.

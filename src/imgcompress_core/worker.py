@@ -31,14 +31,17 @@ from .cpu import Compressor
 from .errors import ImageFailure, LeaseLost, NotificationError
 from .model import Claim, DeliveryClaim, Failure, ImageResult
 from .options import WorkerConfig
-from .ports import BlobStore, Fetcher, Metrics, Notifier, NullMetrics, Storage
+from .ports import BlobStore, Fetched, Fetcher, Metrics, Notifier, NullMetrics, Storage
 from .retry import RetryPolicy
 from .service import Urls, webhook_payload
-from .workflow import Leasing, Workflow
+from .workflow import HostShares, Leasing, Workflow, host_of
 
 __all__ = ["Worker", "WorkerConfig"]
 
 log = logging.getLogger("imgcompress.worker")
+
+# Download failures that count against the host's share (it is slow or hanging).
+_SLOW_HOST_CODES = frozenset({"download_timeout", "connection_failed"})
 
 
 class _Signal:
@@ -99,6 +102,7 @@ class Worker:
         self._wake_images = _Signal()
         self._wake_deliveries = _Signal()
         self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on
+        self.shares = HostShares(config.connections_per_host)  # images held per host
         self._sending = 0  # webhook deliveries in flight
         self._host_limiters: dict[str, anyio.CapacityLimiter] = {}  # receiving host -> share
         self.alive = False
@@ -143,7 +147,7 @@ class Worker:
             claims: list[Claim] = []
             if free > 0:
                 try:
-                    claims = await self.workflow.claim(self.owner, free, self.leasing)
+                    claims = await self.workflow.claim(self.owner, free, self.leasing, self.shares)
                 except Exception as exc:
                     log.warning("claiming images failed: %s", exc)
             for claim in claims:
@@ -209,15 +213,12 @@ class Worker:
             # A retried image may already be claimed again (by this worker) under a new claim.
             if self._held.get(claim.image_id) is claim:
                 del self._held[claim.image_id]
+            self.shares.give_back(host_of(claim.url))
             self._wake_images.set()
 
     async def _process_image(self, claim: Claim) -> None:
         try:
-            started = time.perf_counter()
-            try:
-                fetched = await self.fetcher.fetch(claim.url)
-            finally:
-                self.metrics.fetch_seconds(time.perf_counter() - started)
+            fetched = await self._fetch(claim)
             compressed = await self._compressor.compress(fetched.data, self.config.compress)
         except ImageFailure as exc:
             with anyio.CancelScope(shield=True):
@@ -247,6 +248,22 @@ class Worker:
                 await self._record_failure(claim, exc)
                 return
         self.metrics.image_done(result.input_bytes, len(result.data))
+
+    async def _fetch(self, claim: Claim) -> Fetched:
+        """Download a claimed image; a timeout shrinks its host's share, an answer in time
+        restores it."""
+        host = host_of(claim.url)
+        started = time.perf_counter()
+        try:
+            fetched = await self.fetcher.fetch(claim.url)
+        except ImageFailure as exc:
+            if exc.code in _SLOW_HOST_CODES:
+                self.shares.timed_out(host)
+            raise
+        finally:
+            self.metrics.fetch_seconds(time.perf_counter() - started)
+        self.shares.answered(host)
+        return fetched
 
     async def _record_failure(self, claim: Claim, exc: ImageFailure) -> None:
         failure = Failure(exc.code, exc.message)
@@ -297,7 +314,7 @@ class Worker:
         """
         handled = 0
         while claims := await self.workflow.claim(
-            self.owner, self.config.download_concurrency, self.leasing
+            self.owner, self.config.download_concurrency, self.leasing, self.shares
         ):
             async with anyio.create_task_group() as tasks:
                 for claim in claims:

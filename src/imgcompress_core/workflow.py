@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .errors import BlobNotFound, IdempotencyConflict, IllegalTransition, ImageNotFound, LeaseLost
 from .model import (
@@ -53,6 +55,7 @@ __all__ = [
     "TRANSITIONS",
     "UNFINISHED",
     "WORKER_LOST",
+    "HostShares",
     "Workflow",
     "blob_key",
     "check_transition",
@@ -61,6 +64,7 @@ __all__ = [
     "etag",
     "fair_order",
     "final_status",
+    "host_of",
     "progress_of",
     "sources",
 ]
@@ -161,6 +165,56 @@ def fair_order(candidates: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     for turn in range(max((len(q) for q in queues), default=0)):
         ordered.extend(q[turn] for q in queues if turn < len(q))
     return ordered
+
+
+def host_of(url: str) -> str:
+    """Return the host an image URL is downloaded from (lower case, no port or user)."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+class HostShares:
+    """How many images one worker holds per host, and how many it may: ``per_host``,
+    halved for each recent timeout of that host (down to one), so a slow or hanging host
+    occupies only its share of the download slots and healthy hosts the rest."""
+
+    MAX_PENALTY = 3
+
+    def __init__(self, per_host: int) -> None:
+        self.per_host = per_host
+        self.held: Counter[str] = Counter()
+        self._penalty: Counter[str] = Counter()
+
+    def cap(self, host: str) -> int:
+        """Return how many images of ``host`` may be held at once now."""
+        return max(1, self.per_host >> self._penalty[host])
+
+    def full(self) -> frozenset[str]:
+        """Return the hosts whose share is taken."""
+        return frozenset(host for host, n in self.held.items() if n >= self.cap(host))
+
+    def take(self, host: str) -> None:
+        """Count one more held image of ``host``."""
+        self.held[host] += 1
+
+    def give_back(self, host: str) -> None:
+        """Count one held image of ``host`` less."""
+        self.held[host] -= 1
+        if self.held[host] <= 0:
+            del self.held[host]
+
+    def timed_out(self, host: str) -> None:
+        """A download from ``host`` timed out: halve its share (down to one slot)."""
+        self._penalty[host] = min(self.MAX_PENALTY, self._penalty[host] + 1)
+
+    def answered(self, host: str) -> None:
+        """A download from ``host`` finished in time: give back half of a lost share."""
+        if self._penalty[host] > 0:
+            self._penalty[host] -= 1
+            if not self._penalty[host]:
+                del self._penalty[host]
 
 
 def _check_finish(claim: Claim, target: ImageState, found: tuple[ImageState, str | None]) -> None:
@@ -275,15 +329,21 @@ class Workflow:
 
     # -- images -----------------------------------------------------------------------
 
-    async def claim(self, worker: str, limit: int, leasing: Leasing) -> list[Claim]:
+    async def claim(
+        self, worker: str, limit: int, leasing: Leasing, shares: HostShares | None = None
+    ) -> list[Claim]:
         """Lease up to ``limit`` images, taking turns across owners and requests so every
-        active request makes progress; expired leases past ``max_attempts`` fail first."""
+        active request makes progress, and (with ``shares``) never more of one host's
+        images than its share; expired leases past ``max_attempts`` fail first."""
         now = self._clock()
         await self.images.expire_leases(now, leasing.max_attempts, WORKER_LOST)
-        candidates = fair_order(await self.images.claimable_requests(now, limit))[:limit]
+        skip = shares.full() if shares else frozenset()
+        found = await self.images.claimable_requests(now, limit, skip)
+        candidates = fair_order(found)[:limit]
         claims: list[Claim] = []
         while candidates and len(claims) < limit:
-            share = max(1, (limit - len(claims)) // len(candidates))
+            # With shares, one image per turn: its host may fill up before the next.
+            share = 1 if shares else max(1, (limit - len(claims)) // len(candidates))
             still_full: list[tuple[str, str]] = []
             for request_id, owner in candidates:
                 want = min(share, limit - len(claims))
@@ -296,7 +356,11 @@ class Workflow:
                     now=now,
                     lease_seconds=leasing.lease_seconds,
                     max_attempts=leasing.max_attempts,
+                    skip_hosts=shares.full() if shares else frozenset(),
                 )
+                if shares:
+                    for claim in got:
+                        shares.take(host_of(claim.url))
                 claims.extend(got)
                 if len(got) == want:
                     still_full.append((request_id, owner))

@@ -93,6 +93,7 @@ def image_docs(request: NewRequest, now: float) -> list[Doc]:
             "row": image.row,
             "position": image.position,
             "url": image.url,
+            "host": image.host,
             "state": ImageState.QUEUED.value,
             "attempts": 0,
             "notBefore": 0.0,

@@ -17,17 +17,26 @@ _ORDER = [("row", ASCENDING), ("position", ASCENDING)]
 _WORKING = ImageState.WORKING.value
 
 
-def claimable_query(request_id: str, now: float, max_attempts: int) -> list[Doc]:
+def claimable_query(
+    request_id: str, now: float, max_attempts: int, skip_hosts: frozenset[str]
+) -> list[Doc]:
     """Return the filters for a request's claimable images: expired leases, then due
-    queued images."""
+    queued images (never of the hosts in ``skip_hosts``)."""
+    hosts: Doc = {"host": {"$nin": sorted(skip_hosts)}} if skip_hosts else {}
     return [
         {
             "requestId": request_id,
             "state": _WORKING,
             "leaseExpiresAt": {"$lte": now},
             "attempts": {"$lt": max_attempts},
+            **hosts,
         },
-        {"requestId": request_id, "state": ImageState.QUEUED.value, "notBefore": {"$lte": now}},
+        {
+            "requestId": request_id,
+            "state": ImageState.QUEUED.value,
+            "notBefore": {"$lte": now},
+            **hosts,
+        },
     ]
 
 
@@ -50,7 +59,11 @@ async def expire(
 
 
 async def claimable(
-    requests: AsyncCollection[Doc], images: AsyncCollection[Doc], now: float, limit: int
+    requests: AsyncCollection[Doc],
+    images: AsyncCollection[Doc],
+    now: float,
+    limit: int,
+    skip_hosts: frozenset[str],
 ) -> list[tuple[str, str]]:
     """Return, per owner, up to ``limit`` Pending requests with a claimable image, least
     recently claimed first.
@@ -68,7 +81,7 @@ async def claimable(
         owner = doc.get("owner", "")
         if per_owner.get(owner, 0) >= limit:
             continue
-        for query in claimable_query(doc["_id"], now, 2**31):
+        for query in claimable_query(doc["_id"], now, 2**31, skip_hosts):
             if await images.find_one(query, projection={"_id": 1}) is not None:
                 per_owner[owner] = per_owner.get(owner, 0) + 1
                 found.append((doc["_id"], owner))
@@ -86,6 +99,7 @@ async def claim(
     limit: int,
     lease_seconds: float,
     max_attempts: int,
+    skip_hosts: frozenset[str],
 ) -> list[Claim]:
     """Lease up to ``limit`` of a request's images, one atomic find_one_and_update each,
     so no two callers in any process get the same image."""
@@ -100,7 +114,7 @@ async def claim(
         "$inc": {"attempts": 1},
     }
     claims: list[Claim] = []
-    for query in claimable_query(request_id, now, max_attempts):
+    for query in claimable_query(request_id, now, max_attempts, skip_hosts):
         while len(claims) < limit:
             doc = await images.find_one_and_update(
                 query, lease, sort=_ORDER, return_document=ReturnDocument.AFTER

@@ -340,10 +340,14 @@ class MongoStorage:
         async with translated("expiring leases"):
             await _images.expire(self._col("images"), now, max_attempts, failure)
 
-    async def claimable_requests(self, now: float, limit: int) -> list[tuple[str, str]]:
+    async def claimable_requests(
+        self, now: float, limit: int, skip_hosts: frozenset[str]
+    ) -> list[tuple[str, str]]:
         """Return Pending requests with a claimable image, least recently claimed first."""
         async with translated("looking for work"):
-            return await _images.claimable(self._col("requests"), self._col("images"), now, limit)
+            return await _images.claimable(
+                self._col("requests"), self._col("images"), now, limit, skip_hosts
+            )
 
     async def claim_images(
         self,
@@ -354,6 +358,7 @@ class MongoStorage:
         now: float,
         lease_seconds: float,
         max_attempts: int,
+        skip_hosts: frozenset[str] = frozenset(),
     ) -> list[Claim]:
         """Lease up to ``limit`` of the request's images and note the request's turn."""
         async with translated("claiming images"):
@@ -366,6 +371,7 @@ class MongoStorage:
                 limit=limit,
                 lease_seconds=lease_seconds,
                 max_attempts=max_attempts,
+                skip_hosts=skip_hosts,
             )
             await self._col("requests").update_one(
                 {"_id": request_id}, {"$set": {"claimedAt": now}}

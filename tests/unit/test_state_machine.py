@@ -91,9 +91,9 @@ class _FinalizesTwice(MemoryStorage):
 class _ClaimsLiveLeases(MemoryStorage):
     """Broken on purpose: claims hand out images whose lease is still live."""
 
-    def _claimable(self, request_id: str, now: float, max_attempts: int):  # type: ignore[no-untyped-def]
+    def _claimable(self, request_id, now, max_attempts, skip=frozenset()):  # type: ignore[no-untyped-def]
         yield from self._working[request_id]
-        yield from super()._claimable(request_id, now, max_attempts)
+        yield from super()._claimable(request_id, now, max_attempts, skip)
 
 
 @pytest.mark.parametrize("broken", [_StaleClaimsWin, _FinalizesTwice, _ClaimsLiveLeases])

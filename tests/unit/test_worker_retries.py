@@ -18,6 +18,7 @@ from imgcompress_core.options import WorkerConfig
 from imgcompress_core.ports import Fetched
 from imgcompress_core.testing import FakeClock, RecordingNotifier
 from imgcompress_core.worker import Worker
+from imgcompress_core.workflow import HostShares
 
 pytestmark = pytest.mark.anyio
 
@@ -192,3 +193,19 @@ async def test_webhook_not_retried_when_not_retryable(store: MemoryStorage) -> N
     await w.step()
     [delivery] = await store.list_deliveries(request_id)
     assert (delivery.state, delivery.attempts, len(notifier.calls)) == (DeliveryState.FAILED, 1, 1)
+
+
+def test_a_host_that_times_out_gets_a_smaller_share() -> None:
+    """Each timeout halves a host's share (down to one); answers in time restore it."""
+    shares = HostShares(per_host=8)
+    assert shares.cap("slow.example") == 8
+    for expected in (4, 2, 1, 1):
+        shares.timed_out("slow.example")
+        assert shares.cap("slow.example") == expected
+    assert shares.cap("fast.example") == 8
+    shares.take("slow.example")
+    assert shares.full() == {"slow.example"}
+    shares.answered("slow.example")
+    assert shares.cap("slow.example") == 2
+    shares.give_back("slow.example")
+    assert shares.full() == frozenset()

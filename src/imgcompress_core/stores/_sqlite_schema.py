@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS images (
     row              INTEGER NOT NULL,
     position         INTEGER NOT NULL,
     url              TEXT NOT NULL,
+    host             TEXT NOT NULL DEFAULT '',
     state            TEXT NOT NULL,
     attempts         INTEGER NOT NULL DEFAULT 0,
     lease_owner      TEXT,
@@ -87,6 +88,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivery_id      TEXT PRIMARY KEY,
     request_id       TEXT NOT NULL,
     url              TEXT NOT NULL,
+    host             TEXT NOT NULL DEFAULT '',
     state            TEXT NOT NULL,
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  REAL NOT NULL,
@@ -109,6 +111,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 _FROM_1 = """
 ALTER TABLE requests ADD COLUMN claimed_at REAL NOT NULL DEFAULT 0;
 ALTER TABLE images ADD COLUMN blob_key TEXT;
+ALTER TABLE images ADD COLUMN host TEXT NOT NULL DEFAULT '';
 DROP INDEX IF EXISTS requests_unfinalized;
 ALTER TABLE requests DROP COLUMN remaining;
 DROP INDEX IF EXISTS images_queued;

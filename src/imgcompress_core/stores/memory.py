@@ -58,6 +58,7 @@ class MemoryStorage:
         self._images: dict[str, ImageRecord] = {}
         self._by_request: dict[str, list[str]] = {}  # image ids in row, position order
         self._leases: dict[str, _Lease] = {}
+        self._hosts: dict[str, str] = {}  # image id -> the host it is downloaded from
         # Per request, the ids of its queued and of its working images, in claim order.
         self._queued: dict[str, dict[str, None]] = {}
         self._working: dict[str, dict[str, None]] = {}
@@ -127,6 +128,7 @@ class MemoryStorage:
                 updated_at=request.created_at,
             )
             self._leases[image.image_id] = _Lease()
+            self._hosts[image.image_id] = image.host
         ordered = sorted(request.images, key=lambda i: (i.row, i.position))
         self._by_request[rid] = [i.image_id for i in ordered]
         self._queued[rid] = dict.fromkeys(self._by_request[rid])
@@ -218,7 +220,7 @@ class MemoryStorage:
         """Remove the request and everything recorded for it."""
         await self.get_request(request_id)
         for image_id in self._by_request.pop(request_id):
-            del self._images[image_id], self._leases[image_id]
+            del self._images[image_id], self._leases[image_id], self._hosts[image_id]
         for delivery in [d for d in self._deliveries.values() if d.request_id == request_id]:
             del self._deliveries[delivery.delivery_id]
             del self._delivery_leases[delivery.delivery_id]
@@ -252,17 +254,25 @@ class MemoryStorage:
                 self._move(image, state=ImageState.FAILED, failure=failure, updated_at=now)
                 self._leases[image_id] = _Lease()
 
-    def _claimable(self, request_id: str, now: float, max_attempts: int) -> Iterator[str]:
+    def _claimable(
+        self, request_id: str, now: float, max_attempts: int, skip: frozenset[str] = frozenset()
+    ) -> Iterator[str]:
         """Yield the request's claimable images: expired leases first, then due queued."""
         for image_id in self._working[request_id]:
             image = self._images[image_id]
-            if self._leases[image_id].expires_at <= now and image.attempts < max_attempts:
+            if (
+                self._leases[image_id].expires_at <= now
+                and image.attempts < max_attempts
+                and self._hosts[image_id] not in skip
+            ):
                 yield image_id
         for image_id in self._queued[request_id]:
-            if self._leases[image_id].not_before <= now:
+            if self._leases[image_id].not_before <= now and self._hosts[image_id] not in skip:
                 yield image_id
 
-    async def claimable_requests(self, now: float, limit: int) -> list[tuple[str, str]]:
+    async def claimable_requests(
+        self, now: float, limit: int, skip_hosts: frozenset[str]
+    ) -> list[tuple[str, str]]:
         """Return, per owner, up to ``limit`` Pending requests with a claimable image,
         least recently claimed first."""
         pending = sorted(
@@ -273,7 +283,8 @@ class MemoryStorage:
         found = []
         for rid in pending:
             owner = self._requests[rid].owner
-            if per_owner.get(owner, 0) < limit and next(self._claimable(rid, now, 2**31), None):
+            claimable = self._claimable(rid, now, 2**31, skip_hosts)
+            if per_owner.get(owner, 0) < limit and next(claimable, None):
                 per_owner[owner] = per_owner.get(owner, 0) + 1
                 found.append((rid, owner))
         return found
@@ -287,11 +298,13 @@ class MemoryStorage:
         now: float,
         lease_seconds: float,
         max_attempts: int,
+        skip_hosts: frozenset[str] = frozenset(),
     ) -> list[Claim]:
         """Lease up to ``limit`` of the request's images: expired leases, then the queue."""
         if request_id not in self._requests:
             return []
-        chosen = list(itertools.islice(self._claimable(request_id, now, max_attempts), limit))
+        claimable = self._claimable(request_id, now, max_attempts, skip_hosts)
+        chosen = list(itertools.islice(claimable, limit))
         token = new_id()
         claims = []
         for image_id in chosen:

@@ -60,10 +60,16 @@ _PENDING = RequestStatus.PENDING.value
 # A request's claimable images: expired leases first, then due queued images, in order.
 _CLAIMABLE = (
     "SELECT seq, 0 AS rank FROM images WHERE request_id = :rid AND state = 'working'"
-    " AND lease_expires_at <= :now AND attempts < :max_attempts"
+    " AND lease_expires_at <= :now AND attempts < :max_attempts AND host NOT IN ({skip})"
     " UNION ALL SELECT seq, 1 AS rank FROM images WHERE request_id = :rid AND state = 'queued'"
-    " AND not_before <= :now"
+    " AND not_before <= :now AND host NOT IN ({skip})"
 )
+
+
+def _claimable(skip_hosts: frozenset[str]) -> tuple[str, dict[str, str]]:
+    """Return the claimable-images query skipping these hosts, and its host parameters."""
+    hosts = {f"h{n}": host for n, host in enumerate(sorted(skip_hosts))}
+    return _CLAIMABLE.format(skip=", ".join(f":{name}" for name in hosts)), hosts
 
 
 def _in_thread(method: Callable[_P, _T]) -> Callable[_P, Coroutine[Any, Any, _T]]:
@@ -199,10 +205,10 @@ class SqliteStorage:
                 ((rid, p.row, p.serial, p.name, json.dumps(p.cells)) for p in request.products),
             )
             conn.executemany(
-                "INSERT INTO images (image_id, request_id, row, position, url, state, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO images (image_id, request_id, row, position, url, host, state,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (i.image_id, rid, i.row, i.position, i.url, _QUEUED, request.created_at)
+                    (i.image_id, rid, i.row, i.position, i.url, i.host, _QUEUED, request.created_at)
                     for i in sorted(request.images, key=lambda i: (i.row, i.position))
                 ),
             )
@@ -376,17 +382,20 @@ class SqliteStorage:
             )
 
     @_in_thread
-    def claimable_requests(self, now: float, limit: int) -> list[tuple[str, str]]:
+    def claimable_requests(
+        self, now: float, limit: int, skip_hosts: frozenset[str]
+    ) -> list[tuple[str, str]]:
         """Return, per owner, up to ``limit`` Pending requests with a claimable image,
         least recently claimed first."""
+        claimable, hosts = _claimable(skip_hosts)
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT request_id, owner FROM (SELECT request_id, owner, claimed_at,"
                 " ROW_NUMBER() OVER (PARTITION BY owner ORDER BY claimed_at) AS turn"
                 " FROM requests r WHERE status = :pending AND EXISTS ("
-                + _CLAIMABLE.replace(":rid", "r.request_id")
+                + claimable.replace(":rid", "r.request_id")
                 + ")) WHERE turn <= :limit ORDER BY turn, claimed_at",
-                {"now": now, "max_attempts": 2**31, "limit": limit, "pending": _PENDING},
+                {"now": now, "max_attempts": 2**31, "limit": limit, "pending": _PENDING, **hosts},
             ).fetchall()
         return [(r["request_id"], r["owner"]) for r in rows]
 
@@ -400,10 +409,13 @@ class SqliteStorage:
         now: float,
         lease_seconds: float,
         max_attempts: int,
+        skip_hosts: frozenset[str] = frozenset(),
     ) -> list[Claim]:
         """Lease up to ``limit`` of the request's images in one conditional update."""
         token = new_id()
+        claimable, hosts = _claimable(skip_hosts)
         params = {
+            **hosts,
             "rid": request_id,
             "now": now,
             "max_attempts": max_attempts,
@@ -417,7 +429,7 @@ class SqliteStorage:
                 "UPDATE images SET state = 'working', attempts = attempts + 1,"
                 " lease_owner = :worker, lease_token = :token, lease_expires_at = :expires,"
                 " updated_at = :now WHERE seq IN (SELECT seq FROM"
-                f" ({_CLAIMABLE} ORDER BY rank, seq LIMIT :limit))"
+                f" ({claimable} ORDER BY rank, seq LIMIT :limit))"
                 " RETURNING image_id, url, attempts, seq",
                 params,
             ).fetchall()

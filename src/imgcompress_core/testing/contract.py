@@ -47,7 +47,7 @@ from ..model import (
     new_id,
 )
 from ..ports import BlobStore, Storage
-from ..workflow import Leasing, Workflow, blob_key
+from ..workflow import HostShares, Leasing, Workflow, blob_key
 from .blob_contract import BlobContract
 from .fakes import FakeClock
 
@@ -68,7 +68,9 @@ def make_request(
         row = index + 2
         products.append(NewProduct(row, str(index + 1), f"SKU{index + 1}", (str(index + 1), "x")))
         images.extend(
-            NewImage(new_id(), row, position, f"https://img.example/{row}/{position}.jpg")
+            NewImage(
+                new_id(), row, position, f"https://img.example/{row}/{position}.jpg", "img.example"
+            )
             for position in range(count)
         )
     return NewRequest(
@@ -292,6 +294,25 @@ class StorageContract(BlobContract):
         claims = await flow.claim("w", 2, LEASING)
         owners = {(await storage.get_request(c.request_id)).owner for c in claims}
         assert owners == {"a", "b"}
+
+    async def test_claims_keep_to_each_hosts_share(self, storage: Storage, flow: Workflow) -> None:
+        """With host shares, a worker never holds more of one host's images than its
+        share, so the images of other hosts get the free slots."""
+        slow = [
+            NewImage(new_id(), 2, n, f"https://slow.example/{n}.jpg", "slow.example")
+            for n in range(6)
+        ]
+        fast = [NewImage(new_id(), 3, 0, "https://fast.example/0.jpg", "fast.example")]
+        request = dataclasses.replace(make_request((1, 1)), images=(*slow, *fast))
+        await flow.create(request)
+        shares = HostShares(per_host=2)
+        claims = await flow.claim("w", 5, LEASING, shares)
+        hosts = sorted(c.url.split("/")[2] for c in claims)
+        assert hosts == ["fast.example", "slow.example", "slow.example"]
+        assert await flow.claim("w", 5, LEASING, shares) == []  # slow.example's share is full
+        shares.give_back("slow.example")
+        [more] = await flow.claim("w", 5, LEASING, shares)
+        assert more.url.startswith("https://slow.example/")
 
     async def test_image_that_keeps_killing_workers_fails(
         self, storage: Storage, flow: Workflow, clock: FakeClock
