@@ -296,6 +296,7 @@ ERROR_CODES: Mapping[str, str] = MappingProxyType(
         "image_too_complex": "a progressive JPEG with more than max_jpeg_scans scans",
         "compression_crashed": "the compression process died on it (crash, memory or CPU time)",
         "output_too_large": "the compressed image does not fit the store",
+        "blob_store_unavailable": "the blob store (a bucket, a directory) could not keep the image",
         "worker_lost": "the worker processing it died max_attempts times",
         "cancelled": "the request was cancelled before this image was processed",
         "internal_error": "a bug: logged with its traceback",

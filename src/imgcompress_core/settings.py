@@ -64,6 +64,24 @@ class Settings(BaseSettings):
     mongodb_uri: str | None = Field(
         None, description="use MongoDB (this URI) instead of SQLite; needs imgcompress[mongo]"
     )
+    blob_url: str | None = Field(
+        None,
+        description="keep the processed images here instead of in the database: "
+        "file:///directory, or s3://bucket/prefix?endpoint=...&region=... (needs "
+        "imgcompress[s3]; credentials from the AWS_* variables)",
+    )
+    blob_public_url: str | None = Field(
+        None,
+        description="base URL (a CDN or public bucket) where the blob store's keys are served; "
+        "output CSVs and status documents then link there directly",
+    )
+    blob_presign_seconds: int = Field(
+        3600,
+        ge=1,
+        le=604800,
+        description="lifetime of the presigned links /api/images/{id} redirects to (S3 "
+        "without blob_public_url)",
+    )
 
     # The web service.
     host: str = Field("127.0.0.1", description="address `serve` listens on")

@@ -82,7 +82,9 @@ class FileBlobStore:
         try:
             await anyio.to_thread.run_sync(lambda: self.root.mkdir(parents=True, exist_ok=True))
         except OSError as exc:
-            raise StorageUnavailable(f"cannot create the blob directory {self.root}: {exc}") from exc
+            raise StorageUnavailable(
+                f"cannot create the blob directory {self.root}: {exc}"
+            ) from exc
 
     async def close(self) -> None:
         """Nothing to release."""
