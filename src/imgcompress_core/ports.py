@@ -85,12 +85,18 @@ class RequestStore(Lifecycle, Protocol):
         """Return a request or raise RequestNotFound."""
         ...
 
-    async def list_products(self, request_id: str) -> list[ProductRecord]:
-        """Return a request's products in row order (RequestNotFound if there is none)."""
+    async def list_products(
+        self, request_id: str, *, after_row: int = 0, limit: int | None = None
+    ) -> list[ProductRecord]:
+        """Return a request's products in row order, those after ``after_row``, at most
+        ``limit`` (RequestNotFound if there is no such request)."""
         ...
 
-    async def list_images(self, request_id: str) -> list[ImageRecord]:
-        """Return a request's images by row, then position (RequestNotFound if none)."""
+    async def list_images(
+        self, request_id: str, *, rows: tuple[int, int] | None = None
+    ) -> list[ImageRecord]:
+        """Return a request's images by row, then position; with ``rows``, only those of
+        rows ``first`` to ``last`` inclusive (RequestNotFound if there is no request)."""
         ...
 
     async def get_image(self, image_id: str) -> ImageRecord:

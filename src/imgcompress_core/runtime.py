@@ -13,16 +13,17 @@ Nothing connects until the ``async with`` block is entered.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Self
 
 import anyio
 
-from .errors import StorageUnavailable
+from .blobs import PresignsUrls, blobs_from_settings, public_path
+from .errors import ImageNotFound, StorageUnavailable
 from .fetch import HttpxFetcher
-from .model import DeliveryState, StoredImage
+from .model import DeliveryState, ImageRecord, ImageState, StoredImage
 from .notify import WebhookNotifier
 from .options import fetch_options, manifest_limits, own_hosts, worker_config
 from .ports import BlobStore, Fetcher, Lifecycle, Metrics, Notifier, Storage
@@ -84,7 +85,15 @@ class Imgcompress:
     ) -> None:
         self.settings = settings or Settings()
         self.storage = storage if storage is not None else storage_from_settings(self.settings)
-        self.blobs = blobs  # None: the processed bytes live in ``storage`` too
+        # None: the processed bytes live in ``storage`` too (no IMGCOMPRESS_BLOB_URL)
+        self.blobs = blobs if blobs is not None else blobs_from_settings(self.settings)
+        public = (self.settings.blob_public_url or "").rstrip("/")
+        if public and self.blobs is None:
+            raise ValueError(
+                "IMGCOMPRESS_BLOB_PUBLIC_URL needs IMGCOMPRESS_BLOB_URL: without it the images "
+                "are in the database, which no public URL serves"
+            )
+        self.blob_public_url = public  # where blob keys are served directly ('': nowhere)
         self.urls = Urls(self.settings.base_url())
         self._fetcher = fetcher
         self._notifier = notifier
@@ -96,7 +105,7 @@ class Imgcompress:
         self.worker: Worker | None = None
         self.service = Service(
             self.storage,
-            blobs=blobs,
+            blobs=self.blobs,
             limits=manifest_limits(self.settings),
             allow_private_networks=self.settings.allow_private_networks,
             webhook_hosts=self.settings.webhook_hosts(),
@@ -203,11 +212,20 @@ class Imgcompress:
         )
 
     async def status(
-        self, request_id: str, *, owner: str | None = None, detail: bool = True
+        self,
+        request_id: str,
+        *,
+        owner: str | None = None,
+        detail: bool = True,
+        after_row: int = 0,
+        limit: int | None = None,
     ) -> StatusReport:
         """Return everything known about a request (only ``owner``'s, when given); with
-        ``detail=False`` its status, counts and webhook without every image."""
-        return await self.service.status(request_id, owner=owner, detail=detail)
+        ``detail=False`` its status, counts and webhook without every image; with
+        ``limit``, one page of products after ``after_row`` (see ``next_cursor``)."""
+        return await self.service.status(
+            request_id, owner=owner, detail=detail, after_row=after_row, limit=limit
+        )
 
     async def output_csv(
         self,
@@ -223,10 +241,30 @@ class Imgcompress:
         ``base_url``, else the configured one; ``image_url`` (image id -> what to write)
         replaces the links altogether, e.g. with file paths.
         """
-        if image_url is None:
-            record = await self.storage.get_request(request_id)
-            image_url = Urls(record.base_url or base_url or self.urls.base).image
+        image_url = image_url or await self._image_links(request_id, base_url)
         return await self.service.output_csv(request_id, image_url, owner=owner)
+
+    async def stream_output_csv(
+        self, request_id: str, *, owner: str | None = None, base_url: str | None = None
+    ) -> AsyncIterator[str]:
+        """Return the output CSV as chunks written at constant memory (the links as in
+        :meth:`output_csv`); RequestNotFinished is raised before the first chunk."""
+        image_url = await self._image_links(request_id, base_url)
+        chunks = self.service.stream_output_csv(request_id, image_url, owner=owner)
+        first = await anext(chunks)  # errors (not found, pending) surface here, not mid-body
+
+        async def all_chunks() -> AsyncIterator[str]:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+
+        return all_chunks()
+
+    async def _image_links(self, request_id: str, base_url: str | None) -> Callable[[str], str]:
+        """Return how a request's image links are written: under the base URL it was
+        uploaded with, else ``base_url``, else the configured one."""
+        record = await self.storage.get_request(request_id)
+        return Urls(record.base_url or base_url or self.urls.base).image
 
     async def image(self, image_id: str) -> StoredImage:
         """Return a processed image."""
@@ -248,8 +286,42 @@ class Imgcompress:
             raise
         except Exception as exc:
             raise StorageUnavailable(f"storage did not answer: {exc}") from exc
+        blobs: object = self.blobs
+        if isinstance(blobs, Lifecycle):  # a bucket or a directory of its own
+            try:
+                await blobs.ping()
+            except StorageUnavailable:
+                raise
+            except Exception as exc:
+                raise StorageUnavailable(f"the blob store did not answer: {exc}") from exc
         if self.worker is not None and not self.worker.alive:
             raise StorageUnavailable("the in-process worker is not running", code="worker_down")
+
+    def direct_link(self, image: ImageRecord) -> str | None:
+        """Return a done image's address under IMGCOMPRESS_BLOB_PUBLIC_URL (a CDN or a
+        public bucket), or None when there is none and /api/images/{id} serves it."""
+        if not self.blob_public_url or image.blob_key is None or image.state is not ImageState.DONE:
+            return None
+        return f"{self.blob_public_url}/{public_path(self.blobs, image.blob_key, image.content_type)}"
+
+    async def image_location(self, image_id: str) -> str | None:
+        """Return where a processed image can be fetched without this service: its public
+        URL, or a presigned link into the bucket (valid ``blob_presign_seconds``); None
+        when the service serves the bytes itself (:meth:`image`). ImageNotFound if there
+        is no such done image."""
+        if self.blobs is None:
+            return None
+        record = await self.storage.get_image(image_id)
+        if record.state is not ImageState.DONE or record.blob_key is None:
+            raise ImageNotFound(image_id)
+        direct = self.direct_link(record)
+        if direct is not None:
+            return direct
+        if isinstance(self.blobs, PresignsUrls):
+            return await self.blobs.presigned_url(
+                record.blob_key, self.settings.blob_presign_seconds
+            )
+        return None
 
     async def queue_depth(self) -> int:
         """Return how many images wait to be claimed."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +17,7 @@ import anyio.to_thread
 
 from .errors import FetchError, InvalidWebhookUrl, RequestNotFinished, RequestNotFound
 from .fetch import Resolver, check_url, system_resolver, vet_destination
-from .manifest import ManifestLimits, parse_manifest, render_output_csv
+from .manifest import ManifestLimits, iter_output_csv, parse_manifest
 from .model import (
     Delivery,
     ImageRecord,
@@ -36,6 +36,8 @@ from .ports import BlobStore, DeliveryQueue, RequestStore, Storage
 from .workflow import Workflow, host_of
 
 __all__ = ["Service", "StatusReport", "Urls"]
+
+_CSV_PAGE = 500  # products read per step of a streamed output CSV
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class StatusReport:
     images: list[ImageRecord]
     deliveries: list[Delivery]
     detail: bool = True  # False: products and images were not read (a progress poll)
+    next_cursor: int | None = None  # the row to continue after, when there are more products
 
     def to_document(self, urls: Urls) -> dict[str, Any]:
         """Render the status as the JSON document the API returns (without ``products``
@@ -81,7 +84,7 @@ class StatusReport:
         for image in self.images:
             by_row.setdefault(image.row, []).append(_image_document(image, urls))
         p = self.progress
-        document = {
+        document: dict[str, Any] = {
             "requestId": self.request.request_id,
             "status": self.request.status.value,
             "progress": {
@@ -122,6 +125,8 @@ class StatusReport:
         }
         if not self.detail:
             del document["products"]
+        elif self.next_cursor is not None:  # more products follow this page
+            document["nextCursor"] = self.next_cursor
         return document
 
 
@@ -259,19 +264,52 @@ class Service:
         return request
 
     async def status(
-        self, request_id: str, *, owner: str | None = None, detail: bool = True
+        self,
+        request_id: str,
+        *,
+        owner: str | None = None,
+        detail: bool = True,
+        after_row: int = 0,
+        limit: int | None = None,
     ) -> StatusReport:
         """Return everything known about a request (RequestNotFound if there is none);
-        with ``detail=False`` only its status, counts and webhook, not every image."""
+        with ``detail=False`` only its status, counts and webhook, not every image.
+
+        With ``limit``, one page: at most ``limit`` products after row ``after_row``, with
+        their images, and ``next_cursor`` set when more follow.
+        """
         request = await self._owned(request_id, owner)
+        products: list[ProductRecord] = []
+        images: list[ImageRecord] = []
+        next_cursor = None
+        if detail:
+            products, images, next_cursor = await self._page(request_id, after_row, limit)
         return StatusReport(
             request=request,
             progress=await self.workflow.progress(request_id),
-            products=await self.requests.list_products(request_id) if detail else [],
-            images=await self.requests.list_images(request_id) if detail else [],
+            products=products,
+            images=images,
             deliveries=await self.deliveries.list_deliveries(request_id),
             detail=detail,
+            next_cursor=next_cursor,
         )
+
+    async def _page(
+        self, request_id: str, after_row: int, limit: int | None
+    ) -> tuple[list[ProductRecord], list[ImageRecord], int | None]:
+        """Return up to ``limit`` products after ``after_row``, their images, and the row to
+        continue after (None when this is the last page)."""
+        wanted = None if limit is None else limit + 1
+        products = await self.requests.list_products(request_id, after_row=after_row, limit=wanted)
+        next_cursor = None
+        if limit is not None and len(products) > limit:
+            products = products[:limit]
+            next_cursor = products[-1].row
+        images: list[ImageRecord] = []
+        if products:
+            rows = (products[0].row, products[-1].row)
+            images = await self.requests.list_images(request_id, rows=rows)
+        return products, images, next_cursor
 
     async def output_csv(
         self, request_id: str, image_url: Callable[[str], str], *, owner: str | None = None
@@ -281,18 +319,34 @@ class Service:
         ``image_url`` turns an image id into the address written out (``Urls.image`` for
         the service, a file path for ``imgcompress process``).
         """
+        return "".join(
+            [part async for part in self.stream_output_csv(request_id, image_url, owner=owner)]
+        )
+
+    async def stream_output_csv(
+        self, request_id: str, image_url: Callable[[str], str], *, owner: str | None = None
+    ) -> AsyncIterator[str]:
+        """Yield the output CSV a page of products at a time, so a request of any size is
+        written at constant memory (RequestNotFinished while it is Pending)."""
         request = await self._owned(request_id, owner)
         if request.status is RequestStatus.PENDING:
             raise RequestNotFinished(
                 f"request {request_id} is still Pending; its output CSV is ready once it is final"
             )
-        products = await self.requests.list_products(request_id)
-        outputs: dict[int, list[str | None]] = {}
-        for image in await self.requests.list_images(request_id):
-            done = image.state is ImageState.DONE
-            outputs.setdefault(image.row, []).append(image_url(image.image_id) if done else None)
-        rows = ((product.cells, outputs.get(product.row, [])) for product in products)
-        return render_output_csv(request.columns, rows)
+        after_row: int | None = 0
+        while after_row is not None:
+            products, images, next_row = await self._page(request_id, after_row, _CSV_PAGE)
+            outputs: dict[int, list[str | None]] = {}
+            for image in images:
+                url = image_url(image.image_id) if image.state is ImageState.DONE else None
+                outputs.setdefault(image.row, []).append(url)
+            lines = iter_output_csv(
+                request.columns, [(p.cells, outputs.get(p.row, [])) for p in products]
+            )
+            if after_row:
+                next(lines)  # the header row goes with the first page only
+            yield "".join(lines)
+            after_row = next_row
 
     async def image(self, image_id: str) -> StoredImage:
         """Return a processed image (ImageNotFound if there is none)."""

@@ -190,24 +190,33 @@ class MongoStorage:
         """Return a request or raise RequestNotFound."""
         return to_request(await self._request_doc(request_id))
 
-    async def list_products(self, request_id: str) -> list[ProductRecord]:
-        """Return a request's products in row order."""
+    async def list_products(
+        self, request_id: str, *, after_row: int = 0, limit: int | None = None
+    ) -> list[ProductRecord]:
+        """Return a request's products in row order, after ``after_row``, at most ``limit``."""
         await self._request_doc(request_id)
         async with translated("reading products"):
-            cursor = self._col("products").find({"requestId": request_id}).sort("row", ASCENDING)
-            docs = await cursor.to_list()
+            cursor = self._col("products").find(
+                {"requestId": request_id, "row": {"$gt": after_row}}
+            )
+            docs = await cursor.sort("row", ASCENDING).limit(limit or 0).to_list()
         return [
             ProductRecord(request_id, d["row"], d["serial"], d["name"], tuple(d["cells"]))
             for d in docs
         ]
 
-    async def list_images(self, request_id: str) -> list[ImageRecord]:
-        """Return a request's images by row and position."""
+    async def list_images(
+        self, request_id: str, *, rows: tuple[int, int] | None = None
+    ) -> list[ImageRecord]:
+        """Return a request's images by row and position (only ``rows``, if given)."""
         await self._request_doc(request_id)
+        query: Doc = {"requestId": request_id}
+        if rows is not None:
+            query["row"] = {"$gte": rows[0], "$lte": rows[1]}
         async with translated("reading images"):
             cursor = (
                 self._col("images")
-                .find({"requestId": request_id})
+                .find(query)
                 .sort([("row", ASCENDING), ("position", ASCENDING)])
             )
             return [to_image(d) for d in await cursor.to_list()]

@@ -18,9 +18,9 @@ from litestar import Litestar, Request, Response, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
-from litestar.openapi import OpenAPIConfig
-from litestar.params import Body, FromPath, FromQuery
+from litestar.params import Body, FromPath, FromQuery, Parameter
 from litestar.plugins.problem_details import ProblemDetailsPlugin
+from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from imgcompress_core import Imgcompress, Settings, Urls
@@ -35,11 +35,15 @@ from .auth import provide_owner, require_api_key
 from .metrics import PrometheusMetrics, metrics_endpoint
 from .pages import page_handlers
 from .problems import exception_handlers, problem_details_config
+from .schema import openapi_config
+from .security import body_timeout, security_headers, trusted_host_check
 
 __all__ = ["create_app"]
 
 # Room for the multipart envelope and the webhook field around the CSV itself.
 _MULTIPART_OVERHEAD = 64 * 1024
+DEFAULT_PAGE = 100  # products per status page, unless ?limit= says otherwise
+MAX_PAGE = 200
 _IMAGE_CACHE = "public, max-age=31536000, immutable"
 
 
@@ -100,13 +104,16 @@ async def upload(
     """Validate the CSV, store the request, and answer with its id at once."""
     file = data.get("file")
     if not isinstance(file, UploadFile):
-        reason = (
-            "the form has no part named 'file'"
-            if file is None
-            else "the form field 'file' must be a file part (curl: -F file=@products.csv)"
-        )
+        if file is None:
+            reason = "the form has no part named 'file'"
+        elif isinstance(file, list):
+            reason = f"the form has {len(file)} parts named 'file'; it must have exactly one"
+        else:
+            reason = "the form field 'file' must be a file part (curl: -F file=@products.csv)"
         raise ManifestError([ManifestProblem(reason, column="file")], code="invalid_form")
     webhook = data.get("webhook_url")
+    if isinstance(webhook, list):
+        raise InvalidWebhookUrl(f"the form has {len(webhook)} webhook_url fields; give one")
     if webhook is not None and not isinstance(webhook, str):
         raise InvalidWebhookUrl("webhook_url must be a text field, not a file")
     content = await file.read()
@@ -130,10 +137,16 @@ async def status(
     owner: NamedDependency[str | None],
     request_id: FromPath[str],
     products: FromQuery[bool] = True,
+    limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    cursor: Annotated[int, Parameter(ge=0)] = 0,
 ) -> dict[str, Any]:
-    """Return the status, progress counts and every product's images (``?products=false``:
-    without the products, a cheap poll for a large request)."""
-    report = await ic.status(request_id, owner=owner, detail=products)
+    """Return the status, progress counts and one page of products with their images:
+    ``limit`` products (default 100, at most 200) after ``cursor`` (the ``nextCursor`` of
+    the page before; absent on the last page). ``?products=false``: without the products, a
+    cheap poll for a large request."""
+    report = await ic.status(
+        request_id, owner=owner, detail=products, after_row=cursor, limit=limit
+    )
     return report.to_document(_request_urls(request, ic, report.request.base_url))
 
 
@@ -148,13 +161,13 @@ async def output_csv(
     ic: NamedDependency[Imgcompress],
     owner: NamedDependency[str | None],
     request_id: FromPath[str],
-) -> Response[str]:
+) -> Stream:
     """Return the input CSV with an added Output Image Urls column."""
     base = _urls(request, ic.settings).base  # for a request stored without its own
-    text = await ic.output_csv(request_id, owner=owner, base_url=base)
-    return Response(
-        text,
-        media_type="text/csv",
+    chunks = await ic.stream_output_csv(request_id, owner=owner, base_url=base)
+    return Stream(
+        chunks,
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{request_id}-output.csv"'},
     )
 
@@ -163,7 +176,17 @@ async def output_csv(
 async def image(
     request: Request[Any, Any, Any], ic: NamedDependency[Imgcompress], image_id: FromPath[str]
 ) -> Response[bytes]:
-    """Return a processed image with its content type, ETag and long-lived caching."""
+    """Return a processed image with its content type, ETag and long-lived caching; with a
+    blob store of its own, a redirect to the image's public URL (IMGCOMPRESS_BLOB_PUBLIC_URL)
+    or to a presigned link into the bucket, so the bytes do not pass through the service."""
+    location = await ic.image_location(image_id)
+    if location is not None:
+        # A public link never changes; a presigned one is cached for half its lifetime.
+        seconds = ic.settings.blob_presign_seconds // 2
+        cache = "public, max-age=3600" if ic.blob_public_url else f"private, max-age={seconds}"
+        return Response(
+            b"", status_code=302, headers={"Location": location, "Cache-Control": cache}
+        )
     stored = await ic.image(image_id)
     etag = f'"{stored.etag}"'
     headers = {"ETag": etag, "Cache-Control": _IMAGE_CACHE}
@@ -188,7 +211,7 @@ async def cancel_or_delete(
     final, remove it and its images (204)."""
     if await ic.cancel_or_delete(request_id, owner=owner):
         return Response(None, status_code=204)
-    report = await ic.status(request_id, owner=owner)
+    report = await ic.status(request_id, owner=owner, limit=DEFAULT_PAGE)
     return Response(report.to_document(_request_urls(request, ic, report.request.base_url)))
 
 
@@ -247,5 +270,7 @@ def create_app(
         exception_handlers=exception_handlers(),
         request_max_body_size=settings.max_upload_bytes + _MULTIPART_OVERHEAD,
         multipart_form_part_limit=8,
-        openapi_config=OpenAPIConfig(title="imgcompress", version="0.1.0"),
+        openapi_config=openapi_config(title="imgcompress", version="0.1.0"),
+        middleware=[trusted_host_check(settings), body_timeout(settings)],
+        before_send=[security_headers(settings)],
     )

@@ -142,15 +142,22 @@ class MemoryStorage:
         except KeyError:
             raise RequestNotFound(request_id) from None
 
-    async def list_products(self, request_id: str) -> list[ProductRecord]:
-        """Return a request's products in row order."""
+    async def list_products(
+        self, request_id: str, *, after_row: int = 0, limit: int | None = None
+    ) -> list[ProductRecord]:
+        """Return a request's products in row order, after ``after_row``, at most ``limit``."""
         await self.get_request(request_id)
-        return list(self._products[request_id])
+        later = (p for p in self._products[request_id] if p.row > after_row)
+        return list(itertools.islice(later, limit))
 
-    async def list_images(self, request_id: str) -> list[ImageRecord]:
-        """Return a request's images ordered by row, then position."""
+    async def list_images(
+        self, request_id: str, *, rows: tuple[int, int] | None = None
+    ) -> list[ImageRecord]:
+        """Return a request's images ordered by row, then position (only ``rows``, if given)."""
         await self.get_request(request_id)
-        return [self._images[i] for i in self._by_request[request_id]]
+        first, last = rows or (-(2**62), 2**62)
+        images = (self._images[i] for i in self._by_request[request_id])
+        return [i for i in images if first <= i.row <= last]
 
     async def get_image(self, image_id: str) -> ImageRecord:
         """Return one image or raise ImageNotFound."""

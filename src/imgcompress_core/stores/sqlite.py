@@ -228,24 +228,32 @@ class SqliteStorage:
             return self._request(conn, request_id)
 
     @_in_thread
-    def list_products(self, request_id: str) -> list[ProductRecord]:
-        """Return a request's products in row order."""
+    def list_products(
+        self, request_id: str, *, after_row: int = 0, limit: int | None = None
+    ) -> list[ProductRecord]:
+        """Return a request's products in row order, after ``after_row``, at most ``limit``."""
         with self._read() as conn:
             self._request(conn, request_id)
             rows = conn.execute(
-                "SELECT * FROM products WHERE request_id = ? ORDER BY row", (request_id,)
+                "SELECT * FROM products WHERE request_id = ? AND row > ? ORDER BY row LIMIT ?",
+                (request_id, after_row, -1 if limit is None else limit),
             ).fetchall()
         return [to_product(r) for r in rows]
 
     @_in_thread
-    def list_images(self, request_id: str) -> list[ImageRecord]:
-        """Return a request's images ordered by row, then position."""
+    def list_images(
+        self, request_id: str, *, rows: tuple[int, int] | None = None
+    ) -> list[ImageRecord]:
+        """Return a request's images ordered by row, then position (only ``rows``, if given)."""
+        first, last = rows or (-(2**62), 2**62)
         with self._read() as conn:
             self._request(conn, request_id)
-            rows = conn.execute(
-                "SELECT * FROM images WHERE request_id = ? ORDER BY row, position", (request_id,)
+            found = conn.execute(
+                "SELECT * FROM images WHERE request_id = ? AND row BETWEEN ? AND ?"
+                " ORDER BY row, position",
+                (request_id, first, last),
             ).fetchall()
-        return [to_image(r) for r in rows]
+        return [to_image(r) for r in found]
 
     @_in_thread
     def get_image(self, image_id: str) -> ImageRecord:
