@@ -117,7 +117,7 @@ def test_status_pages_walk_every_product_once(tmp_path: Path) -> None:
     settings = Settings(database=tmp_path / "s.sqlite3", run_worker=False)
     rows = "\n".join(f"{n},P{n},http://img.example/{n}.jpg" for n in range(1, 251))
     body = f"S. No.,Product Name,Input Image Urls\n{rows}\n".encode()
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
         request_id = client.post("/api/upload", files={"file": ("a.csv", body)}).json()["requestId"]
         seen: list[int] = []
         cursor = 0
