@@ -74,10 +74,15 @@ def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     if exc.extra and not isinstance(exc.extra, dict):
         extra = {"errors": exc.extra}
     status = exc.status_code
-    code = "request_too_large" if status == 413 else f"http_{status}"
+    code = f"http_{status}"
+    if status in (408, 413):
+        code = "request_timeout" if status == 408 else "request_too_large"
     if status == 400 and "too large" in exc.detail.lower():
-        # Litestar says "Request Entity Too Large" with a 400 when there are too many parts.
+        # Litestar says "Request Entity Too Large" with a 400 when the multipart parser hit
+        # a limit; the parser's own exception (the context) says which one.
         status, code = 413, "too_many_form_parts"
+        if "header" in str(exc.__context__).lower():  # "Maximum segment header length ..."
+            code = "form_part_header_too_large"
     problem = ProblemDetailsException(
         status_code=status,
         title=exc.detail,

@@ -27,7 +27,10 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:  #
     """One app for the whole module: hypothesis calls it thousands of times."""
     folder: Path = tmp_path_factory.mktemp("fuzz-http")
     app_settings = Settings(
-        database=folder / "fuzz.sqlite3", run_worker=False, max_upload_bytes=20_000
+        database=folder / "fuzz.sqlite3",
+        run_worker=False,
+        max_upload_bytes=20_000,
+        trusted_hosts="testserver.local",  # the test client's Host
     )
     with TestClient(app=create_app(app_settings)) as client:
         yield client
