@@ -300,9 +300,10 @@ class Imgcompress:
     def direct_link(self, image: ImageRecord) -> str | None:
         """Return a done image's address under IMGCOMPRESS_BLOB_PUBLIC_URL (a CDN or a
         public bucket), or None when there is none and /api/images/{id} serves it."""
-        if not self.blob_public_url or image.blob_key is None or image.state is not ImageState.DONE:
+        key = image.blob_key
+        if not self.blob_public_url or key is None or image.state is not ImageState.DONE:
             return None
-        return f"{self.blob_public_url}/{public_path(self.blobs, image.blob_key, image.content_type)}"
+        return f"{self.blob_public_url}/{public_path(self.blobs, key, image.content_type)}"
 
     async def image_location(self, image_id: str) -> str | None:
         """Return where a processed image can be fetched without this service: its public
