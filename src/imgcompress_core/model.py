@@ -26,10 +26,12 @@ __all__ = [
     "NewImage",
     "NewProduct",
     "NewRequest",
+    "Output",
     "ProductRecord",
     "Progress",
     "RequestRecord",
     "RequestStatus",
+    "Source",
     "StoredImage",
     "new_id",
 ]
@@ -108,6 +110,7 @@ class NewRequest:
     idempotency_key: str | None = None  # a client's Idempotency-Key header
     body_hash: str = ""  # what the key was used with (the CSV and webhook URL)
     owner: str = ""  # who created it (an API key's fingerprint); "" when the API is open
+    policy: str = ""  # the output policy, canonical JSON ("": the service's defaults)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,8 @@ class RequestRecord:
     total_images: int
     base_url: str = ""
     owner: str = ""
+    policy: str = ""
+    round: int = 1  # how many times it was processed (a retry of failed images adds one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +162,11 @@ class ImageRecord:
     note: str | None = None
     updated_at: float = 0.0
     blob_key: str | None = None  # the processed bytes in the blob store, once done
+    output_id: str | None = None  # the stable id of its output (the same for the same input)
+    reused: str | None = None  # "not-modified" or "same-content" when nothing was redone
+    quality: int | None = None  # the encoder quality used
+    score: float | None = None  # the perceptual score reached, when a target was asked for
+    warnings: tuple[str, ...] = ()  # store rules the image breaks (presets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,20 +206,60 @@ class ImageResult:
     height: int
     input_bytes: int
     note: str | None = None
+    quality: int | None = None
+    score: float | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A processed image as the reuse cache keeps it: what one input (its bytes' hash)
+    became under one policy for one owner. ``output_id`` is random, so links cannot be
+    guessed from the input, and stable, so the same input always gets the same link."""
+
+    output_id: str
+    owner: str
+    policy: str
+    input_hash: str
+    blob_key: str
+    content_type: str
+    width: int
+    height: int
+    input_bytes: int
+    output_bytes: int
+    note: str | None = None
+    quality: int | None = None
+    score: float | None = None
+    warnings: tuple[str, ...] = ()
+    last_used_at: float = 0.0  # when an image last took it (the sweep spares recent ones)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What the last download of a URL (for one owner) answered: its validators for a
+    conditional re-fetch, and the hash of the bytes it gave."""
+
+    owner: str
+    url: str
+    input_hash: str
+    etag: str | None
+    last_modified: str | None
+    fetched_at: float
+    request_id: str = ""  # the request whose download this was
 
 
 @dataclass(frozen=True, slots=True)
 class ImageChange:
     """What a finished step writes onto an image besides its new state.
 
-    ``result`` and ``blob_key`` come with ``done``; ``failure`` with ``failed`` (and, as
+    ``output`` (and ``reused``) come with ``done``; ``failure`` with ``failed`` (and, as
     the last error, with a retry); ``not_before`` with a retry.
     """
 
     failure: Failure | None = None
     not_before: float = 0.0
-    result: ImageResult | None = None
-    blob_key: str | None = None
+    output: Output | None = None
+    reused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,9 +33,11 @@ from .model import (
     ImageState,
     KeyHolder,
     NewRequest,
+    Output,
     ProductRecord,
     RequestRecord,
     RequestStatus,
+    Source,
 )
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "Notifier",
     "NullMetrics",
     "RequestStore",
+    "ReuseCache",
     "Storage",
 ]
 
@@ -83,6 +86,14 @@ class RequestStore(Lifecycle, Protocol):
 
     async def get_request(self, request_id: str) -> RequestRecord:
         """Return a request or raise RequestNotFound."""
+        ...
+
+    async def list_requests(
+        self, owner: str | None, before: tuple[float, str] | None, limit: int
+    ) -> list[RequestRecord]:
+        """Return up to ``limit`` requests, newest first (by creation time, then id), those
+        older than ``before`` (a (created_at, request_id) cursor); only ``owner``'s unless
+        it is None."""
         ...
 
     async def list_products(
@@ -124,6 +135,15 @@ class RequestStore(Lifecycle, Protocol):
         least recently looked at first."""
         ...
 
+    async def reopen_request(
+        self, request_id: str, keep_codes: frozenset[str], now: float
+    ) -> int:
+        """If the request is final and has failed images whose code is not in
+        ``keep_codes``, make it Pending again (its ``round`` one more) and queue those
+        images afresh (no attempts, no lease); return how many were queued (0: nothing
+        changed)."""
+        ...
+
     async def cancel_images(
         self, request_id: str, states: frozenset[ImageState], failure: Failure, now: float
     ) -> None:
@@ -141,7 +161,43 @@ class RequestStore(Lifecycle, Protocol):
         ...
 
     async def referenced_blobs(self, keys: Sequence[str]) -> set[str]:
-        """Return those of ``keys`` that some image still references."""
+        """Return those of ``keys`` that some image or cached output still references."""
+        ...
+
+
+@runtime_checkable
+class ReuseCache(Protocol):
+    """What was downloaded and produced before, so the same work is never done twice:
+    each URL's validators (conditional re-fetch) and each input's output (content cache),
+    per owner."""
+
+    async def get_source(self, owner: str, url: str) -> Source | None:
+        """Return what the last download of ``url`` for ``owner`` answered, if any."""
+        ...
+
+    async def put_source(self, source: Source) -> None:
+        """Record (or replace) what the last download of a URL answered."""
+        ...
+
+    async def find_output(
+        self, owner: str, policy: str, input_hash: str, now: float
+    ) -> Output | None:
+        """Return the output an input became under a policy for an owner, if any, marking
+        it used ``now``."""
+        ...
+
+    async def get_output(self, output_id: str) -> Output | None:
+        """Return an output by its id, if any."""
+        ...
+
+    async def add_output(self, output: Output) -> Output:
+        """Keep ``output`` unless one exists for its (owner, policy, input hash); return the
+        one kept (so racing workers agree on one id)."""
+        ...
+
+    async def delete_unreferenced_outputs(self, used_before: float, limit: int) -> int:
+        """Delete up to ``limit`` outputs last used before ``used_before`` that no image
+        references, with the sources that led only to them; return how many went."""
         ...
 
 
@@ -248,7 +304,7 @@ class BlobStore(Protocol):
 
 
 @runtime_checkable
-class Storage(RequestStore, ImageQueue, DeliveryQueue, BlobStore, Protocol):
+class Storage(RequestStore, ImageQueue, DeliveryQueue, BlobStore, ReuseCache, Protocol):
     """A store that plays every role (memory, SQLite and MongoDB do; blobs may be moved
     elsewhere by giving the workflow another BlobStore)."""
 

@@ -186,7 +186,9 @@ class Worker:
             try:
                 # Long enough that a worker between writing a blob and marking its image
                 # done (a live lease) is never swept from under it.
-                await self.workflow.sweep_blobs(max(2 * self.config.lease_seconds, 60.0))
+                grace = max(2 * self.config.lease_seconds, 60.0)
+                await self.workflow.sweep_outputs(grace)
+                await self.workflow.sweep_blobs(grace)
             except Exception as exc:
                 log.warning("sweeping unreferenced blobs failed: %s", exc)
             await anyio.sleep(self.config.poll_interval * 10)

@@ -30,7 +30,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .errors import BlobNotFound, IdempotencyConflict, IllegalTransition, ImageNotFound, LeaseLost
+from .errors import (
+    BlobNotFound,
+    IdempotencyConflict,
+    IllegalTransition,
+    ImageNotFound,
+    LeaseLost,
+    RequestNotFinished,
+)
 from .model import (
     Claim,
     DeliveryClaim,
@@ -41,12 +48,15 @@ from .model import (
     ImageResult,
     ImageState,
     NewRequest,
+    Output,
     Progress,
     RequestRecord,
     RequestStatus,
+    Source,
     StoredImage,
+    new_id,
 )
-from .ports import BlobStore, DeliveryQueue, ImageQueue, RequestStore, Storage
+from .ports import BlobStore, DeliveryQueue, ImageQueue, RequestStore, ReuseCache, Storage
 
 __all__ = [
     "CANCELLABLE",
@@ -126,10 +136,11 @@ def final_status(progress: Progress) -> RequestStatus | None:
     return RequestStatus.COMPLETED if progress.done > 0 else RequestStatus.FAILED
 
 
-def delivery_id(request_id: str) -> str:
-    """Return the id of a finished request's webhook delivery (the same on every attempt,
-    so receivers can drop duplicates, and fixed, so a store creates it at most once)."""
-    return f"{request_id}:final"
+def delivery_id(request_id: str, round: int = 1) -> str:
+    """Return the id of the webhook delivery a request's ``round`` ends with (the same on
+    every attempt, so receivers can drop duplicates, and fixed, so a store creates it at
+    most once; a retry of failed images is a new round with a new delivery)."""
+    return f"{request_id}:final" if round == 1 else f"{request_id}:final-{round}"
 
 
 def delivery_outcome(
@@ -245,6 +256,7 @@ class Workflow:
         images: ImageQueue,
         deliveries: DeliveryQueue,
         blobs: BlobStore,
+        cache: ReuseCache,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -252,6 +264,7 @@ class Workflow:
         self.images = images
         self.deliveries = deliveries
         self.blobs = blobs
+        self.cache = cache
         self._clock = clock
         self._sweep_after = ""  # where the next blob sweep resumes
 
@@ -264,7 +277,7 @@ class Workflow:
         clock: Callable[[], float] = time.time,
     ) -> Workflow:
         """Return a workflow over one store playing every role (blobs may live elsewhere)."""
-        return cls(storage, storage, storage, blobs or storage, clock=clock)
+        return cls(storage, storage, storage, blobs or storage, storage, clock=clock)
 
     # -- requests ---------------------------------------------------------------------
 
@@ -295,8 +308,28 @@ class Workflow:
             now = self._clock()
         if status is None:
             return None
-        delivery = delivery_id(request_id) if request.webhook_url else None
+        delivery = delivery_id(request_id, request.round) if request.webhook_url else None
         return await self.requests.finalize_request(request_id, status, now, delivery)
+
+    async def retry_failed(self, request_id: str) -> int:
+        """Queue the failed images of a final request again (never cancelled ones); the
+        request is Pending until they finish and then sends a new webhook. Return how many
+        were queued; RequestNotFinished while it is Pending."""
+        request = await self.requests.get_request(request_id)
+        if request.status is RequestStatus.PENDING:
+            raise RequestNotFinished(
+                f"request {request_id} is still Pending; retry its failed images once it is final"
+            )
+        return await self.requests.reopen_request(
+            request_id, frozenset({CANCELLED.code}), self._clock()
+        )
+
+    async def list_requests(
+        self, owner: str | None, before: tuple[float, str] | None, limit: int
+    ) -> list[RequestRecord]:
+        """Return requests newest first, older than the ``before`` cursor (only ``owner``'s
+        when it is not None)."""
+        return await self.requests.list_requests(owner, before, limit)
 
     async def unfinalized(self, limit: int) -> list[str]:
         """Return requests a lost finalize left behind."""
@@ -316,16 +349,21 @@ class Workflow:
         return await self.requests.finished_before(self._clock() - retention_seconds, limit)
 
     async def image(self, image_id: str) -> StoredImage:
-        """Return a done image's bytes with its ETag, or raise ImageNotFound."""
-        record = await self.requests.get_image(image_id)
-        if record.state is not ImageState.DONE or record.blob_key is None:
-            raise ImageNotFound(image_id)
+        """Return a done image's bytes with its ETag, or raise ImageNotFound; ``image_id``
+        is an output id (the stable link) or an image id."""
+        output = await self.cache.get_output(image_id)
+        if output is not None:
+            key, content_type = output.blob_key, output.content_type
+        else:
+            record = await self.requests.get_image(image_id)
+            if record.state is not ImageState.DONE or record.blob_key is None:
+                raise ImageNotFound(image_id)
+            key, content_type = record.blob_key, record.content_type or ""
         try:
-            blob = await self.blobs.get_blob(record.blob_key)
+            blob = await self.blobs.get_blob(key)
         except BlobNotFound:
             raise ImageNotFound(image_id) from None
-        content_type = record.content_type or blob.content_type
-        return StoredImage(image_id, blob.data, content_type, etag(record.blob_key))
+        return StoredImage(image_id, blob.data, content_type or blob.content_type, etag(key))
 
     # -- images -----------------------------------------------------------------------
 
@@ -378,11 +416,70 @@ class Workflow:
         if found is not None:
             _check_finish(claim, target, found)
 
-    async def complete(self, claim: Claim, result: ImageResult) -> None:
-        """Write the processed bytes, then mark the image done referencing them."""
+    async def complete(
+        self,
+        claim: Claim,
+        result: ImageResult,
+        *,
+        owner: str = "",
+        policy: str = "",
+        input_hash: str | None = None,
+    ) -> Output:
+        """Write the processed bytes, keep them as the output of this input (its bytes'
+        hash) under this policy for this owner, then mark the image done referencing
+        them; return the output (an earlier twin's, if another worker won the race)."""
+        now = self._clock()
         key = blob_key(result.data)
-        await self.blobs.put_blob(key, result.data, result.content_type, self._clock())
-        await self._finish(claim, ImageState.DONE, ImageChange(result=result, blob_key=key))
+        await self.blobs.put_blob(key, result.data, result.content_type, now)
+        output = await self.cache.add_output(
+            Output(
+                output_id=new_id(),
+                owner=owner,
+                policy=policy,
+                input_hash=input_hash or f"output:{key}",
+                blob_key=key,
+                content_type=result.content_type,
+                width=result.width,
+                height=result.height,
+                input_bytes=result.input_bytes,
+                output_bytes=len(result.data),
+                note=result.note,
+                quality=result.quality,
+                score=result.score,
+                warnings=result.warnings,
+                last_used_at=now,
+            )
+        )
+        await self._finish(claim, ImageState.DONE, ImageChange(output=output))
+        return output
+
+    async def reusable(
+        self, owner: str, policy: str, input_hash: str
+    ) -> Output | None:
+        """Return what this input already became under this policy for this owner."""
+        return await self.cache.find_output(owner, policy, input_hash, self._clock())
+
+    async def reuse(self, claim: Claim, output: Output, why: str) -> None:
+        """Mark a claimed image done with an earlier output (``why``: ``not-modified`` or
+        ``same-content``), with no download or compression."""
+        await self._finish(claim, ImageState.DONE, ImageChange(output=output, reused=why))
+
+    async def source(self, owner: str, url: str) -> Source | None:
+        """Return what the last download of ``url`` for ``owner`` answered."""
+        return await self.cache.get_source(owner, url)
+
+    async def downloaded(
+        self,
+        owner: str,
+        url: str,
+        request_id: str,
+        input_hash: str,
+        etag: str | None,
+        last_modified: str | None,
+    ) -> None:
+        """Remember a download's validators and content hash for the next time."""
+        source = Source(owner, url, input_hash, etag, last_modified, self._clock(), request_id)
+        await self.cache.put_source(source)
 
     async def fail(self, claim: Claim, failure: Failure) -> None:
         """Mark a claimed image failed for good."""
@@ -433,3 +530,8 @@ class Workflow:
         if unused:
             await self.blobs.delete_blobs(unused, cutoff)
         return len(unused)
+
+    async def sweep_outputs(self, grace_seconds: float, limit: int = 500) -> int:
+        """Delete cached outputs no image references that were not used for
+        ``grace_seconds`` (after a DELETE or retention), so their blobs go next."""
+        return await self.cache.delete_unreferenced_outputs(self._clock() - grace_seconds, limit)

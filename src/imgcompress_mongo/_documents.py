@@ -18,8 +18,10 @@ from imgcompress_core.model import (
     ImageRecord,
     ImageState,
     NewRequest,
+    Output,
     RequestRecord,
     RequestStatus,
+    Source,
 )
 
 __all__ = [
@@ -28,11 +30,15 @@ __all__ = [
     "Doc",
     "delivery_doc",
     "image_docs",
+    "output_doc",
     "product_docs",
     "request_doc",
+    "source_doc",
     "to_delivery",
     "to_image",
+    "to_output",
     "to_request",
+    "to_source",
 ]
 
 Doc = dict[str, Any]
@@ -57,6 +63,8 @@ def request_doc(request: NewRequest, now: float) -> Doc:
         "totalImages": len(request.images),
         "baseUrl": request.base_url,
         "owner": request.owner,
+        "policy": request.policy,
+        "round": 1,
         # False until the webhook delivery exists (True at once when there is no webhook),
         # so a crash between finalizing and queueing the delivery is repaired by the sweep.
         "webhookQueued": request.webhook_url is None,
@@ -137,6 +145,8 @@ def to_request(doc: Doc) -> RequestRecord:
         total_images=doc["totalImages"],
         base_url=doc.get("baseUrl", ""),
         owner=doc.get("owner", ""),
+        policy=doc.get("policy", ""),
+        round=doc.get("round", 1),
     )
 
 
@@ -160,6 +170,80 @@ def to_image(doc: Doc) -> ImageRecord:
         note=doc.get("note"),
         updated_at=doc["updatedAt"],
         blob_key=doc.get("blobKey"),
+        output_id=doc.get("outputId"),
+        reused=doc.get("reused"),
+        quality=doc.get("quality"),
+        score=doc.get("score"),
+        warnings=tuple(doc.get("warnings") or ()),
+    )
+
+
+def output_doc(output: Output) -> Doc:
+    """Return the document of a cached output (``_id`` is its output id)."""
+    return {
+        "_id": output.output_id,
+        "owner": output.owner,
+        "policy": output.policy,
+        "inputHash": output.input_hash,
+        "blobKey": output.blob_key,
+        "contentType": output.content_type,
+        "width": output.width,
+        "height": output.height,
+        "inputBytes": output.input_bytes,
+        "outputBytes": output.output_bytes,
+        "note": output.note,
+        "quality": output.quality,
+        "score": output.score,
+        "warnings": list(output.warnings),
+        "lastUsedAt": output.last_used_at,
+    }
+
+
+def to_output(doc: Doc) -> Output:
+    """Return the record of an output document."""
+    return Output(
+        output_id=doc["_id"],
+        owner=doc["owner"],
+        policy=doc["policy"],
+        input_hash=doc["inputHash"],
+        blob_key=doc["blobKey"],
+        content_type=doc["contentType"],
+        width=doc["width"],
+        height=doc["height"],
+        input_bytes=doc["inputBytes"],
+        output_bytes=doc["outputBytes"],
+        note=doc.get("note"),
+        quality=doc.get("quality"),
+        score=doc.get("score"),
+        warnings=tuple(doc.get("warnings") or ()),
+        last_used_at=doc["lastUsedAt"],
+    )
+
+
+def source_doc(source: Source) -> Doc:
+    """Return the document of a URL's last download (``_id``: owner and URL)."""
+    return {
+        "_id": f"{source.owner}|{source.url}",
+        "owner": source.owner,
+        "url": source.url,
+        "inputHash": source.input_hash,
+        "etag": source.etag,
+        "lastModified": source.last_modified,
+        "fetchedAt": source.fetched_at,
+        "requestId": source.request_id,
+    }
+
+
+def to_source(doc: Doc) -> Source:
+    """Return the record of a source document."""
+    return Source(
+        owner=doc["owner"],
+        url=doc["url"],
+        input_hash=doc["inputHash"],
+        etag=doc.get("etag"),
+        last_modified=doc.get("lastModified"),
+        fetched_at=doc["fetchedAt"],
+        request_id=doc.get("requestId", ""),
     )
 
 

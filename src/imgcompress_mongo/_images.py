@@ -155,16 +155,21 @@ def _fields(target: ImageState, change: ImageChange, now: float) -> Doc:
             "leaseToken": None,
             "leaseExpiresAt": 0.0,
         }
-    if change.result is not None:
-        result = change.result
+    if change.output is not None:
+        out = change.output
         fields |= {
-            "blobKey": change.blob_key,
-            "contentType": result.content_type,
-            "inputBytes": result.input_bytes,
-            "outputBytes": len(result.data),
-            "width": result.width,
-            "height": result.height,
-            "note": result.note,
+            "blobKey": out.blob_key,
+            "outputId": out.output_id,
+            "reused": change.reused,
+            "contentType": out.content_type,
+            "inputBytes": out.input_bytes,
+            "outputBytes": out.output_bytes,
+            "width": out.width,
+            "height": out.height,
+            "note": out.note,
+            "quality": out.quality,
+            "score": out.score,
+            "warnings": list(out.warnings),
         }
     return fields
 

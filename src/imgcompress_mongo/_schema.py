@@ -27,6 +27,13 @@ INDEXES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
     ("images", ("requestId", "state", "row", "position"), False),
     ("images", ("state", "leaseExpiresAt"), False),  # expired leases
     ("images", ("blobKey",), False),  # is a blob still referenced (the sweep)
+    ("images", ("outputId",), False),  # is an output still referenced (the sweep)
+    ("outputs", ("owner", "policy", "inputHash"), True),  # the content cache
+    ("outputs", ("lastUsedAt",), False),
+    ("outputs", ("blobKey",), False),
+    ("sources", ("owner", "inputHash"), False),
+    ("requests", ("owner", "createdAt", "requestId"), False),  # newest first, per owner
+    ("requests", ("createdAt", "requestId"), False),
     ("blobs", ("writtenAt",), False),
     ("deliveries", ("state", "nextAttemptAt"), False),
     ("deliveries", ("requestId",), False),

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_concern import ReadConcern
@@ -68,14 +68,16 @@ from imgcompress_core.model import (
     ImageState,
     KeyHolder,
     NewRequest,
+    Output,
     ProductRecord,
     RequestRecord,
     RequestStatus,
+    Source,
     new_id,
 )
 from imgcompress_core.settings import Settings
 
-from . import _blobs, _deliveries, _images, _requests
+from . import _blobs, _cache, _deliveries, _images, _requests
 from ._documents import (
     FINAL_STATUSES,
     MAX_IMAGE_BYTES,
@@ -85,6 +87,7 @@ from ._documents import (
     request_doc,
     to_delivery,
     to_image,
+    to_output,
     to_request,
 )
 from ._errors import translated
@@ -215,9 +218,7 @@ class MongoStorage:
             query["row"] = {"$gte": rows[0], "$lte": rows[1]}
         async with translated("reading images"):
             cursor = (
-                self._col("images")
-                .find(query)
-                .sort([("row", ASCENDING), ("position", ASCENDING)])
+                self._col("images").find(query).sort([("row", ASCENDING), ("position", ASCENDING)])
             )
             return [to_image(d) for d in await cursor.to_list()]
 
@@ -335,12 +336,111 @@ class MongoStorage:
             return [d["_id"] for d in await cursor.limit(limit).to_list()]
 
     async def referenced_blobs(self, keys: Sequence[str]) -> set[str]:
-        """Return the keys some image references."""
+        """Return the keys some image or cached output references."""
+        used: set[str] = set()
         async with translated("checking blob references"):
-            cursor = self._col("images").find(
-                {"blobKey": {"$in": list(keys)}}, projection={"blobKey": 1}
+            for name in ("images", "outputs"):
+                cursor = self._col(name).find(
+                    {"blobKey": {"$in": list(keys)}}, projection={"blobKey": 1}
+                )
+                used |= {d["blobKey"] for d in await cursor.to_list()}
+        return used
+
+    async def list_requests(
+        self, owner: str | None, before: tuple[float, str] | None, limit: int
+    ) -> list[RequestRecord]:
+        """Return requests newest first, older than ``before``, only ``owner``'s if given."""
+        query: Doc = {} if owner is None else {"owner": owner}
+        if before is not None:
+            created, rid = before
+            query["$or"] = [
+                {"createdAt": {"$lt": created}},
+                {"createdAt": created, "requestId": {"$lt": rid}},
+            ]
+        async with translated("listing requests"):
+            cursor = self._col("requests").find(query)
+            order = [("createdAt", DESCENDING), ("requestId", DESCENDING)]
+            return [to_request(d) for d in await cursor.sort(order).limit(limit).to_list()]
+
+    async def reopen_request(self, request_id: str, keep_codes: frozenset[str], now: float) -> int:
+        """Make a final request Pending in a new round, then queue its failed images (codes
+        not in ``keep_codes``) afresh. A crash between the two leaves a Pending request with
+        nothing unfinished, which the finalize sweep finishes again."""
+        failed: Doc = {
+            "requestId": request_id,
+            "state": ImageState.FAILED.value,
+            "failureCode": {"$nin": sorted(keep_codes)},
+        }
+        async with translated("retrying failed images"):
+            if await self._col("images").find_one(failed, projection={"_id": 1}) is None:
+                await self._request_doc(request_id)
+                return 0
+            reopened = await self._col("requests").find_one_and_update(
+                {"_id": request_id, "status": {"$in": FINAL_STATUSES}},
+                {
+                    "$set": {
+                        "status": RequestStatus.PENDING.value,
+                        "finishedAt": None,
+                        "updatedAt": now,
+                        "webhookQueued": False,
+                    },
+                    "$inc": {"round": 1},
+                },
             )
-            return {d["blobKey"] for d in await cursor.to_list()}
+            if reopened is None:
+                return 0
+            result = await self._col("images").update_many(
+                failed,
+                {
+                    "$set": {
+                        "state": ImageState.QUEUED.value,
+                        "attempts": 0,
+                        "failureCode": None,
+                        "failureMessage": None,
+                        "leaseOwner": None,
+                        "leaseToken": None,
+                        "leaseExpiresAt": 0.0,
+                        "notBefore": 0.0,
+                        "updatedAt": now,
+                    }
+                },
+            )
+        return result.modified_count
+
+    # -- the reuse cache --------------------------------------------------------------
+
+    async def get_source(self, owner: str, url: str) -> Source | None:
+        """Return the last download of ``url`` for ``owner``."""
+        async with translated("reading a source"):
+            return await _cache.get_source(self._database(), owner, url)
+
+    async def put_source(self, source: Source) -> None:
+        """Record (or replace) the last download of a URL."""
+        async with translated("recording a source"):
+            await _cache.put_source(self._database(), source)
+
+    async def find_output(
+        self, owner: str, policy: str, input_hash: str, now: float
+    ) -> Output | None:
+        """Return the output of this input, marking it used."""
+        async with translated("looking up an output"):
+            return await _cache.find_output(self._database(), owner, policy, input_hash, now)
+
+    async def get_output(self, output_id: str) -> Output | None:
+        """Return an output by id."""
+        async with translated("reading an output"):
+            doc = await self._col("outputs").find_one({"_id": output_id})
+        return None if doc is None else to_output(doc)
+
+    async def add_output(self, output: Output) -> Output:
+        """Keep the output unless its input already has one; return the one kept."""
+        async with translated("storing an output"):
+            return await _cache.add_output(self._database(), output)
+
+    async def delete_unreferenced_outputs(self, used_before: float, limit: int) -> int:
+        """Delete outputs unused since ``used_before`` that no image references."""
+        async with translated("sweeping outputs"):
+            return await _cache.delete_unreferenced(self._database(), used_before, limit)
 
     # -- images -----------------------------------------------------------------------
 

@@ -17,12 +17,23 @@ from ..model import (
     Failure,
     ImageRecord,
     ImageState,
+    Output,
     ProductRecord,
     RequestRecord,
     RequestStatus,
+    Source,
 )
 
-__all__ = ["SCHEMA_VERSION", "migrate", "to_delivery", "to_image", "to_product", "to_request"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "migrate",
+    "to_delivery",
+    "to_image",
+    "to_output",
+    "to_product",
+    "to_request",
+    "to_source",
+]
 
 SCHEMA_VERSION = 2
 
@@ -38,9 +49,13 @@ CREATE TABLE IF NOT EXISTS requests (
     total_images INTEGER NOT NULL,
     base_url     TEXT NOT NULL DEFAULT '',
     owner        TEXT NOT NULL DEFAULT '',
-    claimed_at   REAL NOT NULL DEFAULT 0
+    claimed_at   REAL NOT NULL DEFAULT 0,
+    policy       TEXT NOT NULL DEFAULT '',
+    round        INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS requests_finished ON requests (finished_at);
+CREATE INDEX IF NOT EXISTS requests_newest ON requests (owner, created_at, request_id);
+CREATE INDEX IF NOT EXISTS requests_newest_all ON requests (created_at, request_id);
 CREATE TABLE IF NOT EXISTS products (
     request_id TEXT NOT NULL,
     row        INTEGER NOT NULL,
@@ -72,8 +87,15 @@ CREATE TABLE IF NOT EXISTS images (
     content_type     TEXT,
     note             TEXT,
     updated_at       REAL NOT NULL,
-    blob_key         TEXT
+    blob_key         TEXT,
+    output_id        TEXT,
+    reused           TEXT,
+    quality          INTEGER,
+    score            REAL,
+    warnings         TEXT NOT NULL DEFAULT '[]'
 );
+CREATE INDEX IF NOT EXISTS images_blob ON images (blob_key);
+CREATE INDEX IF NOT EXISTS images_output ON images (output_id);
 CREATE INDEX IF NOT EXISTS images_by_request ON images (request_id, row, position);
 CREATE INDEX IF NOT EXISTS images_by_state ON images (request_id, state, seq);
 CREATE INDEX IF NOT EXISTS images_working ON images (state, lease_expires_at);
@@ -99,6 +121,37 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_by_request ON deliveries (request_id);
+CREATE TABLE IF NOT EXISTS sources (
+    owner         TEXT NOT NULL,
+    url           TEXT NOT NULL,
+    input_hash    TEXT NOT NULL,
+    etag          TEXT,
+    last_modified TEXT,
+    fetched_at    REAL NOT NULL,
+    request_id    TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (owner, url)
+);
+CREATE INDEX IF NOT EXISTS sources_by_hash ON sources (owner, input_hash);
+CREATE TABLE IF NOT EXISTS outputs (
+    output_id    TEXT PRIMARY KEY,
+    owner        TEXT NOT NULL,
+    policy       TEXT NOT NULL,
+    input_hash   TEXT NOT NULL,
+    blob_key     TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    width        INTEGER NOT NULL,
+    height       INTEGER NOT NULL,
+    input_bytes  INTEGER NOT NULL,
+    output_bytes INTEGER NOT NULL,
+    note         TEXT,
+    quality      INTEGER,
+    score        REAL,
+    warnings     TEXT NOT NULL DEFAULT '[]',
+    last_used_at REAL NOT NULL,
+    UNIQUE (owner, policy, input_hash)
+);
+CREATE INDEX IF NOT EXISTS outputs_blob ON outputs (blob_key);
+CREATE INDEX IF NOT EXISTS outputs_used ON outputs (last_used_at);
 CREATE TABLE IF NOT EXISTS idempotency (
     key        TEXT PRIMARY KEY,
     request_id TEXT NOT NULL,
@@ -112,6 +165,13 @@ _FROM_1 = """
 ALTER TABLE requests ADD COLUMN claimed_at REAL NOT NULL DEFAULT 0;
 ALTER TABLE images ADD COLUMN blob_key TEXT;
 ALTER TABLE images ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE requests ADD COLUMN policy TEXT NOT NULL DEFAULT '';
+ALTER TABLE requests ADD COLUMN round INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE images ADD COLUMN output_id TEXT;
+ALTER TABLE images ADD COLUMN reused TEXT;
+ALTER TABLE images ADD COLUMN quality INTEGER;
+ALTER TABLE images ADD COLUMN score REAL;
+ALTER TABLE images ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]';
 DROP INDEX IF EXISTS requests_unfinalized;
 ALTER TABLE requests DROP COLUMN remaining;
 DROP INDEX IF EXISTS images_queued;
@@ -172,6 +232,8 @@ def to_request(row: sqlite3.Row) -> RequestRecord:
         total_images=row["total_images"],
         base_url=row["base_url"],
         owner=row["owner"],
+        policy=row["policy"],
+        round=row["round"],
     )
 
 
@@ -202,6 +264,45 @@ def to_image(row: sqlite3.Row) -> ImageRecord:
         note=row["note"],
         updated_at=row["updated_at"],
         blob_key=row["blob_key"],
+        output_id=row["output_id"],
+        reused=row["reused"],
+        quality=row["quality"],
+        score=row["score"],
+        warnings=tuple(json.loads(row["warnings"])),
+    )
+
+
+def to_output(row: sqlite3.Row) -> Output:
+    """Return the record of an ``outputs`` row."""
+    return Output(
+        output_id=row["output_id"],
+        owner=row["owner"],
+        policy=row["policy"],
+        input_hash=row["input_hash"],
+        blob_key=row["blob_key"],
+        content_type=row["content_type"],
+        width=row["width"],
+        height=row["height"],
+        input_bytes=row["input_bytes"],
+        output_bytes=row["output_bytes"],
+        note=row["note"],
+        quality=row["quality"],
+        score=row["score"],
+        warnings=tuple(json.loads(row["warnings"])),
+        last_used_at=row["last_used_at"],
+    )
+
+
+def to_source(row: sqlite3.Row) -> Source:
+    """Return the record of a ``sources`` row."""
+    return Source(
+        owner=row["owner"],
+        url=row["url"],
+        input_hash=row["input_hash"],
+        etag=row["etag"],
+        last_modified=row["last_modified"],
+        fetched_at=row["fetched_at"],
+        request_id=row["request_id"],
     )
 
 

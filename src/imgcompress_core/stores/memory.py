@@ -26,9 +26,11 @@ from ..model import (
     ImageState,
     KeyHolder,
     NewRequest,
+    Output,
     ProductRecord,
     RequestRecord,
     RequestStatus,
+    Source,
     new_id,
 )
 
@@ -67,6 +69,9 @@ class MemoryStorage:
         self._deliveries: dict[str, Delivery] = {}
         self._delivery_leases: dict[str, _Lease] = {}
         self._keys: dict[str, KeyHolder] = {}
+        self._sources: dict[tuple[str, str], Source] = {}  # (owner, url) -> last download
+        self._outputs: dict[tuple[str, str, str], Output] = {}  # (owner, policy, input hash)
+        self._output_ids: dict[str, tuple[str, str, str]] = {}
 
     def _move(self, image: ImageRecord, **changes: object) -> None:
         """Replace an image record, keeping the per-request queued and working sets right."""
@@ -110,6 +115,7 @@ class MemoryStorage:
             total_images=len(request.images),
             base_url=request.base_url,
             owner=request.owner,
+            policy=request.policy,
         )
         self._claimed_at[rid] = 0.0
         self._products[rid] = sorted(
@@ -141,6 +147,44 @@ class MemoryStorage:
             return self._requests[request_id]
         except KeyError:
             raise RequestNotFound(request_id) from None
+
+    async def list_requests(
+        self, owner: str | None, before: tuple[float, str] | None, limit: int
+    ) -> list[RequestRecord]:
+        """Return requests newest first, older than ``before``, only ``owner``'s if given."""
+        found = (
+            r
+            for r in sorted(
+                self._requests.values(), key=lambda r: (r.created_at, r.request_id), reverse=True
+            )
+            if (owner is None or r.owner == owner)
+            and (before is None or (r.created_at, r.request_id) < before)
+        )
+        return list(itertools.islice(found, limit))
+
+    async def reopen_request(self, request_id: str, keep_codes: frozenset[str], now: float) -> int:
+        """Queue the failed images (codes not in ``keep_codes``) of a final request again."""
+        request = await self.get_request(request_id)
+        if request.status is RequestStatus.PENDING:
+            return 0
+        failed = [
+            self._images[i]
+            for i in self._by_request[request_id]
+            if self._images[i].state is ImageState.FAILED
+            and (self._images[i].failure is None or self._images[i].failure.code not in keep_codes)  # type: ignore[union-attr]
+        ]
+        for image in failed:
+            self._move(image, state=ImageState.QUEUED, attempts=0, failure=None, updated_at=now)
+            self._leases[image.image_id] = _Lease()
+        if failed:
+            self._requests[request_id] = dataclasses.replace(
+                request,
+                status=RequestStatus.PENDING,
+                finished_at=None,
+                updated_at=now,
+                round=request.round + 1,
+            )
+        return len(failed)
 
     async def list_products(
         self, request_id: str, *, after_row: int = 0, limit: int | None = None
@@ -246,9 +290,59 @@ class MemoryStorage:
         return list(itertools.islice(old, limit))
 
     async def referenced_blobs(self, keys: Sequence[str]) -> set[str]:
-        """Return the keys some image references."""
+        """Return the keys some image or cached output references."""
         wanted = set(keys)
-        return {i.blob_key for i in self._images.values() if i.blob_key and i.blob_key in wanted}
+        used = {i.blob_key for i in self._images.values() if i.blob_key in wanted}
+        used |= {o.blob_key for o in self._outputs.values() if o.blob_key in wanted}
+        return {key for key in used if key}
+
+    # -- the reuse cache --------------------------------------------------------------
+
+    async def get_source(self, owner: str, url: str) -> Source | None:
+        """Return the last download of ``url`` for ``owner``."""
+        return self._sources.get((owner, url))
+
+    async def put_source(self, source: Source) -> None:
+        """Record the last download of a URL."""
+        self._sources[(source.owner, source.url)] = source
+
+    async def find_output(
+        self, owner: str, policy: str, input_hash: str, now: float
+    ) -> Output | None:
+        """Return the output of this input, marking it used."""
+        key = (owner, policy, input_hash)
+        output = self._outputs.get(key)
+        if output is not None:
+            output = self._outputs[key] = dataclasses.replace(output, last_used_at=now)
+        return output
+
+    async def get_output(self, output_id: str) -> Output | None:
+        """Return an output by id."""
+        key = self._output_ids.get(output_id)
+        return None if key is None else self._outputs[key]
+
+    async def add_output(self, output: Output) -> Output:
+        """Keep the output unless its input already has one; return the one kept."""
+        key = (output.owner, output.policy, output.input_hash)
+        kept = self._outputs.setdefault(key, output)
+        self._output_ids[kept.output_id] = key
+        return kept
+
+    async def delete_unreferenced_outputs(self, used_before: float, limit: int) -> int:
+        """Delete outputs unused since ``used_before`` that no image references."""
+        used = {i.output_id for i in self._images.values() if i.output_id}
+        gone = [
+            key
+            for key, output in self._outputs.items()
+            if output.last_used_at < used_before and output.output_id not in used
+        ][:limit]
+        for key in gone:
+            del self._output_ids[self._outputs.pop(key).output_id]
+        hashes = {(o.owner, o.input_hash) for o in self._outputs.values()}
+        for source_key, source in list(self._sources.items()):
+            if (source.owner, source.input_hash) not in hashes:
+                del self._sources[source_key]
+        return len(gone)
 
     # -- images -----------------------------------------------------------------------
 
@@ -352,17 +446,22 @@ class MemoryStorage:
         updated = dataclasses.replace(image, state=target, failure=change.failure, updated_at=now)
         if target is ImageState.QUEUED:
             self._leases[claim.image_id] = _Lease(not_before=change.not_before)
-        if change.result is not None:
-            result = change.result
+        if change.output is not None:
+            out = change.output
             updated = dataclasses.replace(
                 updated,
-                input_bytes=result.input_bytes,
-                output_bytes=len(result.data),
-                width=result.width,
-                height=result.height,
-                content_type=result.content_type,
-                note=result.note,
-                blob_key=change.blob_key,
+                input_bytes=out.input_bytes,
+                output_bytes=out.output_bytes,
+                width=out.width,
+                height=out.height,
+                content_type=out.content_type,
+                note=out.note,
+                blob_key=out.blob_key,
+                output_id=out.output_id,
+                reused=change.reused,
+                quality=out.quality,
+                score=out.score,
+                warnings=out.warnings,
             )
         self._move(updated)
         return None

@@ -10,28 +10,17 @@ storage role (blobs in a table of the same file); the rules are the workflow's.
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
-import threading
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
-
-import anyio
-import anyio.to_thread
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..errors import (
-    BlobNotFound,
     ImageNotFound,
     LeaseLost,
     RequestNotFound,
-    StorageError,
-    StorageUnavailable,
 )
 from ..model import (
-    Blob,
     Claim,
     Delivery,
     DeliveryClaim,
@@ -48,12 +37,11 @@ from ..model import (
     RequestStatus,
     new_id,
 )
-from ._sqlite_schema import migrate, to_delivery, to_image, to_product, to_request
+from ._sqlite_base import in_thread
+from ._sqlite_cache import SqliteBlobsAndCache
+from ._sqlite_schema import to_delivery, to_image, to_product, to_request
 
 __all__ = ["SqliteStorage"]
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 _QUEUED, _WORKING = ImageState.QUEUED.value, ImageState.WORKING.value
 _PENDING = RequestStatus.PENDING.value
@@ -72,102 +60,18 @@ def _claimable(skip_hosts: frozenset[str]) -> tuple[str, dict[str, str]]:
     return _CLAIMABLE.format(skip=", ".join(f":{name}" for name in hosts)), hosts
 
 
-def _in_thread(method: Callable[_P, _T]) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Run a blocking store method in a worker thread, one at a time per store."""
-
-    @functools.wraps(method)
-    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        store = args[0]
-        assert isinstance(store, SqliteStorage)
-        call = functools.partial(method, *args, **kwargs)
-        return await anyio.to_thread.run_sync(call, limiter=store._limiter)
-
-    return wrapper
-
-
 def _in(states: frozenset[ImageState]) -> tuple[str, list[str]]:
     """Return an ``IN (?, ...)`` list and its values for a set of states."""
     values = sorted(s.value for s in states)
     return f"({', '.join('?' * len(values))})", values
 
 
-class SqliteStorage:
+class SqliteStorage(SqliteBlobsAndCache):
     """Every storage role in one SQLite file, shared safely by several processes."""
-
-    def __init__(self, path: str | Path, *, busy_timeout: float = 30) -> None:
-        self.path = Path(path)
-        self._busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-        self._limiter = anyio.CapacityLimiter(1)
-
-    # -- plumbing ---------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            if self.path.parent != Path():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            try:
-                conn.row_factory = sqlite3.Row
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            except BaseException:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                yield self._connect()
-            except sqlite3.IntegrityError as exc:
-                raise StorageError(
-                    f"the SQLite store {self.path} refused a write: {exc}", code="storage_conflict"
-                ) from exc
-            except sqlite3.Error as exc:
-                raise StorageUnavailable(f"the SQLite store {self.path} failed: {exc}") from exc
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._read() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            finally:
-                if conn.in_transaction:
-                    conn.rollback()
-
-    # -- lifecycle --------------------------------------------------------------------
-
-    @_in_thread
-    def open(self) -> None:
-        """Create the file and its tables, or bring an older file up to date."""
-        with self._read() as conn:
-            migrate(conn)
-
-    @_in_thread
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    @_in_thread
-    def ping(self) -> None:
-        """Raise StorageUnavailable unless the file answers a query."""
-        with self._read() as conn:
-            conn.execute("SELECT 1").fetchone()
 
     # -- requests ---------------------------------------------------------------------
 
-    @_in_thread
+    @in_thread
     def create_request(self, request: NewRequest) -> KeyHolder | None:
         """Store a request with its products and queued images in one transaction (or return
         the request already holding its Idempotency-Key)."""
@@ -186,7 +90,8 @@ class SqliteStorage:
                 )
             conn.execute(
                 "INSERT INTO requests (request_id, status, columns, webhook_url, created_at,"
-                " updated_at, total_images, base_url, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " updated_at, total_images, base_url, owner, policy)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rid,
                     _PENDING,
@@ -197,6 +102,7 @@ class SqliteStorage:
                     len(request.images),
                     request.base_url,
                     request.owner,
+                    request.policy,
                 ),
             )
             conn.executemany(
@@ -221,13 +127,58 @@ class SqliteStorage:
             raise RequestNotFound(request_id)
         return to_request(row)
 
-    @_in_thread
+    @in_thread
     def get_request(self, request_id: str) -> RequestRecord:
         """Return a request or raise RequestNotFound."""
         with self._read() as conn:
             return self._request(conn, request_id)
 
-    @_in_thread
+    @in_thread
+    def list_requests(
+        self, owner: str | None, before: tuple[float, str] | None, limit: int
+    ) -> list[RequestRecord]:
+        """Return requests newest first, older than ``before``, only ``owner``'s if given."""
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if before is not None:
+            where.append("(created_at, request_id) < (?, ?)")
+            params += [before[0], before[1]]
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM requests WHERE {' AND '.join(where)}"
+                " ORDER BY created_at DESC, request_id DESC LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [to_request(r) for r in rows]
+
+    @in_thread
+    def reopen_request(self, request_id: str, keep_codes: frozenset[str], now: float) -> int:
+        """Queue the failed images (codes not in ``keep_codes``) of a final request again,
+        and make the request Pending in a new round, in one transaction."""
+        kept = sorted(keep_codes)
+        with self._write() as conn:
+            request = self._request(conn, request_id)
+            if request.status is RequestStatus.PENDING:
+                return 0
+            requeued = conn.execute(
+                "UPDATE images SET state = ?, attempts = 0, failure_code = NULL,"
+                " failure_message = NULL, lease_token = NULL, lease_expires_at = 0,"
+                " not_before = 0, updated_at = ? WHERE request_id = ? AND state = ?"
+                f" AND failure_code NOT IN ({', '.join('?' * len(kept))})",
+                (_QUEUED, now, request_id, ImageState.FAILED.value, *kept),
+            ).rowcount
+            if requeued:
+                conn.execute(
+                    "UPDATE requests SET status = ?, finished_at = NULL, updated_at = ?,"
+                    " round = round + 1 WHERE request_id = ?",
+                    (_PENDING, now, request_id),
+                )
+        return int(requeued)
+
+    @in_thread
     def list_products(
         self, request_id: str, *, after_row: int = 0, limit: int | None = None
     ) -> list[ProductRecord]:
@@ -240,7 +191,7 @@ class SqliteStorage:
             ).fetchall()
         return [to_product(r) for r in rows]
 
-    @_in_thread
+    @in_thread
     def list_images(
         self, request_id: str, *, rows: tuple[int, int] | None = None
     ) -> list[ImageRecord]:
@@ -255,7 +206,7 @@ class SqliteStorage:
             ).fetchall()
         return [to_image(r) for r in found]
 
-    @_in_thread
+    @in_thread
     def get_image(self, image_id: str) -> ImageRecord:
         """Return one image or raise ImageNotFound."""
         with self._read() as conn:
@@ -264,7 +215,7 @@ class SqliteStorage:
             raise ImageNotFound(image_id)
         return to_image(row)
 
-    @_in_thread
+    @in_thread
     def count_images(self, request_id: str) -> Mapping[ImageState, int]:
         """Count a request's images by state."""
         with self._read() as conn:
@@ -275,7 +226,7 @@ class SqliteStorage:
             ).fetchall()
         return {ImageState(r["state"]): r["n"] for r in rows}
 
-    @_in_thread
+    @in_thread
     def has_images_in(self, request_id: str, states: frozenset[ImageState]) -> bool:
         """Return True if any of the request's images is in ``states`` (one index probe)."""
         listed, values = _in(states)
@@ -287,7 +238,7 @@ class SqliteStorage:
             ).fetchone()
         return row is not None
 
-    @_in_thread
+    @in_thread
     def finalize_request(
         self, request_id: str, status: RequestStatus, now: float, delivery_id: str | None
     ) -> RequestRecord | None:
@@ -310,7 +261,7 @@ class SqliteStorage:
                 )
             return final
 
-    @_in_thread
+    @in_thread
     def unfinalized_requests(self, limit: int, now: float) -> list[str]:
         """Return Pending requests with no unfinished image."""
         with self._read() as conn:
@@ -322,7 +273,7 @@ class SqliteStorage:
             ).fetchall()
         return [r["request_id"] for r in rows]
 
-    @_in_thread
+    @in_thread
     def cancel_images(
         self, request_id: str, states: frozenset[ImageState], failure: Failure, now: float
     ) -> None:
@@ -336,7 +287,7 @@ class SqliteStorage:
                 (ImageState.FAILED.value, failure.code, failure.message, now, request_id, *values),
             )
 
-    @_in_thread
+    @in_thread
     def delete_request(self, request_id: str) -> None:
         """Remove the request and everything recorded for it (blobs go with the sweep)."""
         with self._write() as conn:
@@ -344,7 +295,7 @@ class SqliteStorage:
             for table in ("images", "products", "deliveries", "idempotency", "requests"):
                 conn.execute(f"DELETE FROM {table} WHERE request_id = ?", (request_id,))
 
-    @_in_thread
+    @in_thread
     def finished_before(self, cutoff: float, limit: int) -> list[str]:
         """Return final requests that finished before ``cutoff``."""
         with self._read() as conn:
@@ -353,24 +304,25 @@ class SqliteStorage:
             ).fetchall()
         return [r["request_id"] for r in rows]
 
-    @_in_thread
+    @in_thread
     def referenced_blobs(self, keys: Sequence[str]) -> set[str]:
-        """Return the keys some image references."""
+        """Return the keys some image or cached output references."""
         found: set[str] = set()
         with self._read() as conn:
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
+            for start in range(0, len(keys), 400):
+                chunk = list(keys[start : start + 400])
+                marks = ", ".join("?" * len(chunk))
                 rows = conn.execute(
-                    f"SELECT DISTINCT blob_key FROM images WHERE blob_key IN"
-                    f" ({', '.join('?' * len(chunk))})",
-                    chunk,
+                    f"SELECT blob_key FROM images WHERE blob_key IN ({marks})"
+                    f" UNION SELECT blob_key FROM outputs WHERE blob_key IN ({marks})",
+                    chunk + chunk,
                 ).fetchall()
                 found.update(r["blob_key"] for r in rows)
         return found
 
     # -- images -----------------------------------------------------------------------
 
-    @_in_thread
+    @in_thread
     def expire_leases(self, now: float, max_attempts: int, failure: Failure) -> None:
         """Fail working images whose lease expired after ``max_attempts`` attempts."""
         with self._write() as conn:
@@ -389,7 +341,7 @@ class SqliteStorage:
                 ),
             )
 
-    @_in_thread
+    @in_thread
     def claimable_requests(
         self, now: float, limit: int, skip_hosts: frozenset[str]
     ) -> list[tuple[str, str]]:
@@ -407,7 +359,7 @@ class SqliteStorage:
             ).fetchall()
         return [(r["request_id"], r["owner"]) for r in rows]
 
-    @_in_thread
+    @in_thread
     def claim_images(
         self,
         request_id: str,
@@ -447,7 +399,7 @@ class SqliteStorage:
         rows.sort(key=lambda r: r["seq"])
         return [Claim(r["image_id"], request_id, r["url"], r["attempts"], token) for r in rows]
 
-    @_in_thread
+    @in_thread
     def renew_claims(self, claims: Sequence[Claim], expires_at: float) -> list[Claim]:
         """Extend the leases these claims still hold; return those."""
         held = []
@@ -462,7 +414,7 @@ class SqliteStorage:
                     held.append(claim)
         return held
 
-    @_in_thread
+    @in_thread
     def finish_image(
         self,
         claim: Claim,
@@ -480,16 +432,21 @@ class SqliteStorage:
         }
         if target is ImageState.QUEUED:
             fields |= {"lease_token": None, "lease_expires_at": 0, "not_before": change.not_before}
-        if change.result is not None:
-            result = change.result
+        if change.output is not None:
+            out = change.output
             fields |= {
-                "input_bytes": result.input_bytes,
-                "output_bytes": len(result.data),
-                "width": result.width,
-                "height": result.height,
-                "content_type": result.content_type,
-                "note": result.note,
-                "blob_key": change.blob_key,
+                "input_bytes": out.input_bytes,
+                "output_bytes": out.output_bytes,
+                "width": out.width,
+                "height": out.height,
+                "content_type": out.content_type,
+                "note": out.note,
+                "blob_key": out.blob_key,
+                "output_id": out.output_id,
+                "reused": change.reused,
+                "quality": out.quality,
+                "score": out.score,
+                "warnings": json.dumps(out.warnings),
             }
         listed, values = _in(sources)
         assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -508,7 +465,7 @@ class SqliteStorage:
             return ImageState.FAILED, None
         return ImageState(row["state"]), row["lease_token"]
 
-    @_in_thread
+    @in_thread
     def queue_depth(self) -> int:
         """Count queued images."""
         with self._read() as conn:
@@ -519,7 +476,7 @@ class SqliteStorage:
 
     # -- webhook deliveries -----------------------------------------------------------
 
-    @_in_thread
+    @in_thread
     def claim_deliveries(
         self, worker: str, limit: int, *, now: float, lease_seconds: float
     ) -> list[DeliveryClaim]:
@@ -539,7 +496,7 @@ class SqliteStorage:
             for r in rows
         ]
 
-    @_in_thread
+    @in_thread
     def record_delivery(self, claim: DeliveryClaim, outcome: DeliveryOutcome) -> None:
         """Record one attempt, fenced by the claim's token."""
         with self._write() as conn:
@@ -559,7 +516,7 @@ class SqliteStorage:
             if cursor.rowcount != 1:
                 raise LeaseLost.delivery(claim.delivery_id)
 
-    @_in_thread
+    @in_thread
     def list_deliveries(self, request_id: str) -> list[Delivery]:
         """Return a request's webhook deliveries."""
         with self._read() as conn:
@@ -568,45 +525,3 @@ class SqliteStorage:
                 "SELECT * FROM deliveries WHERE request_id = ? ORDER BY rowid", (request_id,)
             ).fetchall()
         return [to_delivery(r) for r in rows]
-
-    # -- blobs ------------------------------------------------------------------------
-
-    @_in_thread
-    def put_blob(self, key: str, data: bytes, content_type: str, now: float) -> None:
-        """Store the bytes under ``key`` (one copy), stamped ``now``."""
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO blobs (key, data, content_type, written_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET written_at = excluded.written_at",
-                (key, data, content_type, now),
-            )
-
-    @_in_thread
-    def get_blob(self, key: str) -> Blob:
-        """Return a blob or raise BlobNotFound."""
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT data, content_type FROM blobs WHERE key = ?", (key,)
-            ).fetchone()
-        if row is None:
-            raise BlobNotFound(key)
-        return Blob(key, bytes(row["data"]), row["content_type"])
-
-    @_in_thread
-    def blobs_written_before(self, cutoff: float, after: str, limit: int) -> list[str]:
-        """Return keys after ``after`` of blobs written before ``cutoff``, in key order."""
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT key FROM blobs WHERE key > ? AND written_at < ? ORDER BY key LIMIT ?",
-                (after, cutoff, limit),
-            ).fetchall()
-        return [r["key"] for r in rows]
-
-    @_in_thread
-    def delete_blobs(self, keys: Sequence[str], written_before: float) -> None:
-        """Delete these blobs unless written again since ``written_before``."""
-        with self._write() as conn:
-            conn.executemany(
-                "DELETE FROM blobs WHERE key = ? AND written_at < ?",
-                ((key, written_before) for key in keys),
-            )

@@ -626,7 +626,8 @@ class StorageContract(BlobContract):
         self, storage: Storage, flow: Workflow, clock: FakeClock
     ) -> None:
         """A blob left by a crash between writing and marking done, and the blobs of a
-        deleted request, are swept after the grace period; referenced ones stay."""
+        deleted request (once its cached outputs went unused for the grace period), are
+        swept; referenced ones stay."""
         kept, deleted = make_request((1,)), make_request((1,))
         await flow.create(kept)
         await flow.create(deleted)
@@ -637,8 +638,10 @@ class StorageContract(BlobContract):
         await storage.put_blob(orphan, b"crashed before done", "image/jpeg", clock.now)
         await flow.finalize(deleted.request_id)
         await flow.delete(deleted.request_id)
+        assert await flow.sweep_outputs(grace_seconds=60) == 0  # used within the grace
         assert await flow.sweep_blobs(grace_seconds=60) == 0  # all younger than the grace
         clock.advance(61)
+        assert await flow.sweep_outputs(grace_seconds=60) == 1  # the deleted request's
         assert await flow.sweep_blobs(grace_seconds=60) == 2
         with pytest.raises(BlobNotFound):
             await storage.get_blob(orphan)
