@@ -111,6 +111,7 @@ class Imgcompress:
             webhook_hosts=self.settings.webhook_hosts(),
             clock=clock,
             on_submit=self._wake,
+            image_link=self.direct_link if self.blob_public_url else None,
         )
 
     def _wake(self) -> None:

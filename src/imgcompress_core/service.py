@@ -35,7 +35,10 @@ from .model import (
 from .ports import BlobStore, DeliveryQueue, RequestStore, Storage
 from .workflow import Workflow, host_of
 
-__all__ = ["Service", "StatusReport", "Urls"]
+__all__ = ["ImageLink", "Service", "StatusReport", "Urls"]
+
+# A done image's direct address (IMGCOMPRESS_BLOB_PUBLIC_URL), or None: /api/images/{id}.
+ImageLink = Callable[[ImageRecord], str | None]
 
 _CSV_PAGE = 500  # products read per step of a streamed output CSV
 
@@ -76,13 +79,14 @@ class StatusReport:
     deliveries: list[Delivery]
     detail: bool = True  # False: products and images were not read (a progress poll)
     next_cursor: int | None = None  # the row to continue after, when there are more products
+    image_link: ImageLink | None = None  # direct links to a CDN or public bucket, if any
 
     def to_document(self, urls: Urls) -> dict[str, Any]:
         """Render the status as the JSON document the API returns (without ``products``
         when the report was made without detail)."""
         by_row: dict[int, list[dict[str, Any]]] = {}
         for image in self.images:
-            by_row.setdefault(image.row, []).append(_image_document(image, urls))
+            by_row.setdefault(image.row, []).append(_image_document(image, urls, self.image_link))
         p = self.progress
         document: dict[str, Any] = {
             "requestId": self.request.request_id,
@@ -130,15 +134,24 @@ class StatusReport:
         return document
 
 
-def _image_document(image: ImageRecord, urls: Urls) -> dict[str, Any]:
-    done = image.state is ImageState.DONE
+def _output_url(
+    image: ImageRecord, image_url: Callable[[str], str], link: ImageLink | None
+) -> str | None:
+    """Return where a done image is: its direct link if it has one, else ``image_url``'s."""
+    if image.state is not ImageState.DONE:
+        return None
+    direct = link(image) if link is not None else None
+    return direct or image_url(image.image_id)
+
+
+def _image_document(image: ImageRecord, urls: Urls, link: ImageLink | None) -> dict[str, Any]:
     return {
         "imageId": image.image_id,
         "position": image.position,
         "inputUrl": image.url,
         "state": image.state.value,
         "attempts": image.attempts,
-        "outputUrl": urls.image(image.image_id) if done else None,
+        "outputUrl": _output_url(image, urls.image, link),
         "inputBytes": image.input_bytes,
         "outputBytes": image.output_bytes,
         "width": image.width,
@@ -185,7 +198,10 @@ class Service:
         resolver: Resolver = system_resolver,
         clock: Callable[[], float] = time.time,
         on_submit: Callable[[], None] | None = None,
+        image_link: ImageLink | None = None,
     ) -> None:
+        """``image_link`` gives done images a direct address (a CDN or public bucket in
+        front of the blob store) in status documents and output CSVs."""
         self.workflow = Workflow.over(storage, blobs=blobs, clock=clock)
         self.requests: RequestStore = storage
         self.deliveries: DeliveryQueue = storage
@@ -195,6 +211,7 @@ class Service:
         self._resolver = resolver
         self._clock = clock
         self._on_submit = on_submit
+        self.image_link = image_link
 
     async def submit(
         self,
@@ -292,6 +309,7 @@ class Service:
             deliveries=await self.deliveries.list_deliveries(request_id),
             detail=detail,
             next_cursor=next_cursor,
+            image_link=self.image_link,
         )
 
     async def _page(
@@ -338,7 +356,7 @@ class Service:
             products, images, next_row = await self._page(request_id, after_row, _CSV_PAGE)
             outputs: dict[int, list[str | None]] = {}
             for image in images:
-                url = image_url(image.image_id) if image.state is ImageState.DONE else None
+                url = _output_url(image, image_url, self.image_link)
                 outputs.setdefault(image.row, []).append(url)
             lines = iter_output_csv(
                 request.columns, [(p.cells, outputs.get(p.row, [])) for p in products]

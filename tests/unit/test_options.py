@@ -70,6 +70,9 @@ MAPPED: list[tuple[str, type[Any], str]] = [
 UNMAPPED = {
     "database",
     "mongodb_uri",
+    "blob_url",
+    "blob_public_url",
+    "blob_presign_seconds",
     "host",
     "port",
     "public_url",
