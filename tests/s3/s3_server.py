@@ -7,8 +7,12 @@ folder's conftest.py.
 from __future__ import annotations
 
 import socket
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import boto3
@@ -135,3 +139,53 @@ def remove_objects(bucket: Bucket) -> None:
     client = _boto(bucket)
     for key in bucket.object_keys():
         client.delete_object(Bucket=bucket.name, Key=key)  # type: ignore[attr-defined]
+
+
+class FaultyS3:
+    """A loopback HTTP server that answers every S3 request the same bad way: a status with
+    an S3 error document, or silence for ``hang`` seconds (a slow bucket)."""
+
+    def __init__(self, status: int = 503, code: str = "SlowDown", hang: float = 0.0) -> None:
+        self.status, self.code, self.hang = status, code, hang
+        self.requests = 0
+        faulty = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                faulty.requests += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                if faulty.hang:
+                    time.sleep(faulty.hang)
+                body = (
+                    f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{faulty.code}</Code>'
+                    f"<Message>injected by the test</Message></Error>"
+                ).encode()
+                self.send_response(faulty.status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _answer
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        """Return http://127.0.0.1:PORT."""
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
