@@ -1,6 +1,7 @@
 """Benchmark the whole job: upload a CSV to a real ``imgcompress serve``, wait for Completed.
 
     .venv/bin/python benchmarks/pipeline.py [-n 1000] [--store sqlite|mongodb] [--json out.json]
+        [--blob-url file|moto|URL]
 
 In one process tree: first the compress benchmark's parallel approaches on the corpus
 (the reference rate, same run, same images), then a loopback image server serving the
@@ -13,6 +14,11 @@ Per-image latency: the status document has no per-image timestamps, so the bench
 polls it every ``--poll`` seconds (0.25) and takes, for each image, the time from the
 upload until the poll that first sees it done or failed (so it is rounded up to the poll
 interval, and the polling itself costs the service some CPU, reported as status GET time).
+
+``--blob-url`` keeps the processed images outside the database (``IMGCOMPRESS_BLOB_URL``):
+``file`` is a directory in the run's temp dir, ``moto`` starts moto's S3 server in this
+process on loopback (its CPU counts as the benchmark's, not the service's) with a fresh
+bucket, and anything else is passed through (a real bucket: credentials from AWS_*).
 """
 
 from __future__ import annotations
@@ -147,6 +153,7 @@ class Stack:
         extra_env: Sequence[str] = (),
         mongodb_uri: str | None = None,
         py_spy: Path | None = None,
+        blob_url: str | None = None,
     ) -> None:
         self.server = image_server(corpus)
         self.images = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -160,6 +167,10 @@ class Stack:
             IMGCOMPRESS_PORT=str(port),
         )
         env.update(item.split("=", 1) for item in extra_env)
+        self.moto: Any = None
+        self.blob_url = self._blob_url(blob_url, tmp, env)
+        if self.blob_url:
+            env["IMGCOMPRESS_BLOB_URL"] = self.blob_url
         self.mongo: subprocess.Popen[bytes] | None = None
         if store == "mongodb" and mongodb_uri:  # a real MongoDB, a fresh database
             database = f"imgcompress_bench_{os.getpid()}_{int(time.time())}"
@@ -169,6 +180,31 @@ class Stack:
         self.py_spy = py_spy
         self.log = tmp / "serve.log"
         self.service = start_service(env, self.log, py_spy)
+
+    def _blob_url(self, blob_url: str | None, tmp: Path, env: dict[str, str]) -> str | None:
+        """Resolve ``--blob-url``: a directory in ``tmp``, a moto server started here, or
+        the URL as given."""
+        if blob_url == "file":
+            return f"file://{tmp / 'blobs'}"
+        if blob_url != "moto":
+            return blob_url
+        import boto3
+        from moto.server import ThreadedMotoServer
+
+        port = free_port()
+        self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.moto.start()
+        endpoint = f"http://127.0.0.1:{port}"
+        credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        ).create_bucket(Bucket="imgcompress-bench")
+        env.update(credentials, AWS_REGION="us-east-1")
+        return f"s3://imgcompress-bench/out?endpoint={endpoint}&region=us-east-1"
 
     def __enter__(self) -> Stack:
         wait_http(self.base, self.service, self.log)
@@ -182,6 +218,8 @@ class Stack:
             self.mongo.wait(30)
         self.server.shutdown()
         self.server.server_close()
+        if self.moto is not None:
+            self.moto.stop()
 
     def peak_rss(self) -> dict[str, float]:
         """VmHWM (MB) of every service process (and the MongoDB stand-in), by pid and name."""
@@ -295,6 +333,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             extra_env=args.env,
             mongodb_uri=args.mongodb_uri,
             py_spy=args.py_spy,
+            blob_url=args.blob_url,
         )
         with stack:
             wait_quiet(timeout=args.quiet_wait)
@@ -316,6 +355,7 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "pipeline",
         "n": args.n,
         "store": args.store,
+        "blob_url": stack.blob_url,
         "corpus": reference["corpus"],
         "machine": reference["machine"],
         "reference": {k: best[k] for k in ("label", "images_per_s", "times_s")},
@@ -340,7 +380,11 @@ def print_report(r: dict[str, Any]) -> None:
     rss = r["peak_rss_mb"]
     cores = r["service_cpu_s"] / r["completed_seen_s"]
     rows = [
-        ("images", f"{r['images']} ({r['done']} done, {r['failed']} failed), store {r['store']}"),
+        (
+            "images",
+            f"{r['images']} ({r['done']} done, {r['failed']} failed), store {r['store']}"
+            f", blobs {r['blob_url'] or 'in the store'}",
+        ),
         ("status", r["status"]),
         ("upload answered in", f"{r['upload_s'] * 1000:.0f} ms"),
         ("upload -> finishedAt", f"{r['elapsed_s']:.2f} s"),
@@ -379,6 +423,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--mongodb-uri",
         help="with --store mongodb: use this MongoDB (no database in the URI) instead of the"
         " nx-27017 stand-in; the run's database is left behind for you to drop",
+    )
+    parser.add_argument(
+        "--blob-url",
+        help="keep the images outside the database: file (a temp directory), moto (moto's S3"
+        " server started here) or an IMGCOMPRESS_BLOB_URL",
     )
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help="images to serve")
