@@ -6,7 +6,9 @@ redirect hop (followed by hand, at most ``max_redirects``), it:
 1. parses the URL once with ``httpx.URL`` (:func:`check_url`) and refuses anything but
    plain ``http``/``https`` with a DNS name or canonical IP literal: no user info, no
    empty, percent-encoded or oddly-written numeric hosts, no control characters;
-2. refuses a host missing from ``allowed_hosts`` when that allow-list is not empty;
+2. refuses a host missing from ``allowed_hosts`` when that allow-list is not empty (1 and
+   2, and an IP literal's address, are :func:`check_destination`: the rules that need no
+   DNS, which an upload's image URLs are held to as well);
 3. resolves the host once with the injectable resolver and refuses the hop if ANY
    address is not globally routable (loopback, private, link-local, CGNAT, multicast,
    reserved, unspecified, their IPv4-mapped/compatible/6to4/NAT64 forms, Teredo) or is
@@ -40,7 +42,7 @@ from __future__ import annotations
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -52,6 +54,7 @@ import httpx
 from ._guard import (
     GuardedClient,
     Resolver,
+    check_destination,
     check_url,
     host_allowed,
     is_public_address,
@@ -61,6 +64,8 @@ from ._guard import (
     system_resolver,
     vet_destination,
 )
+from ._polite import HostPacer
+from ._version import __version__
 from .errors import FetchError
 from .ports import Fetched
 
@@ -70,6 +75,7 @@ __all__ = [
     "GuardedClient",
     "HttpxFetcher",
     "Resolver",
+    "check_destination",
     "check_url",
     "host_allowed",
     "is_public_address",
@@ -80,7 +86,13 @@ __all__ = [
     "vet_destination",
 ]
 
-USER_AGENT = "imgcompress/0.1 (+https://github.com/imgcompress)"
+USER_AGENT = f"imgcompress/{__version__}"
+
+
+def user_agent(contact_url: str | None) -> str:
+    """Return the User-Agent downloads are made with: ``imgcompress/<version>``, plus a
+    contact URL when one is configured (so a site owner can reach the operator)."""
+    return f"{USER_AGENT} (+{contact_url})" if contact_url else USER_AGENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +106,8 @@ class FetchOptions:
     deadline: float = 60.0
     max_redirects: int = 5
     max_connections: int = 16
+    requests_per_second_per_host: float = 20.0  # 0: no limit; halved while a host pushes back
+    contact_url: str | None = None  # added to the User-Agent
     connections_per_host: int = 8
     allowed_hosts: frozenset[str] = frozenset()  # non-empty: only these (``*.x`` allowed)
     proxy: str | None = None  # explicit proxy URL; environment proxies are never used
@@ -191,32 +205,51 @@ class HttpxFetcher:
             allowed_hosts=options.allowed_hosts,
             resolver=resolver,
             proxy=options.proxy,
-            headers={"User-Agent": USER_AGENT, "Accept": "image/*", "Accept-Encoding": "identity"},
+            headers={
+                "User-Agent": user_agent(options.contact_url),
+                "Accept": "image/*",
+                "Accept-Encoding": "identity",
+            },
             ssl_context=ssl_context,
             transport=transport,
             network_backend=network_backend,
         )
         self._per_host: dict[str, _Gate] = {}
+        self._pacer = HostPacer(options.requests_per_second_per_host)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._guard.aclose()
 
-    async def fetch(self, url: str) -> Fetched:
+    async def fetch(
+        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Fetched:
         """Download ``url`` (following vetted redirects) or raise FetchError.
 
+        With ``etag`` or ``last_modified`` (from an earlier download) the request is
+        conditional: a 304 answer gives a ``not_modified`` Fetched with no body.
         ``deadline`` counts the time spent talking to servers, not the time spent waiting
-        for a free connection to a busy host.
+        for a free connection to a busy host or for the host's polite turn.
         """
-        parsed = check_url(url)
+        validators = {}
+        if etag:
+            validators["If-None-Match"] = etag
+        if last_modified:
+            validators["If-Modified-Since"] = last_modified
+        parsed = check_destination(
+            url,
+            allow_private=self.options.allow_private_networks,
+            allowed_hosts=self.options.allowed_hosts,
+        )
         seen = {str(parsed)}
         left = self.options.deadline
         for _hop in range(self.options.max_redirects + 1):
             async with self._gate(parsed.netloc.decode("ascii")):
+                await self._pacer.turn(parsed.host)
                 started = time.monotonic()
                 try:
                     with anyio.fail_after(left):
-                        result = await self._get(parsed)
+                        result = await self._get(parsed, validators)
                 except TimeoutError as exc:
                     raise FetchError(
                         f"the download took longer than {self.options.deadline:g} s "
@@ -254,22 +287,32 @@ class HttpxFetcher:
             if gate.users == 0:
                 del self._per_host[key]
 
-    async def _get(self, url: httpx.URL) -> Fetched | httpx.URL:
+    async def _get(self, url: httpx.URL, validators: Mapping[str, str]) -> Fetched | httpx.URL:
         """Return the body, or the next (checked) URL when the answer is a redirect."""
-        async with self._guard.open("GET", url) as response:
+        async with self._guard.open("GET", url, headers=validators) as response:
             status = response.status_code
+            etag, modified = response.headers.get("etag"), response.headers.get("last-modified")
             if status in _REDIRECTS:
                 return _redirect_target(url, status, response.headers.get("location"))
+            if status == 304 and validators:
+                self._pacer.answered(url.host)
+                return Fetched(
+                    str(url), b"", None, etag=etag, last_modified=modified, not_modified=True
+                )
             if not 200 <= status < 300:
+                retry_after = retry_after_seconds(response.headers.get("retry-after"))
+                if status in (429, 503):
+                    self._pacer.pushed_back(url.host, retry_after)
                 raise FetchError(
                     f"the image server answered HTTP {status}",
                     code=f"upstream_http_{status}",
                     retryable=status >= 500 or status in _RETRYABLE_STATUS,
-                    retry_after=retry_after_seconds(response.headers.get("retry-after")),
+                    retry_after=retry_after,
                 )
+            self._pacer.answered(url.host)
             data = await self._read(response)
             content_type: str | None = response.headers.get("content-type")
-            return Fetched(url=str(url), data=data, content_type=content_type)
+            return Fetched(str(url), data, content_type, etag=etag, last_modified=modified)
 
     async def _read(self, response: httpx.Response) -> bytes:
         """Read the body, counting wire bytes and decoded bytes against ``max_bytes``."""

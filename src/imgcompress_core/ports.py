@@ -135,9 +135,7 @@ class RequestStore(Lifecycle, Protocol):
         least recently looked at first."""
         ...
 
-    async def reopen_request(
-        self, request_id: str, keep_codes: frozenset[str], now: float
-    ) -> int:
+    async def reopen_request(self, request_id: str, keep_codes: frozenset[str], now: float) -> int:
         """If the request is final and has failed images whose code is not in
         ``keep_codes``, make it Pending again (its ``round`` one more) and queue those
         images afresh (no attempts, no lease); return how many were queued (0: nothing
@@ -188,6 +186,10 @@ class ReuseCache(Protocol):
 
     async def get_output(self, output_id: str) -> Output | None:
         """Return an output by its id, if any."""
+        ...
+
+    async def output_in_use(self, output_id: str) -> bool:
+        """Return True if some image references this output."""
         ...
 
     async def add_output(self, output: Output) -> Output:
@@ -321,19 +323,26 @@ class Notifier(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A downloaded body."""
+    """A downloaded body, with the validators to fetch it conditionally next time;
+    ``not_modified``: a conditional download found it unchanged (no body)."""
 
     url: str
     data: bytes
     content_type: str | None
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
 
 
 @runtime_checkable
 class Fetcher(Protocol):
     """Downloads an image (and vets where it may connect)."""
 
-    async def fetch(self, url: str) -> Fetched:
-        """Return the body at ``url`` or raise FetchError with a stable code."""
+    async def fetch(
+        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Fetched:
+        """Return the body at ``url`` or raise FetchError with a stable code; with ``etag``
+        or ``last_modified`` the request is conditional (``not_modified`` when unchanged)."""
         ...
 
 

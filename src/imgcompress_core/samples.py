@@ -87,7 +87,9 @@ class SampleFetcher:
         self._inner = inner
         self._hosts = hosts
 
-    async def fetch(self, url: str) -> Fetched:
+    async def fetch(
+        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Fetched:
         """Serve a sample for this service's own sample URLs; fetch anything else."""
         parts = urlsplit(url)
         if parts.netloc.lower() in self._hosts and parts.path.startswith(SAMPLE_PREFIX):
@@ -99,4 +101,4 @@ class SampleFetcher:
                     "the image server answered HTTP 404", code="upstream_http_404"
                 ) from None
             return Fetched(url=url, data=data, content_type=content_type)
-        return await self._inner.fetch(url)
+        return await self._inner.fetch(url, etag=etag, last_modified=last_modified)

@@ -141,7 +141,9 @@ def _output_url(
     if image.state is not ImageState.DONE:
         return None
     direct = link(image) if link is not None else None
-    return direct or image_url(image.image_id)
+    # The output's id: the same for the same input and policy, so links stay stable
+    # across feeds (an image id for outputs made before the reuse cache).
+    return direct or image_url(image.output_id or image.image_id)
 
 
 def _image_document(image: ImageRecord, urls: Urls, link: ImageLink | None) -> dict[str, Any]:
@@ -152,6 +154,7 @@ def _image_document(image: ImageRecord, urls: Urls, link: ImageLink | None) -> d
         "state": image.state.value,
         "attempts": image.attempts,
         "outputUrl": _output_url(image, urls.image, link),
+        "reused": image.reused,
         "inputBytes": image.input_bytes,
         "outputBytes": image.output_bytes,
         "width": image.width,

@@ -29,12 +29,20 @@ import anyio
 
 from .cpu import Compressor
 from .errors import ImageFailure, LeaseLost, NotificationError
-from .model import Claim, DeliveryClaim, Failure, ImageResult
+from .model import Claim, DeliveryClaim, Failure, ImageResult, RequestRecord, Source
 from .options import WorkerConfig
 from .ports import BlobStore, Fetched, Fetcher, Metrics, Notifier, NullMetrics, Storage
 from .retry import RetryPolicy
 from .service import Urls, webhook_payload
-from .workflow import HostShares, Leasing, Workflow, host_of
+from .workflow import (
+    REUSED_NOT_MODIFIED,
+    REUSED_SAME_CONTENT,
+    HostShares,
+    Leasing,
+    Workflow,
+    content_hash,
+    host_of,
+)
 
 __all__ = ["Worker", "WorkerConfig"]
 
@@ -103,6 +111,8 @@ class Worker:
         self._wake_deliveries = _Signal()
         self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on
         self.shares = HostShares(config.connections_per_host)  # images held per host
+        self._in_flight: dict[tuple[str, str], anyio.Event] = {}  # (owner, url) being worked on
+        self._requests: dict[str, RequestRecord] = {}  # a few request records, by id
         self._sending = 0  # webhook deliveries in flight
         self._host_limiters: dict[str, anyio.CapacityLimiter] = {}  # receiving host -> share
         self.alive = False
@@ -219,8 +229,81 @@ class Worker:
             self._wake_images.set()
 
     async def _process_image(self, claim: Claim) -> None:
+        """Process one claimed image; the same URL (for one owner) is never worked on twice
+        at once in this worker: a second claim waits, then reuses the first one's work."""
+        request = await self._request(claim.request_id)
+        key = (request.owner, claim.url)
+        while (leader := self._in_flight.get(key)) is not None:
+            await leader.wait()
+        self._in_flight[key] = done = anyio.Event()
         try:
-            fetched = await self._fetch(claim)
+            await self._work(claim, request)
+        finally:
+            del self._in_flight[key]
+            done.set()
+
+    async def _request(self, request_id: str) -> RequestRecord:
+        """Return a request's record (its owner and policy never change, so it is cached)."""
+        record = self._requests.get(request_id)
+        if record is None:
+            record = await self.workflow.requests.get_request(request_id)
+            if len(self._requests) >= 1024:
+                self._requests.pop(next(iter(self._requests)))
+            self._requests[request_id] = record
+        return record
+
+    async def _reused(
+        self, claim: Claim, request: RequestRecord, input_hash: str, why: str
+    ) -> bool:
+        """Finish the image with what this input already became, if anything; say so."""
+        output = await self.workflow.reusable(request.owner, request.policy, input_hash)
+        if output is None:
+            return False
+        with anyio.CancelScope(shield=True):
+            await self.workflow.reuse(claim, output, why)
+        self.metrics.image_done(output.input_bytes, output.output_bytes)
+        return True
+
+    async def _download(self, claim: Claim, request: RequestRecord) -> tuple[Fetched, str] | None:
+        """Download the image unless earlier work makes that needless; return the body and
+        its hash, or None when the image was finished by reusing an earlier output.
+
+        A URL already downloaded for this request (a duplicate row) is not fetched again; a
+        URL downloaded before is fetched conditionally, and a 304 reuses its output.
+        """
+        owner, url = request.owner, claim.url
+        source = await self.workflow.source(owner, url)
+        if source is not None and source.request_id == claim.request_id:
+            if await self._reused(claim, request, source.input_hash, REUSED_SAME_CONTENT):
+                return None
+            source = None
+        fetched = await self._fetch(claim, source)
+        if fetched.not_modified and source is not None:
+            if await self._reused(claim, request, source.input_hash, REUSED_NOT_MODIFIED):
+                await self.workflow.downloaded(
+                    owner,
+                    url,
+                    claim.request_id,
+                    source.input_hash,
+                    fetched.etag or source.etag,
+                    fetched.last_modified or source.last_modified,
+                )
+                return None
+            fetched = await self._fetch(claim, None)  # its output is gone: fetch it whole
+        input_hash = content_hash(fetched.data)
+        await self.workflow.downloaded(
+            owner, url, claim.request_id, input_hash, fetched.etag, fetched.last_modified
+        )
+        if await self._reused(claim, request, input_hash, REUSED_SAME_CONTENT):
+            return None
+        return fetched, input_hash
+
+    async def _work(self, claim: Claim, request: RequestRecord) -> None:
+        try:
+            downloaded = await self._download(claim, request)
+            if downloaded is None:
+                return
+            fetched, input_hash = downloaded
             compressed = await self._compressor.compress(fetched.data, self.config.compress)
         except ImageFailure as exc:
             with anyio.CancelScope(shield=True):
@@ -245,19 +328,25 @@ class Worker:
         )
         with anyio.CancelScope(shield=True):
             try:
-                await self.workflow.complete(claim, result)
+                await self.workflow.complete(
+                    claim, result, owner=request.owner, policy=request.policy, input_hash=input_hash
+                )
             except ImageFailure as exc:  # the store cannot keep this result (too large)
                 await self._record_failure(claim, exc)
                 return
         self.metrics.image_done(result.input_bytes, len(result.data))
 
-    async def _fetch(self, claim: Claim) -> Fetched:
-        """Download a claimed image; a timeout shrinks its host's share, an answer in time
-        restores it."""
+    async def _fetch(self, claim: Claim, source: Source | None) -> Fetched:
+        """Download a claimed image (conditionally, given what an earlier download said);
+        a timeout shrinks its host's share, an answer in time restores it."""
         host = host_of(claim.url)
         started = time.perf_counter()
         try:
-            fetched = await self.fetcher.fetch(claim.url)
+            fetched = await self.fetcher.fetch(
+                claim.url,
+                etag=source.etag if source else None,
+                last_modified=source.last_modified if source else None,
+            )
         except ImageFailure as exc:
             if exc.code in _SLOW_HOST_CODES:
                 self.shares.timed_out(host)

@@ -62,6 +62,8 @@ __all__ = [
     "CANCELLABLE",
     "CANCELLED",
     "FINAL_IMAGE_STATES",
+    "REUSED_NOT_MODIFIED",
+    "REUSED_SAME_CONTENT",
     "TRANSITIONS",
     "UNFINISHED",
     "WORKER_LOST",
@@ -69,6 +71,7 @@ __all__ = [
     "Workflow",
     "blob_key",
     "check_transition",
+    "content_hash",
     "delivery_id",
     "delivery_outcome",
     "etag",
@@ -158,6 +161,16 @@ def delivery_outcome(
 def blob_key(data: bytes) -> str:
     """Return the content-addressed key of processed bytes (their SHA-256, hex)."""
     return hashlib.sha256(data).hexdigest()
+
+
+def content_hash(data: bytes) -> str:
+    """Return the hash a downloaded input is known by in the reuse cache (SHA-256, hex)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+# Why an image was finished without new work (the status shows it as ``reused``).
+REUSED_NOT_MODIFIED = "not-modified"  # a conditional download answered 304
+REUSED_SAME_CONTENT = "same-content"  # the same bytes were compressed before
 
 
 def etag(key: str) -> str:
@@ -353,6 +366,8 @@ class Workflow:
         is an output id (the stable link) or an image id."""
         output = await self.cache.get_output(image_id)
         if output is not None:
+            if not await self.cache.output_in_use(image_id):  # its requests were deleted
+                raise ImageNotFound(image_id)
             key, content_type = output.blob_key, output.content_type
         else:
             record = await self.requests.get_image(image_id)
@@ -453,9 +468,7 @@ class Workflow:
         await self._finish(claim, ImageState.DONE, ImageChange(output=output))
         return output
 
-    async def reusable(
-        self, owner: str, policy: str, input_hash: str
-    ) -> Output | None:
+    async def reusable(self, owner: str, policy: str, input_hash: str) -> Output | None:
         """Return what this input already became under this policy for this owner."""
         return await self.cache.find_output(owner, policy, input_hash, self._clock())
 

@@ -432,6 +432,14 @@ class MongoStorage:
             doc = await self._col("outputs").find_one({"_id": output_id})
         return None if doc is None else to_output(doc)
 
+    async def output_in_use(self, output_id: str) -> bool:
+        """Return True if some image references this output."""
+        async with translated("checking an output"):
+            found = await self._col("images").find_one(
+                {"outputId": output_id}, projection={"_id": 1}
+            )
+        return found is not None
+
     async def add_output(self, output: Output) -> Output:
         """Keep the output unless its input already has one; return the one kept."""
         async with translated("storing an output"):

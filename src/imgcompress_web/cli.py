@@ -213,14 +213,15 @@ async def _process(settings: Settings, csv: bytes, out_dir: Path) -> RequestStat
         serials = {p.row: p.serial for p in report.products}
         paths: dict[str, str] = {}
         for record in report.images:
-            if record.failure is not None or record.content_type is None:
-                continue
+            link = record.output_id or record.image_id  # what the output CSV's links name
+            if record.failure is not None or record.content_type is None or link in paths:
+                continue  # failed, or the same output as an earlier row (one file for both)
             name = _file_name(
                 record.row, serials[record.row], record.position, extension_for(record.content_type)
             )
-            stored = await ic.image(record.image_id)
+            stored = await ic.image(link)
             await anyio.Path(images_dir / name).write_bytes(stored.data)
-            paths[record.image_id] = f"images/{name}"
+            paths[link] = f"images/{name}"
         output = await ic.output_csv(request_id, image_url=paths.__getitem__)
         await anyio.Path(out_dir / "output.csv").write_text(output, encoding="utf-8")
     p = report.progress

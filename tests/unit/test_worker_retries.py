@@ -49,7 +49,9 @@ class FlakyFetcher:
     retry_after: float | None = None
     calls: int = 0
 
-    async def fetch(self, url: str) -> Fetched:
+    async def fetch(
+        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Fetched:
         """Fail while failures last, then answer."""
         self.calls += 1
         if self.calls <= self.failures:

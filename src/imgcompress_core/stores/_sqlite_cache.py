@@ -64,6 +64,15 @@ class SqliteBlobsAndCache(SqliteBase):
         return None if row is None else to_output(row)
 
     @in_thread
+    def output_in_use(self, output_id: str) -> bool:
+        """Return True if some image references this output."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM images WHERE output_id = ? LIMIT 1", (output_id,)
+            ).fetchone()
+        return row is not None
+
+    @in_thread
     def add_output(self, output: Output) -> Output:
         """Keep the output unless its input already has one; return the one kept."""
         with self._write() as conn:

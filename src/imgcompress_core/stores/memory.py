@@ -321,6 +321,10 @@ class MemoryStorage:
         key = self._output_ids.get(output_id)
         return None if key is None else self._outputs[key]
 
+    async def output_in_use(self, output_id: str) -> bool:
+        """Return True if some image references this output."""
+        return any(i.output_id == output_id for i in self._images.values())
+
     async def add_output(self, output: Output) -> Output:
         """Keep the output unless its input already has one; return the one kept."""
         key = (output.owner, output.policy, output.input_hash)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,10 +54,17 @@ class StaticFetcher:
     bodies: dict[str, bytes] = field(default_factory=dict)
     fetched: list[str] = field(default_factory=list)
 
-    async def fetch(self, url: str) -> Fetched:
-        """Return the body stored for ``url``."""
+    async def fetch(
+        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Fetched:
+        """Return the body stored for ``url`` (its ETag is the body's hash, so a
+        conditional fetch of an unchanged body answers not-modified)."""
         self.fetched.append(url)
         try:
-            return Fetched(url=url, data=self.bodies[url], content_type=None)
+            data = self.bodies[url]
         except KeyError:
             raise FetchError("not found", code="upstream_http_404") from None
+        tag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+        if etag == tag:
+            return Fetched(url, b"", None, etag=tag, not_modified=True)
+        return Fetched(url, data, None, etag=tag)
