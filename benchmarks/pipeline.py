@@ -165,6 +165,8 @@ class Stack:
             IMGCOMPRESS_ALLOW_PRIVATE_NETWORKS="true",
             IMGCOMPRESS_HOST="127.0.0.1",
             IMGCOMPRESS_PORT=str(port),
+            # One loopback server stands for many image hosts: no polite pacing.
+            IMGCOMPRESS_REQUESTS_PER_SECOND_PER_HOST="0",
         )
         env.update(item.split("=", 1) for item in extra_env)
         self.moto: Any = None

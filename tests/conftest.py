@@ -57,6 +57,7 @@ def test_settings(tmp_path: Path) -> Settings:
         webhook_retry_base=0.05,
         webhook_retry_max=0.2,
         cpu_workers=2,
+        requests_per_second_per_host=0,  # one loopback host serves every test image
     )
 
 

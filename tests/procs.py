@@ -32,6 +32,8 @@ def env_for(tmp_path: Path) -> dict[str, str]:
         IMGCOMPRESS_DATABASE=str(tmp_path / "service.sqlite3"),
         IMGCOMPRESS_ALLOW_PRIVATE_NETWORKS="true",
         IMGCOMPRESS_POLL_INTERVAL="0.1",
+        # Every test image comes from one loopback host: no polite pacing (tested apart).
+        IMGCOMPRESS_REQUESTS_PER_SECOND_PER_HOST="0",
     )
     return env
 

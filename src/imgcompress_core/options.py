@@ -134,6 +134,7 @@ def manifest_limits(settings: Settings) -> ManifestLimits:
         max_rows=settings.max_rows,
         max_urls_per_row=settings.max_urls_per_row,
         max_url_length=settings.max_url_length,
+        allow_private_networks=settings.allow_private_networks,
     )
 
 
@@ -148,6 +149,8 @@ def fetch_options(settings: Settings) -> FetchOptions:
         max_redirects=settings.max_redirects,
         max_connections=settings.download_concurrency,
         connections_per_host=settings.connections_per_host,
+        requests_per_second_per_host=settings.requests_per_second_per_host,
+        contact_url=settings.contact_url,
         allowed_hosts=settings.image_hosts(),
         proxy=settings.outbound_proxy,
     )

@@ -208,6 +208,17 @@ class Settings(BaseSettings):
         description="downloads in flight from one host per worker (halved for each recent "
         "timeout of that host, down to one)",
     )
+    requests_per_second_per_host: float = Field(
+        _fetch("requests_per_second_per_host"),
+        ge=0,
+        description="downloads started per second to one host, per worker (0: no limit); "
+        "halved while the host answers 429 or 503, restored slowly; Retry-After is honoured",
+    )
+    contact_url: str | None = Field(
+        _fetch("contact_url"),
+        description="a URL (or mailto:) added to the User-Agent of downloads, so site "
+        "owners can reach you",
+    )
 
     # The worker.
     cpu_workers: int = Field(

@@ -27,6 +27,7 @@ from imgcompress_web.cli import load_settings
 # Each setting that an option object also has: (setting, option class, its field there).
 MAPPED: list[tuple[str, type[Any], str]] = [
     ("allow_private_networks", FetchOptions, "allow_private_networks"),
+    ("allow_private_networks", ManifestLimits, "allow_private_networks"),
     ("outbound_proxy", FetchOptions, "proxy"),
     ("jpeg_quality", CompressOptions, "quality"),
     ("max_image_pixels", CompressOptions, "max_pixels"),
@@ -47,6 +48,8 @@ MAPPED: list[tuple[str, type[Any], str]] = [
     ("download_concurrency", WorkerConfig, "download_concurrency"),
     ("connections_per_host", FetchOptions, "connections_per_host"),
     ("connections_per_host", WorkerConfig, "connections_per_host"),
+    ("requests_per_second_per_host", FetchOptions, "requests_per_second_per_host"),
+    ("contact_url", FetchOptions, "contact_url"),
     ("max_decode_bytes", CompressOptions, "max_decode_bytes"),
     ("cpu_workers", WorkerConfig, "cpu_workers"),
     ("max_attempts", WorkerConfig, "max_attempts"),
