@@ -17,6 +17,7 @@ recorded as that image's failure.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -27,10 +28,12 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from .compress import CompressOptions
 from .cpu import Compressor
-from .errors import ImageFailure, LeaseLost, NotificationError
+from .errors import CompressionError, ImageFailure, InvalidPolicy, LeaseLost, NotificationError
 from .model import Claim, DeliveryClaim, Failure, ImageResult, RequestRecord, Source
 from .options import WorkerConfig
+from .policy import OutputPolicy
 from .ports import BlobStore, Fetched, Fetcher, Metrics, Notifier, NullMetrics, Storage
 from .retry import RetryPolicy
 from .service import Urls, webhook_payload
@@ -68,6 +71,18 @@ class _Signal:
             await self._event.wait()
         if self._event.is_set():
             self._event = anyio.Event()
+
+
+def _with_policy(options: CompressOptions, policy: str) -> CompressOptions:
+    """The compression options for a request whose policy's JSON is ``policy``."""
+    if not policy:
+        return options
+    try:
+        return dataclasses.replace(options, policy=OutputPolicy.from_json(policy))
+    except (InvalidPolicy, ValueError) as exc:  # not written by this version's submit
+        raise CompressionError(
+            f"the request's output policy cannot be used: {exc}", code="invalid_policy"
+        ) from exc
 
 
 def _owner() -> str:
@@ -304,7 +319,8 @@ class Worker:
             if downloaded is None:
                 return
             fetched, input_hash = downloaded
-            compressed = await self._compressor.compress(fetched.data, self.config.compress)
+            options = _with_policy(self.config.compress, request.policy)
+            compressed = await self._compressor.compress(fetched.data, options)
         except ImageFailure as exc:
             with anyio.CancelScope(shield=True):
                 await self._record_failure(claim, exc)
@@ -325,6 +341,9 @@ class Worker:
             height=image.height,
             input_bytes=image.input_bytes,
             note=image.note,
+            quality=image.quality,
+            score=image.score,
+            warnings=image.warnings,
         )
         with anyio.CancelScope(shield=True):
             try:
@@ -342,11 +361,12 @@ class Worker:
         host = host_of(claim.url)
         started = time.perf_counter()
         try:
-            fetched = await self.fetcher.fetch(
-                claim.url,
-                etag=source.etag if source else None,
-                last_modified=source.last_modified if source else None,
-            )
+            if source is None or not (source.etag or source.last_modified):
+                fetched = await self.fetcher.fetch(claim.url)
+            else:
+                fetched = await self.fetcher.fetch(
+                    claim.url, etag=source.etag, last_modified=source.last_modified
+                )
         except ImageFailure as exc:
             if exc.code in _SLOW_HOST_CODES:
                 self.shares.timed_out(host)
