@@ -47,6 +47,7 @@ from .errors import FetchError
 __all__ = [
     "GuardedClient",
     "Resolver",
+    "check_destination",
     "check_url",
     "host_allowed",
     "is_public_address",
@@ -54,6 +55,7 @@ __all__ = [
     "refusal_reason",
     "resolve_destination",
     "system_resolver",
+    "url_refusal",
     "vet_destination",
 ]
 
@@ -341,6 +343,14 @@ async def resolve_destination(
         addresses: tuple[str, ...] = (str(ipaddress.ip_address(host)),)
     else:
         addresses = await _resolve(resolver, host, port)
+    _refuse_addresses(host, addresses, literal=literal, allow_private=allow_private)
+    return addresses
+
+
+def _refuse_addresses(
+    host: str, addresses: Sequence[str], *, literal: bool, allow_private: bool
+) -> None:
+    """Raise FetchError(blocked_destination) if any of ``host``'s addresses is refused."""
     for address in addresses:
         reason = refusal_reason(address, allow_private=allow_private)
         if reason is None:
@@ -352,7 +362,54 @@ async def resolve_destination(
             f"metadata destinations are refused{relax}",
             code="blocked_destination",
         )
-    return addresses
+
+
+def check_destination(
+    url: str, *, allow_private: bool, allowed_hosts: frozenset[str] = frozenset()
+) -> httpx.URL:
+    """Return ``url`` parsed if every rule that needs no DNS lets it through, else raise
+    FetchError: :func:`check_url`, the host allow-list, and an IP literal's address.
+
+    The fetcher runs this first; the upload check (:func:`url_refusal`) runs the same
+    rules, so a URL accepted at upload fails later only on what DNS or the server say.
+    """
+    parsed = check_url(url)
+    _check_allowed(parsed, allowed_hosts)
+    if _is_ip_literal(parsed):
+        host = parsed.raw_host.decode("ascii").lower()
+        address = str(ipaddress.ip_address(host))
+        _refuse_addresses(host, (address,), literal=True, allow_private=allow_private)
+    return parsed
+
+
+def url_refusal(
+    url: str, *, allow_private: bool, allowed_hosts: frozenset[str] = frozenset()
+) -> str | None:
+    """Return why :func:`check_destination` refuses ``url`` (its message), or None.
+
+    Built for checking many URLs at once (an uploaded CSV): the rules that read the whole
+    URL (its length and characters) run on every URL, the rest once per scheme and
+    authority, which is all they look at.
+    """
+    if len(url) > MAX_URL_LENGTH:
+        return f"it is longer than {MAX_URL_LENGTH} characters"
+    odd = odd_character(url) if not url.isascii() or _ODD_ASCII.search(url) else None
+    match = _AUTHORITY.match(url)
+    if odd is not None or match is None:
+        return _origin_refusal(url, allow_private, allowed_hosts)  # the full check says why
+    return _origin_refusal(match.group(0), allow_private, allowed_hosts)
+
+
+_ODD_ASCII = re.compile(r"[\x00-\x20\x7f\\]")  # what odd_character finds in ASCII text
+
+
+@functools.lru_cache(maxsize=4096)
+def _origin_refusal(url: str, allow_private: bool, allowed_hosts: frozenset[str]) -> str | None:
+    try:
+        check_destination(url, allow_private=allow_private, allowed_hosts=allowed_hosts)
+    except FetchError as exc:
+        return exc.message.removeprefix("the URL is not acceptable: ")
+    return None
 
 
 async def _resolve(resolver: Resolver, host: str, port: int) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 from urllib.parse import urlsplit
 
+from ._guard import url_refusal
 from .errors import ManifestError, ManifestProblem, UploadTooLarge
 
 __all__ = [
@@ -68,6 +69,9 @@ class ManifestLimits:
     max_urls_per_row: int = 50
     max_url_length: int = 2048
     max_problems: int = 100  # problems reported at most; the last says how many more were cut
+    # Image URLs are held to the fetcher's rules that need no DNS (check_destination): an IP
+    # literal on loopback or a private network is refused here unless this is set.
+    allow_private_networks: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_bytes", "max_rows", "max_urls_per_row", "max_url_length"):
@@ -192,6 +196,7 @@ class _Parser:
 
     def records(self, text: str) -> Iterator[tuple[int, list[str]]]:
         """Yield (spreadsheet row number, cells) for each CSV record, reporting unreadable ones."""
+        longest = _allow_cells(self.limits)
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         number = 0
         while True:
@@ -201,6 +206,15 @@ class _Parser:
             except StopIteration:
                 return
             except csv.Error as exc:
+                if "field limit" in str(exc):
+                    limits = self.limits
+                    self.add(
+                        f"a cell is longer than {longest:,} characters; a cell of image URLs "
+                        f"holds at most max_urls_per_row ({limits.max_urls_per_row}) URLs of "
+                        f"max_url_length ({limits.max_url_length}) characters",
+                        number,
+                    )
+                    continue
                 self.add(f"this row cannot be read as CSV: {exc}", number)
                 continue
             yield number, cells
@@ -268,7 +282,7 @@ class _Parser:
             reason = f"the cell has {len(urls)} image URLs; the limit is {limit} (max_urls_per_row)"
             self.add(reason, number, URLS_COLUMN)
         for url in urls:
-            problem = _url_problem(url, self.limits.max_url_length)
+            problem = _url_problem(url, self.limits)
             if problem is not None:
                 self.add(problem, number, URLS_COLUMN)
         return urls
@@ -283,8 +297,21 @@ def _unknown_column(name: str, position: int) -> str:
     return f"unknown column {name!r}; {allowed}"
 
 
-def _url_problem(url: str, max_length: int) -> str | None:
+def _allow_cells(limits: ManifestLimits) -> int:
+    """Raise the csv module's cell-size cap to what the limits allow; return the cap.
+
+    The cap is process-wide (``csv.field_size_limit``, 131,072 by default), so it is only
+    ever raised: a full cell of max_urls_per_row URLs of max_url_length characters fits.
+    """
+    needed = limits.max_urls_per_row * (limits.max_url_length + 2)
+    if csv.field_size_limit() < needed:
+        csv.field_size_limit(needed)
+    return csv.field_size_limit()
+
+
+def _url_problem(url: str, limits: ManifestLimits) -> str | None:
     """Say what is wrong with one image URL, or return None if it is acceptable."""
+    max_length = limits.max_url_length
     shown = repr(url if len(url) <= 80 else url[:77] + "...")
     if len(url) > max_length:
         limit = f"the limit is {max_length} (max_url_length)"
@@ -302,6 +329,9 @@ def _url_problem(url: str, max_length: int) -> str | None:
         return f"the URL {shown} must not contain a user name or password"
     if not parts.hostname:
         return f"the URL {shown} has no host name"
+    refusal = url_refusal(url, allow_private=limits.allow_private_networks)
+    if refusal is not None:
+        return f"the URL {shown} is not acceptable: {refusal}"
     return None
 
 
