@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from importlib.resources import files
 from typing import Any
 
@@ -10,6 +11,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.static_files import create_static_files_router
 
+from imgcompress_core import Imgcompress
 from imgcompress_core.samples import sample_csv, sample_image
 
 __all__ = ["page_handlers"]
@@ -37,7 +39,20 @@ async def request_page(request_id: FromPath[str]) -> str:
 @get("/samples/products.csv", media_type="text/csv; charset=utf-8", summary="A sample CSV")
 async def sample_products(request: Request[Any, Any, Any]) -> str:
     """Return a CSV whose images this service serves, to try the job without other servers."""
-    return sample_csv(str(request.base_url))
+    return sample_csv(_sample_base(request))
+
+
+def _sample_base(request: Request[Any, Any, Any]) -> str:
+    """Return the base URL for the sample images: this request's, but ``localhost`` for an
+    IP address, which the upload check would refuse as loopback or private (the worker
+    answers sample URLs itself, for every name the service has)."""
+    host = request.url.hostname or ""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return str(request.base_url)
+    ic: Imgcompress = request.app.state.imgcompress
+    return f"{request.url.scheme}://localhost:{ic.settings.port}"
 
 
 @get("/samples/images/{name:str}", summary="A sample image", media_type="image/jpeg")

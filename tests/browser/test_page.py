@@ -129,3 +129,44 @@ def test_bad_csv_shows_the_problems(
     expect(message).to_contain_text("row 2, Product Name")
     page.set_viewport_size({"width": 380, "height": 800})
     page.screenshot(path=str(tmp_path / "phone-width.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_pages_load_nothing_from_elsewhere_and_break_no_policy(
+    page: Page, tmp_path: Path, services: list[ServiceProcess], image_server: LocalServer
+) -> None:
+    """Issue 12, 7a and 7d: the request page shows originals as links, so viewers' browsers
+    never contact the image hosts; no page (upload, request, /schema) breaks its
+    Content-Security-Policy or loads anything from another origin."""
+    base = start_service(tmp_path, services, allow_private=True)
+    urls = [image_server.add(f"/{i}.jpg", data) for i, data in enumerate(corpus_images(2))]
+    source = tmp_path / "products.csv"
+    source.write_text(f'S. No.,Product Name,Input Image Urls\n1,Shoe,"{urls[0]},{urls[1]}"\n')
+    requested: list[str] = []
+    problems: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+
+    page.goto(base + "/")
+    page.set_input_files("#file", str(source))
+    page.get_by_role("button", name="Upload and compress").click()
+    page.wait_for_url(f"{base}/requests/*")
+    finish_and_check(page, tmp_path, done=2, failed=0)
+    originals = page.locator("a.original")
+    expect(originals).to_have_count(2)
+    assert sorted(originals.nth(i).get_attribute("href") or "" for i in range(2)) == sorted(urls)
+    assert "noreferrer" in (originals.first.get_attribute("rel") or "")
+    assert page.locator(f'img[src^="{image_server.base}"]').count() == 0
+
+    page.goto(base + "/schema")
+    expect(page.locator("h1")).to_contain_text("imgcompress")
+    expect(page.locator("code", has_text="POST /api/upload")).to_be_visible()
+
+    elsewhere = [url for url in requested if not url.startswith((base, "blob:", "data:"))]
+    assert elsewhere == [], f"the browser contacted other origins: {elsewhere}"
+    assert {url.removeprefix(base) for url in missing} <= {"/favicon.ico"}, missing
+    problems = [text for text in problems if not text.startswith("Failed to load resource")]
+    assert problems == [], f"console errors (a CSP violation is one): {problems}"

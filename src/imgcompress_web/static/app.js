@@ -1,4 +1,6 @@
 // imgcompress web page: plain JavaScript, no build step, no external resources.
+// The Content-Security-Policy allows scripts, styles and images from this service only:
+// no inline scripts or style attributes here, and the originals are links, never loaded.
 "use strict";
 const imgcompress = (() => {
   const REASONS = {
@@ -97,8 +99,16 @@ const imgcompress = (() => {
     });
   }
 
+  // The original stays on its own server: a link the viewer may follow, never an <img>
+  // that would make every viewer's browser contact that server.
+  function originalLink(url) {
+    let host = url;
+    try { host = new URL(url).host; } catch (e) { /* keep the text as it is */ }
+    return el("a", { href: url, class: "original", rel: "noopener noreferrer", target: "_blank", title: url }, host);
+  }
+
   function renderImage(image) {
-    const before = el("figure", {}, el("img", { src: image.inputUrl, alt: "original", loading: "lazy" }),
+    const before = el("figure", {}, originalLink(image.inputUrl),
       el("figcaption", {}, `Original · ${size(image.inputBytes)}`));
     const afterImg = image.outputUrl
       ? el("img", { src: image.outputUrl, alt: "compressed", loading: "lazy", class: "after" })
@@ -189,5 +199,8 @@ const imgcompress = (() => {
     }
   }
 
+  const pages = { upload: uploadPage, request: requestPage };
+  const page = pages[document.body.dataset.page];
+  if (page) page();
   return { uploadPage, requestPage };
 })();
