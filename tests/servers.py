@@ -51,6 +51,8 @@ class LocalServer:
 
     routes: dict[str, Route] = field(default_factory=dict)
     received: list[Recorded] = field(default_factory=list)
+    body_bytes_sent: int = 0  # body bytes of every answer (what downloads cost the server)
+    not_modified: int = 0  # conditional GETs answered 304
     lock: threading.Lock = field(default_factory=threading.Lock)
     httpd: ThreadingHTTPServer | None = None
 
@@ -111,6 +113,11 @@ class LocalServer:
                     min(route.hits, len(route.responses) - 1)
                 ]
                 route.hits += 1
+                etag = headers.get("ETag")
+                if etag and status == 200 and handler.headers.get("If-None-Match") == etag:
+                    status, headers, payload = 304, {"ETag": etag}, b""
+                    self.not_modified += 1
+            self.body_bytes_sent += len(payload) if handler.command != "HEAD" else 0
         handler.send_response(status)
         for name, value in headers.items():
             handler.send_header(name, value)

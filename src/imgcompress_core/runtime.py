@@ -23,9 +23,10 @@ import anyio
 from .blobs import PresignsUrls, blobs_from_settings, public_path
 from .errors import ImageNotFound, StorageUnavailable
 from .fetch import HttpxFetcher
-from .model import DeliveryState, ImageRecord, ImageState, StoredImage
+from .model import DeliveryState, ImageRecord, ImageState, Progress, RequestRecord, StoredImage
 from .notify import WebhookNotifier
-from .options import fetch_options, manifest_limits, own_hosts, worker_config
+from .options import default_policy, fetch_options, manifest_limits, own_hosts, worker_config
+from .policy import OutputPolicy
 from .ports import BlobStore, Fetcher, Lifecycle, Metrics, Notifier, Storage
 from .samples import SampleFetcher
 from .service import Service, StatusReport, Urls
@@ -112,6 +113,7 @@ class Imgcompress:
             clock=clock,
             on_submit=self._wake,
             image_link=self.direct_link if self.blob_public_url else None,
+            default_policy=default_policy(self.settings),
         )
 
     def _wake(self) -> None:
@@ -198,11 +200,13 @@ class Imgcompress:
         base_url: str | None = None,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        policy: OutputPolicy | None = None,
     ) -> str:
         """Validate and store a CSV; return its request id (see Service.submit).
 
         ``base_url`` is where its links will point (default: the configured one);
-        ``owner`` tags it as that caller's (None: nobody's).
+        ``owner`` tags it as that caller's (None: nobody's); ``policy`` says how its
+        images are written (unset fields: the settings' defaults).
         """
         return await self.service.submit(
             csv,
@@ -210,6 +214,7 @@ class Imgcompress:
             base_url=base_url or self.urls.base,
             idempotency_key=idempotency_key,
             owner=owner or "",
+            policy=policy,
         )
 
     async def status(
@@ -270,6 +275,35 @@ class Imgcompress:
     async def image(self, image_id: str) -> StoredImage:
         """Return a processed image."""
         return await self.service.image(image_id)
+
+    async def retry_failed(self, request_id: str, *, owner: str | None = None) -> int:
+        """Queue a final request's failed images again (not cancelled ones); return how
+        many (RequestNotFinished while it is Pending)."""
+        queued = await self.service.retry_failed(request_id, owner=owner)
+        if queued and self.worker is not None:
+            self.worker.wake()
+        return queued
+
+    async def history(
+        self, *, owner: str | None = None, before: tuple[float, str] | None = None, limit: int = 20
+    ) -> list[tuple[RequestRecord, Progress]]:
+        """Return requests newest first with their progress (only ``owner``'s when given)."""
+        return await self.service.history(owner=owner, before=before, limit=limit)
+
+    async def stream_zip(
+        self, request_id: str, *, owner: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """Return a zip of the request's processed images as chunks (constant memory);
+        errors (not found) are raised before the first chunk."""
+        chunks = self.service.stream_zip(request_id, owner=owner)
+        first = await anext(chunks)
+
+        async def all_chunks() -> AsyncIterator[bytes]:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+
+        return all_chunks()
 
     async def cancel_or_delete(self, request_id: str, *, owner: str | None = None) -> bool:
         """Cancel a Pending request (False) or delete a final one (True)."""

@@ -6,7 +6,9 @@ they never touch storage rules themselves.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,9 +17,16 @@ from typing import Any
 
 import anyio.to_thread
 
-from .errors import FetchError, InvalidWebhookUrl, RequestNotFinished, RequestNotFound
+from ._score import available as scorer_available
+from .errors import (
+    FetchError,
+    InvalidPolicy,
+    InvalidWebhookUrl,
+    RequestNotFinished,
+    RequestNotFound,
+)
 from .fetch import Resolver, check_url, system_resolver, vet_destination
-from .manifest import ManifestLimits, iter_output_csv, parse_manifest
+from .manifest import ManifestLimits, iter_output_csv, parse_manifest, spreadsheet_safe
 from .model import (
     Delivery,
     ImageRecord,
@@ -32,15 +41,27 @@ from .model import (
     StoredImage,
     new_id,
 )
+from .policy import OutputPolicy
 from .ports import BlobStore, DeliveryQueue, RequestStore, Storage
 from .workflow import Workflow, host_of
+from .zipstream import ZipStream, archive_name
 
 __all__ = ["ImageLink", "Service", "StatusReport", "Urls"]
 
 # A done image's direct address (IMGCOMPRESS_BLOB_PUBLIC_URL), or None: /api/images/{id}.
 ImageLink = Callable[[ImageRecord], str | None]
 
-_CSV_PAGE = 500  # products read per step of a streamed output CSV
+_CSV_PAGE = 500  # products read per step of a streamed output CSV or zip
+_EXTENSIONS = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/webp": ".webp",
+    "image/avif": ".avif",
+    "image/gif": ".gif",
+}
+WARNINGS_COLUMN = "Warnings"  # added to the output CSV when the request used a preset
+_FORMATS = {"image/jpeg": "jpeg", "image/webp": "webp", "image/avif": "avif"}
+_FORMATS.update({"image/png": "png", "image/gif": "gif"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,11 +181,32 @@ def _image_document(image: ImageRecord, urls: Urls, link: ImageLink | None) -> d
         "width": image.width,
         "height": image.height,
         "contentType": image.content_type,
+        "format": _FORMATS.get(image.content_type or ""),
+        "quality": image.quality,
+        "score": image.score,
+        "warnings": list(image.warnings),
         "note": image.note,
         "error": None
         if image.failure is None
         else {"code": image.failure.code, "message": image.failure.message},
     }
+
+
+def _row_warnings(products: list[ProductRecord], images: list[ImageRecord]) -> list[str]:
+    """Each product's image warnings, as one cell: ``2: ...; ...`` per image (by position)."""
+    by_row: dict[int, list[str]] = {}
+    for image in images:
+        if image.warnings:
+            text = "; ".join(image.warnings)
+            by_row.setdefault(image.row, []).append(f"{image.position + 1}: {text}")
+    return [" | ".join(by_row.get(product.row, [])) for product in products]
+
+
+def _add_cell(line: str, cell: str) -> str:
+    """Append one (spreadsheet-safe) cell to a CSV line written by ``iter_output_csv``."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow([spreadsheet_safe(cell)])
+    return line.removesuffix("\r\n") + "," + buffer.getvalue()
 
 
 def webhook_payload(request: RequestRecord, progress: Progress, urls: Urls) -> dict[str, Any]:
@@ -181,9 +223,11 @@ def webhook_payload(request: RequestRecord, progress: Progress, urls: Urls) -> d
     }
 
 
-def _body_hash(csv: bytes, webhook_url: str | None) -> str:
+def _body_hash(csv: bytes, webhook_url: str | None, policy: str = "") -> str:
     digest = hashlib.sha256(csv)
     digest.update(b"\0" + (webhook_url or "").encode())
+    if policy:
+        digest.update(b"\0" + policy.encode())
     return digest.hexdigest()
 
 
@@ -202,9 +246,11 @@ class Service:
         clock: Callable[[], float] = time.time,
         on_submit: Callable[[], None] | None = None,
         image_link: ImageLink | None = None,
+        default_policy: OutputPolicy | None = None,
     ) -> None:
         """``image_link`` gives done images a direct address (a CDN or public bucket in
-        front of the blob store) in status documents and output CSVs."""
+        front of the blob store) in status documents and output CSVs; ``default_policy``
+        fills the output policy fields a request leaves unset."""
         self.workflow = Workflow.over(storage, blobs=blobs, clock=clock)
         self.requests: RequestStore = storage
         self.deliveries: DeliveryQueue = storage
@@ -215,6 +261,7 @@ class Service:
         self._clock = clock
         self._on_submit = on_submit
         self.image_link = image_link
+        self.default_policy = default_policy or OutputPolicy()
 
     async def submit(
         self,
@@ -224,6 +271,7 @@ class Service:
         base_url: str = "",
         idempotency_key: str | None = None,
         owner: str = "",
+        policy: OutputPolicy | None = None,
     ) -> str:
         """Validate a CSV (and webhook URL), store the request, and return its id.
 
@@ -231,7 +279,14 @@ class Service:
         links its webhook carries (a worker elsewhere cannot know it). The same
         ``idempotency_key`` with the same CSV and webhook URL returns the first request's id
         and stores nothing new; with anything different it raises IdempotencyConflict.
+        ``policy`` is how its images are written (over ``default_policy``); InvalidPolicy
+        names a field that cannot be used.
         """
+        chosen = (policy or OutputPolicy()).over(self.default_policy)
+        if chosen.target_quality is not None and not scorer_available():
+            raise InvalidPolicy(
+                "target_quality", "needs the SSIMULACRA2 scorer: pip install 'imgcompress[target]'"
+            )
         manifest = await anyio.to_thread.run_sync(parse_manifest, csv, self.limits)
         webhook = (webhook_url or "").strip() or None
         if webhook is not None:
@@ -251,8 +306,9 @@ class Service:
             images=images,
             base_url=base_url.rstrip("/"),
             idempotency_key=f"{owner}:{idempotency_key}" if idempotency_key else None,
-            body_hash=_body_hash(csv, webhook),
+            body_hash=_body_hash(csv, webhook, chosen.to_json()),
             owner=owner,
+            policy=chosen.to_json(),
         )
         request_id = await self.workflow.create(request)
         if self._on_submit is not None and request_id == request.request_id:
@@ -354,6 +410,7 @@ class Service:
             raise RequestNotFinished(
                 f"request {request_id} is still Pending; its output CSV is ready once it is final"
             )
+        preset = OutputPolicy.from_json(request.policy).preset is not None
         after_row: int | None = 0
         while after_row is not None:
             products, images, next_row = await self._page(request_id, after_row, _CSV_PAGE)
@@ -364,6 +421,9 @@ class Service:
             lines = iter_output_csv(
                 request.columns, [(p.cells, outputs.get(p.row, [])) for p in products]
             )
+            if preset:  # the preset's warnings, in a last column
+                warnings = [WARNINGS_COLUMN, *_row_warnings(products, images)]
+                lines = (_add_cell(line, cell) for line, cell in zip(lines, warnings, strict=True))
             if after_row:
                 next(lines)  # the header row goes with the first page only
             yield "".join(lines)
@@ -372,6 +432,46 @@ class Service:
     async def image(self, image_id: str) -> StoredImage:
         """Return a processed image (ImageNotFound if there is none)."""
         return await self.workflow.image(image_id)
+
+    async def retry_failed(self, request_id: str, *, owner: str | None = None) -> int:
+        """Queue a final request's failed images again (not cancelled ones) and return how
+        many; the request is Pending until they finish, then sends a new webhook."""
+        await self._owned(request_id, owner)
+        return await self.workflow.retry_failed(request_id)
+
+    async def history(
+        self, *, owner: str | None, before: tuple[float, str] | None, limit: int
+    ) -> list[tuple[RequestRecord, Progress]]:
+        """Return requests newest first with their progress (only ``owner``'s when given),
+        older than the ``before`` cursor (a (created_at, request_id) pair)."""
+        records = await self.workflow.list_requests(owner, before, limit)
+        return [(r, await self.workflow.progress(r.request_id)) for r in records]
+
+    async def stream_zip(
+        self, request_id: str, *, owner: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """Yield a zip of a request's processed images, one image in memory at a time,
+        named ``{S. No.}-{Product Name}-{position}.{ext}`` (an image shared by several rows
+        appears under each row's name)."""
+        await self._owned(request_id, owner)
+        archive = ZipStream()
+        after_row: int | None = 0
+        while after_row is not None:
+            products, images, after_row = await self._page(request_id, after_row, _CSV_PAGE)
+            by_row = {p.row: p for p in products}
+            for image in images:
+                if image.state is not ImageState.DONE or image.content_type is None:
+                    continue
+                product = by_row[image.row]
+                stored = await self.workflow.image(image.output_id or image.image_id)
+                name = archive_name(
+                    product.serial,
+                    product.name,
+                    image.position + 1,
+                    _EXTENSIONS.get(image.content_type, ".bin"),
+                )
+                yield archive.add(name, stored.data)
+        yield archive.close()
 
     async def cancel_or_delete(self, request_id: str, *, owner: str | None = None) -> bool:
         """Cancel a Pending request and return False; delete a final one and return True.

@@ -32,6 +32,7 @@ from imgcompress_core.errors import (
 )
 
 from .auth import provide_owner, require_api_key
+from .feeds import feed_handlers
 from .metrics import PrometheusMetrics, metrics_endpoint
 from .pages import page_handlers
 from .problems import exception_handlers, problem_details_config
@@ -259,6 +260,7 @@ def create_app(
             health,
             ready,
             metrics_endpoint,
+            *feed_handlers(),
             *page_handlers(),
         ],
         dependencies={
