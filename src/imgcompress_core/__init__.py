@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         ImageFailure,
         ImageNotFound,
         ImgCompressError,
+        InvalidPolicy,
         InvalidWebhookUrl,
         LeaseLost,
         ManifestError,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .model import ImageState, Progress, RequestStatus
     from .notify import WebhookNotifier
     from .options import WorkerConfig
+    from .policy import OutputPolicy
     from .ports import (
         BlobStore,
         DeliveryQueue,
@@ -60,6 +62,8 @@ if TYPE_CHECKING:
 
 _EXPORTS = {  # public name -> the module that defines it, imported on first use
     "BlobNotFound": ".errors",
+    "InvalidPolicy": ".errors",
+    "OutputPolicy": ".policy",
     "BlobStore": ".ports",
     "DeliveryQueue": ".ports",
     "ImageQueue": ".ports",
@@ -149,6 +153,7 @@ __all__ = [
     "ImageState",
     "ImgCompressError",
     "Imgcompress",
+    "InvalidPolicy",
     "InvalidWebhookUrl",
     "LeaseLost",
     "Manifest",
@@ -159,6 +164,7 @@ __all__ = [
     "NotFound",
     "NotificationError",
     "Notifier",
+    "OutputPolicy",
     "Progress",
     "RequestNotFinished",
     "RequestNotFound",

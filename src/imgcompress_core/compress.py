@@ -1,6 +1,6 @@
-"""Compress one image's bytes with Pillow, by a fixed and documented policy.
+"""Compress one image's bytes with Pillow, by a documented policy (docs/compression.md).
 
-Decoding
+Decoding (:mod:`._decode`)
     Only JPEG, PNG, WebP and GIF decoders ever run (``Image.open(..., formats=...)``).
     Empty or unrecognised data fails with code ``not_an_image``; a file recognised by its
     magic bytes as another format (BMP, TIFF, PDF, HEIC, ...) fails with
@@ -19,41 +19,51 @@ Decoding
     (MPO) is a JPEG: its first picture is used.
 
 Pixels
-    EXIF orientation is applied (unreadable EXIF is ignored, and the note says so), then
-    the pixel size is kept (no resizing). All metadata (EXIF, XMP, comments, text chunks)
-    is dropped except the ICC profile, kept when its colour space matches the output's.
-    Bilevel images become greyscale; 16-bit samples are scaled to 8-bit greyscale (divided
-    by 256, not clipped; a 16-bit ``tRNS`` colour is not kept); CMYK stays CMYK and
-    greyscale stays greyscale; any other mode becomes RGB.
+    EXIF orientation is applied (unreadable EXIF is ignored, and the note says so). Bilevel
+    images become greyscale; 16-bit samples are scaled to 8-bit greyscale (divided by 256,
+    not clipped; a 16-bit ``tRNS`` colour is not kept); CMYK stays CMYK (in JPEG) and
+    greyscale stays greyscale; any other mode becomes RGB. Then the request's
+    :class:`~.policy.OutputPolicy`: shrunk to fit ``max_width`` x ``max_height`` (Lanczos,
+    after a reduced JPEG decode; never enlarged), flattened onto ``background``. All
+    metadata (EXIF, XMP, comments, text chunks) is dropped except the ICC profile, kept
+    when its colour space matches the output's, and with ``metadata="copyright"`` the
+    rights fields (:mod:`._meta`).
 
-Encoding
-    An image with real transparency (some alpha below 255, from an alpha channel, a palette
-    or a ``tRNS`` chunk) becomes lossy WebP with alpha at ``quality``. Everything else -- a
-    fully opaque alpha channel is dropped -- becomes a baseline, Huffman-optimised JPEG at
-    ``quality`` with the default 4:2:0 chroma subsampling (sharp's defaults).
-    Animated GIF/WebP/PNG images are not re-encoded. If the encoded result is not smaller
-    than the input, the input is kept instead (``kept_original``), so an image never
-    grows -- but cleaned like every output: its metadata is removed without re-encoding
-    (``_clean``: EXIF, XMP, comments, text chunks, anything after the end marker; the
-    ICC profile stays), so its pixels are the original's. The one exception: a still
-    image that needed its EXIF orientation applied cannot be made upright without
-    re-encoding, so its re-encoded version is stored even though it is larger. An
-    animation keeps its frames as they are (any EXIF orientation goes with the EXIF).
-    ``width``/``height`` are always those of the stored pixels as displayed.
+Encoding (:mod:`._encode`)
+    By default an image with real transparency (some alpha below 255) becomes lossy WebP
+    with alpha at ``quality``, and everything else -- a fully opaque alpha channel is
+    dropped -- a baseline, Huffman-optimised JPEG at ``quality`` with 4:2:0 chroma
+    subsampling (sharp's defaults). The policy's ``format``, ``quality``,
+    ``target_quality`` and ``max_bytes`` change that. Animated GIF/WebP/PNG images are not
+    re-encoded.
+
+The original is kept when it is smaller
+    With no resizing, no flattening and no change of format family (the default policy,
+    ``format="original"``, or a format the input already has), an encoded result that is
+    not smaller than the input is replaced by the input (``kept_original``) -- cleaned of
+    its metadata without re-encoding (``_clean``), so its pixels are the original's. The
+    one exception: a still image that needed its EXIF orientation applied cannot be made
+    upright without re-encoding, so its re-encoded version is stored even though it is
+    larger. An animation keeps its frames as they are. ``width``/``height`` are always
+    those of the stored pixels as displayed.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops
 
+from . import _score
 from ._clean import strip_metadata
-from ._header import is_accepted_format, pixel_bytes, read_header
-from ._jpeg import count_scans
+from ._decode import ACCEPTED_FORMATS, MIB, Animation, Decoded, check_size, decode, mib
+from ._encode import CONTENT_TYPES, LOSSLESS, Encoded, Search, search
+from ._header import is_accepted_format, read_header
+from ._meta import insert_segments, save_parameters
 from .errors import CompressionError
+from .policy import PRESETS, OutputPolicy, preflight
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -65,54 +75,25 @@ __all__ = [
     "timed_compress",
 ]
 
-ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
-MIB = 1 << 20
-
-_CONTENT_TYPES = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-}
+_INPUT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 _EXTENSIONS = {
     "image/jpeg": ".jpg",
     "image/webp": ".webp",
+    "image/avif": ".avif",
     "image/png": ".png",
     "image/gif": ".gif",
 }
-# (offset, magic, format name, accepted): enough to name what a failed file was.
-_MAGIC: tuple[tuple[int, bytes, str, bool], ...] = (
-    (0, b"\xff\xd8\xff", "JPEG", True),
-    (0, b"\x89PNG\r\n\x1a\n", "PNG", True),
-    (0, b"GIF8", "GIF", True),
-    (8, b"WEBP", "WEBP", True),
-    (0, b"BM", "BMP", False),
-    (0, b"II*\x00", "TIFF", False),
-    (0, b"MM\x00*", "TIFF", False),
-    (0, b"%PDF", "PDF", False),
-    (0, b"%!PS", "EPS", False),
-    (0, b"\xc5\xd0\xd3\xc6", "EPS", False),
-    (0, b"8BPS", "PSD", False),
-    (0, b"\x00\x00\x01\x00", "ICO", False),
-    (0, b"qoif", "QOI", False),
-    (0, b"\x00\x00\x00\x0cjP  ", "JPEG 2000", False),
-    (0, b"\xffO\xffQ", "JPEG 2000", False),
-    (0, b"\x00\x00\x00\x0cJXL ", "JPEG XL", False),
-    (4, b"ftypavif", "AVIF", False),
-    (4, b"ftypheic", "HEIC", False),
-    (4, b"ftypheix", "HEIC", False),
-    (4, b"ftypmif1", "HEIF", False),
-)
-_TRANSPOSED_ORIENTATIONS = frozenset(range(2, 9))  # EXIF values exif_transpose acts on
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_FAMILY = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "png"}  # format="original"
+_NAMES = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "png": "PNG", "gif": "GIF"}
 _ICC_SPACES = {"L": b"GRAY", "RGB": b"RGB ", "RGBA": b"RGB ", "CMYK": b"CMYK"}
 
 
 @dataclass(frozen=True, slots=True)
 class CompressOptions:
-    """How to compress: the lossy quality, and the caps on what may be decoded."""
+    """How to compress: the default quality, the caps on what may be decoded, and the
+    request's output policy."""
 
-    quality: int = 50  # JPEG/WebP quality, 1..95
+    quality: int = 50  # JPEG/WebP quality, 1..95, when the policy gives none
     max_pixels: int = 50_000_000  # width*height cap, checked from the header before decoding
     max_frames: int = 1000  # frames of an animated GIF/WebP/PNG (kept as they are)
     max_animation_pixels: int = 500_000_000  # width*height*frames of an animation
@@ -120,6 +101,7 @@ class CompressOptions:
     # Decoded bytes of the images being compressed at once (Compressor admits images by
     # it), and so of any one image; checked from the header before decoding.
     max_decode_bytes: int = 512 * MIB
+    policy: OutputPolicy = field(default_factory=OutputPolicy)  # the request's, per image
 
     def __post_init__(self) -> None:
         if isinstance(self.quality, bool) or not 1 <= self.quality <= 95:
@@ -142,17 +124,9 @@ class CompressedImage:
     input_bytes: int
     kept_original: bool
     note: str | None
-
-
-@dataclass(slots=True)
-class _Decoded:
-    """A decoded still image, ready to encode, and what is known about its input."""
-
-    image: Image.Image
-    input_format: str
-    icc: bytes | None
-    rotated: bool  # its EXIF orientation was applied
-    notes: list[str]
+    quality: int | None = None  # the encoder quality used (None: kept, lossless, palette)
+    score: float | None = None  # SSIMULACRA2 of the sample, when a target was asked for
+    warnings: tuple[str, ...] = ()  # the preset's rules the image breaks, unmet targets
 
 
 def extension_for(content_type: str) -> str:
@@ -171,7 +145,7 @@ def decoded_size(data: bytes, options: CompressOptions = CompressOptions()) -> i
     header = read_header(data)
     if header is None:
         return options.max_decode_bytes if is_accepted_format(data) else 0
-    _check_size(header.width, header.height, header.pixel_bytes, options)
+    check_size(header.width, header.height, header.pixel_bytes, options)
     return header.decoded_bytes
 
 
@@ -192,7 +166,7 @@ def compress_image(data: bytes, options: CompressOptions = CompressOptions()) ->
     except MemoryError as exc:
         raise CompressionError(
             "there was not enough memory to compress the image (memory for decoding is "
-            f"limited by max_decode_bytes, {_mib(options.max_decode_bytes)})",
+            f"limited by max_decode_bytes, {mib(options.max_decode_bytes)})",
             code="image_too_large",
         ) from exc
     except Exception as exc:  # any decoder failure is a property of the bytes
@@ -210,194 +184,222 @@ def timed_compress(data: bytes, options: CompressOptions) -> tuple[CompressedIma
 
 def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
     decoded_size(data, options)  # refuse from the header, before Pillow reads it
-    decoded = _decode(data, options)
-    if isinstance(decoded, CompressedImage):
-        return decoded
-    work, notes = decoded.image, decoded.notes
-    out_fmt = "WEBP" if work.mode == "RGBA" else "JPEG"
-    params: dict[str, int | bool | bytes] = {"quality": options.quality}
-    if out_fmt == "JPEG":
-        params.update(optimize=True, progressive=False)
-    else:  # libwebp's effort 3 of 6: a fifth faster than its default 4, 0.4 % larger
-        params.update(method=3)
-    icc = decoded.icc
-    if icc:
-        if icc[16:20] == _ICC_SPACES[work.mode]:
-            params["icc_profile"] = icc
-        else:
-            notes.append(f"dropped its ICC profile, whose colour space does not match {work.mode}")
-    work.info = {}
-    buffer = io.BytesIO()
+    policy = options.policy.effective()
+    if policy.target_quality is not None and not _score.available():
+        raise CompressionError(
+            "target_quality needs the SSIMULACRA2 scorer, which is not installed here: "
+            "pip install 'imgcompress[target]'",
+            code="target_quality_unavailable",
+        )
+    box = _box(policy)
+    decoded = decode(data, options, box=box, keep_rights=policy.metadata == "copyright")
+    if isinstance(decoded, Animation):
+        return _keep_animation(data, decoded, policy)
+    notes = decoded.notes
+    work, resized = _fit(decoded, box, notes)
+    work, flattened = _flatten(work, policy, notes)
+    formats = _formats(policy, work.mode, decoded.input_format, notes)
+    family = _FAMILY[decoded.input_format]
+    same_family = policy.format in (None, "original") or formats == [family]
+    keep_rule = not resized and not flattened and same_family
+    want = Search(policy.quality or options.quality, policy.target_quality, policy.max_bytes)
     try:
-        work.save(buffer, format=out_fmt, **params)
-    except MemoryError:
-        raise
-    except Exception as exc:  # not the input's fault: keep the class's generic code
-        raise CompressionError(f"encoding the image as {out_fmt} failed: {exc}") from exc
-    out = buffer.getvalue()
-    fmt = decoded.input_format
-    if len(out) >= len(data):
-        kept = _keep_cleaned(data, decoded, len(out))
+        best = _best(work, formats, want, decoded, notes)
+    except CompressionError as exc:
+        kept = _keep_cleaned(data, decoded, None) if keep_rule else None
+        cap = policy.max_bytes or 0
+        if exc.code != "max_bytes_unreachable" or kept is None or len(kept.data) > cap:
+            raise
+        return _with_warnings(kept, policy, work)
+    if keep_rule and len(best.data) >= len(data):
+        kept = _keep_cleaned(data, decoded, len(best.data))
         if kept is not None:
-            return kept
+            return _with_warnings(kept, policy, work)
         notes.append(
-            f"compressed output ({len(out)} bytes) was not smaller than the original "
+            f"compressed output ({len(best.data)} bytes) was not smaller than the original "
             f"({len(data)} bytes), but the original could not be shown upright without "
             "its EXIF orientation, so the re-encoded image is stored"
         )
-    if out_fmt != fmt:
-        why = "to keep its transparency" if out_fmt == "WEBP" else "as it has no transparency"
-        names = {"WEBP": "WebP"}
-        notes.insert(0, f"converted {names.get(fmt, fmt)} to {names.get(out_fmt, out_fmt)} {why}")
+    if best.format != family or decoded.input_format == "GIF":
+        notes.insert(0, _conversion_note(decoded.input_format, best.format, policy))
+    if best.format == "png":
+        notes.append("lossless PNG" if best.level == LOSSLESS else f"{best.level}-colour PNG")
+    warnings = _preflight(policy, work, best.format, len(best.data)) + best.notes
     return CompressedImage(
-        data=out,
-        content_type=_CONTENT_TYPES[out_fmt],
+        data=best.data,
+        content_type=CONTENT_TYPES[best.format],
         width=work.width,
         height=work.height,
-        input_format=fmt,
+        input_format=decoded.input_format,
         input_bytes=len(data),
         kept_original=False,
         note="; ".join(notes) or None,
+        quality=None if best.format == "png" else best.level,
+        score=None if best.score is None else round(best.score, 2),
+        warnings=warnings,
     )
 
 
-def _decode(data: bytes, options: CompressOptions) -> _Decoded | CompressedImage:
-    """Decode a still image into one of the modes ``_normalise`` gives; an animation is
-    judged by its headers and kept (cleaned) instead.
+def _box(policy: OutputPolicy) -> tuple[int, int] | None:
+    """The box the output must fit in, or None for no size cap."""
+    if policy.max_width is None and policy.max_height is None:
+        return None
+    return (policy.max_width or 1 << 30, policy.max_height or 1 << 30)
 
-    Only the returned image stays referenced: the decoded original is freed on return
-    when normalising or orienting made a new one.
-    """
-    with _open(data) as im:
-        fmt = "JPEG" if im.format == "MPO" else str(im.format)
-        _check_size(im.width, im.height, pixel_bytes(im.mode, im.has_transparency_data), options)
-        if fmt == "JPEG":
-            _check_scans(data, options.max_scans)
-        elif getattr(im, "is_animated", False):
-            _check_animation(im, options)
-            return _keep_animation(data, fmt, im.size)
-        im.load()
-        notes: list[str] = []
-        icc = im.info.get("icc_profile")
+
+def _fit(
+    decoded: Decoded, box: tuple[int, int] | None, notes: list[str]
+) -> tuple[Image.Image, bool]:
+    """Shrink the image to fit ``box``, keeping its aspect ratio; never enlarge it."""
+    image = decoded.image
+    if box is None:
+        return image, False
+    width, height = image.size
+    scale = min(box[0] / width, box[1] / height)
+    if scale >= 1:
+        return image, False
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    full = f"{round(width * decoded.reduced)}x{round(height * decoded.reduced)}"
+    notes.append(f"shrunk from {full} to {size[0]}x{size[1]}")
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0), True
+
+
+def _flatten(
+    image: Image.Image, policy: OutputPolicy, notes: list[str]
+) -> tuple[Image.Image, bool]:
+    """Flatten a transparent image onto the policy's background colour (white for JPEG)."""
+    colour = policy.background
+    if image.mode != "RGBA" or colour == "keep":
+        return image, False
+    if colour is None:
+        if policy.format != "jpeg":
+            return image, False
+        colour = "#ffffff"
+    flat = Image.new("RGB", image.size, colour)
+    flat.paste(image, mask=image.getchannel("A"))
+    notes.append(f"flattened its transparency onto {colour}")
+    return flat, True
+
+
+def _formats(policy: OutputPolicy, mode: str, input_format: str, notes: list[str]) -> list[str]:
+    """The output formats to try (the smallest result wins)."""
+    transparent = mode == "RGBA"
+    accepted = PRESETS[policy.preset].formats if policy.preset else None
+    fmt = policy.format
+    if fmt is None:
+        return ["webp" if transparent else "jpeg"]
+    if fmt == "auto":
+        allowed = [f for f in ("jpeg", "webp", "avif") if accepted is None or f in accepted]
+        return [f for f in allowed if not (transparent and f == "jpeg")]
+    if fmt == "original":
+        family = _FAMILY[input_format]
+        if accepted is None or family in accepted:
+            return [family]
+        fallback = "png" if transparent else "jpeg"
+        notes.append(f"the {policy.preset} preset does not accept {_NAMES[family]}")
+        return [fallback]
+    return [fmt]
+
+
+def _best(
+    work: Image.Image, formats: list[str], want: Search, decoded: Decoded, notes: list[str]
+) -> Encoded:
+    """Search each format; return the smallest output (the first failure if none fits)."""
+    results: list[Encoded] = []
+    failure: CompressionError | None = None
+    for fmt in formats:
+        pixels, extra = _prepared(work, fmt, decoded, notes)
         try:
-            oriented = _oriented(im)
-        except Exception:  # unreadable EXIF must not lose an otherwise good image
-            oriented = im
-            notes.append("its EXIF data could not be read, so its orientation was not applied")
-        work, mode_note = _normalise(oriented)
-        if mode_note:
-            notes.append(mode_note)
-        icc_bytes = icc if isinstance(icc, bytes) and icc else None
-        return _Decoded(work, fmt, icc_bytes, oriented is not im, notes)
+            encoded = search(pixels, fmt, want, extra)
+        except CompressionError as exc:
+            if exc.code != "max_bytes_unreachable":
+                raise
+            failure = failure or exc
+            continue
+        if fmt == "jpeg" and decoded.rights.iptc:
+            data = insert_segments(encoded.data, decoded.rights, iptc_only=True)
+            encoded = Encoded(data, fmt, encoded.level, encoded.score, encoded.notes)
+        results.append(encoded)
+    if not results:
+        assert failure is not None
+        raise failure
+    return min(results, key=lambda e: len(e.data))
 
 
-def _check_size(width: int, height: int, bytes_per_pixel: int, options: CompressOptions) -> None:
-    """Refuse an image with too many pixels, or too many bytes once decoded."""
-    pixels = width * height
-    if pixels > options.max_pixels:
-        raise CompressionError(
-            f"the image is {width}x{height} = {pixels} pixels, over the "
-            f"{options.max_pixels}-pixel cap (max_image_pixels)",
-            code="image_too_large",
-        )
-    if pixels * bytes_per_pixel > options.max_decode_bytes:
-        raise CompressionError(
-            f"the image would take {_mib(pixels * bytes_per_pixel)} of memory decoded "
-            f"({width}x{height} pixels of {bytes_per_pixel} bytes), over the "
-            f"{_mib(options.max_decode_bytes)} memory budget for decoding (max_decode_bytes)",
-            code="image_too_large",
-        )
+def _prepared(
+    work: Image.Image, fmt: str, decoded: Decoded, notes: list[str]
+) -> tuple[Image.Image, dict[str, object]]:
+    """The pixels in a mode ``fmt`` writes, and the save parameters: ICC and rights."""
+    if fmt != "jpeg" and work.mode in ("CMYK", "L") and not (fmt == "png" and work.mode == "L"):
+        if work.mode == "CMYK":
+            notes.append(f"converted CMYK to RGB for {_NAMES[fmt]}")
+        work = work.convert("RGB")
+    extra = save_parameters(decoded.rights, fmt)
+    icc = decoded.icc
+    if icc:
+        if icc[16:20] == _ICC_SPACES[work.mode]:
+            extra["icc_profile"] = icc
+        elif not any(note.startswith("dropped its ICC") for note in notes):
+            notes.append(f"dropped its ICC profile, whose colour space does not match {work.mode}")
+    work.info = {}
+    return work, extra
 
 
-def _mib(size: int) -> str:
-    return f"{size / MIB:.1f} MiB"
+def _conversion_note(input_format: str, output: str, policy: OutputPolicy) -> str:
+    source = _NAMES.get(input_format.lower(), input_format)
+    if policy.format is not None:
+        return f"converted {source} to {_NAMES[output]} (format={policy.format})"
+    why = "to keep its transparency" if output == "webp" else "as it has no transparency"
+    return f"converted {source} to {_NAMES[output]} {why}"
 
 
-def _check_scans(data: bytes, limit: int) -> None:
-    """Refuse a JPEG with more than ``limit`` scans, counted without decoding.
-
-    Each scan of a progressive JPEG makes the decoder pass over the whole image again, so
-    a small file with thousands of scans costs minutes of CPU (a "scan bomb"). The scans
-    are found the way libjpeg finds them, so stray bytes or fill bytes hide none.
-    """
-    if count_scans(data, limit) > limit:
-        raise CompressionError(
-            f"the JPEG has more than {limit} scans (max_jpeg_scans); decoding it would "
-            "take far too long",
-            code="image_too_complex",
-        )
-
-
-def _check_animation(im: Image.Image, options: CompressOptions) -> None:
-    """Refuse animations with too many frames, or too many pixels in all."""
-    frames = int(getattr(im, "n_frames", 1))
-    if frames > options.max_frames:
-        raise CompressionError(
-            f"the animation has {frames} frames, over the {options.max_frames}-frame cap "
-            "(max_animation_frames)",
-            code="too_many_frames",
-        )
-    total = frames * im.width * im.height
-    if total > options.max_animation_pixels:
-        raise CompressionError(
-            f"the animation has {total} pixels in all ({frames} frames of {im.width}x"
-            f"{im.height}), over the {options.max_animation_pixels}-pixel cap "
-            "(max_animation_pixels)",
-            code="image_too_large",
-        )
+def _preflight(policy: OutputPolicy, pixels: Image.Image, fmt: str, size: int) -> tuple[str, ...]:
+    """The preset's warnings for an output of ``pixels`` as ``fmt`` in ``size`` bytes."""
+    if policy.preset is None:
+        return ()
+    white = _white_border(pixels) if PRESETS[policy.preset].white_background else None
+    return preflight(
+        policy,
+        width=pixels.width,
+        height=pixels.height,
+        output_format=fmt,
+        output_bytes=size,
+        white_border=white,
+    )
 
 
-def _open(data: bytes) -> ImageFile.ImageFile:
-    """Open with the accepted decoders only, naming what the data is when that fails."""
-    try:
-        return Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
-    except UnidentifiedImageError as exc:
-        for offset, magic, name, accepted in _MAGIC:
-            if data[offset : offset + len(magic)] != magic:
-                continue
-            if accepted:
-                message = f"the data starts like a {name} file but cannot be read"
-                raise CompressionError(message, code="corrupt_image") from exc
-            message = f"{name} images are not accepted (accepted: JPEG, PNG, WebP, GIF)"
-            raise CompressionError(message, code="unsupported_format") from exc
-        message = "the data is not an image in an accepted format (JPEG, PNG, WebP, GIF)"
-        raise CompressionError(message, code="not_an_image") from exc
+def _white_border(image: Image.Image) -> float:
+    """The share of the pixels on the image's border (1/200 of its short side, at least
+    one pixel wide) whose every channel is at least 250: white, give or take JPEG noise."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    width, height = rgb.size
+    band = max(1, min(width, height) // 200)
+    boxes = [(0, 0, width, band), (0, height - band, width, height)]
+    if height > 2 * band:
+        boxes += [(0, band, band, height - band), (width - band, band, width, height - band)]
+    white = total = 0
+    for box in boxes:
+        red, green, blue = rgb.crop(box).split()
+        darkest = ImageChops.darker(ImageChops.darker(red, green), blue)
+        white += sum(darkest.histogram()[250:])
+        total += darkest.width * darkest.height
+    return white / total if total else 1.0
 
 
-def _oriented(im: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; return ``im`` itself, not a copy, when there is none.
-
-    ``ImageOps.exif_transpose`` copies the whole image when there is nothing to do; the
-    copy costs about a tenth of a JPEG's compression time and one more full-size buffer.
-    """
-    if im.getexif().get(ExifTags.Base.Orientation, 1) not in _TRANSPOSED_ORIENTATIONS:
-        return im
-    return ImageOps.exif_transpose(im)
-
-
-def _normalise(im: Image.Image) -> tuple[Image.Image, str | None]:
-    """Bring an image to one of the modes L, RGB, RGBA (really transparent) or CMYK.
-
-    No step copies an image it does not need to: a full-size copy of a 49-megapixel
-    RGBA image is 196 MB.
-    """
-    mode = im.mode
-    if mode in _SIXTEEN_BIT_MODES:  # "I;16" scales in place; the other forms through "I"
-        wide = im if mode in ("I;16", "I", "F") else im.convert("I")
-        return wide.point(lambda v: v / 256).convert("L"), "scaled 16-bit samples to 8 bits"
-    if im.has_transparency_data:
-        rgba = im if mode == "RGBA" else im.convert("RGBA")
-        if rgba.getchannel("A").getextrema()[0] != 255:
-            return rgba, None
-        grey = mode in ("L", "LA", "La")
-        return rgba.convert("L" if grey else "RGB"), "dropped its unused (fully opaque) alpha"
-    if mode in ("L", "RGB", "CMYK"):
-        return im, None
-    return im.convert("L" if mode == "1" else "RGB"), None
+def _with_warnings(
+    kept: CompressedImage, policy: OutputPolicy, work: Image.Image
+) -> CompressedImage:
+    """A kept original with the preset's warnings about it."""
+    fmt = _FAMILY[kept.input_format] if kept.input_format != "GIF" else "gif"
+    warnings = _preflight(policy, work, fmt, len(kept.data))
+    if not warnings:
+        return kept
+    return dataclasses.replace(kept, warnings=warnings)
 
 
-def _keep_animation(data: bytes, fmt: str, size: tuple[int, int]) -> CompressedImage:
+def _keep_animation(data: bytes, animation: Animation, policy: OutputPolicy) -> CompressedImage:
     """Keep an animation's frames as they are, without its metadata."""
+    fmt = animation.input_format
     try:
         cleaned = strip_metadata(data, fmt)
     except ValueError as exc:
@@ -405,13 +407,26 @@ def _keep_animation(data: bytes, fmt: str, size: tuple[int, int]) -> CompressedI
             f"the animation's structure could not be followed to remove its metadata ({exc})",
             code="corrupt_image",
         ) from exc
+    if policy.max_bytes is not None and len(cleaned) > policy.max_bytes:
+        raise CompressionError(
+            f"the image is animated, and animations are kept as they are: at {len(cleaned)} "
+            f"bytes it does not fit max_bytes ({policy.max_bytes} bytes)",
+            code="max_bytes_unreachable",
+        )
     note = "the image is animated; animated images are kept as they are"
     if cleaned != data:
         note += f"; removed its metadata ({len(data) - len(cleaned)} bytes) without re-encoding"
-    return _keep(cleaned, fmt, size, note, len(data))
+    warnings: tuple[str, ...] = ()
+    if policy.fields_set().keys() - {"metadata", "quality", "preset"}:
+        warnings = ("the output policy was not applied: animated images are kept as they are",)
+    return dataclasses.replace(
+        _keep(cleaned, fmt, animation.size, note, len(data)), warnings=warnings
+    )
 
 
-def _keep_cleaned(data: bytes, decoded: _Decoded, encoded_bytes: int) -> CompressedImage | None:
+def _keep_cleaned(
+    data: bytes, decoded: Decoded, encoded_bytes: int | None
+) -> CompressedImage | None:
     """Keep a still original, cleaned without re-encoding; None if it cannot be (it needs
     rotating to be upright, or its structure cannot be followed)."""
     if decoded.rotated:
@@ -420,11 +435,16 @@ def _keep_cleaned(data: bytes, decoded: _Decoded, encoded_bytes: int) -> Compres
         cleaned = strip_metadata(data, decoded.input_format)
     except ValueError:
         return None
-    note = (
-        f"compressed output ({encoded_bytes} bytes) was not smaller than the original "
-        f"({len(data)} bytes); kept the original"
-    )
-    if cleaned != data:
+    if decoded.rights and decoded.input_format == "JPEG":
+        cleaned = insert_segments(cleaned, decoded.rights)
+    if encoded_bytes is None:
+        note = "no encoding fits max_bytes, but the original does; kept the original"
+    else:
+        note = (
+            f"compressed output ({encoded_bytes} bytes) was not smaller than the original "
+            f"({len(data)} bytes); kept the original"
+        )
+    if len(cleaned) < len(data):
         note += f", without its metadata ({len(data) - len(cleaned)} bytes, not re-encoded)"
     return _keep(cleaned, decoded.input_format, decoded.image.size, note, len(data))
 
@@ -435,7 +455,7 @@ def _keep(
     """Store input bytes (cleaned of metadata, pixels untouched)."""
     return CompressedImage(
         data=data,
-        content_type=_CONTENT_TYPES[fmt],
+        content_type=_INPUT_TYPES[fmt],
         width=size[0],
         height=size[1],
         input_format=fmt,

@@ -10,6 +10,7 @@ The tree::
     │   ├── ImageNotFound
     │   └── BlobNotFound
     ├── InvalidWebhookUrl             the webhook URL given at upload is not acceptable
+    ├── InvalidPolicy                 an output policy option is not acceptable; .field names it
     ├── RequestNotFinished            the output CSV was asked for while images are still pending
     ├── IdempotencyConflict           an Idempotency-Key reused with a different upload
     ├── IllegalTransition             a state change the workflow does not allow
@@ -41,6 +42,7 @@ __all__ = [
     "ImageFailure",
     "ImageNotFound",
     "ImgCompressError",
+    "InvalidPolicy",
     "InvalidWebhookUrl",
     "LeaseLost",
     "ManifestError",
@@ -171,6 +173,17 @@ class InvalidWebhookUrl(ImgCompressError):
     code = "invalid_webhook_url"
 
 
+class InvalidPolicy(ImgCompressError, ValueError):
+    """An output policy option is not acceptable; ``field`` names the option."""
+
+    code = "invalid_policy"
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
 class RequestNotFinished(ImgCompressError):
     """The request still has images to process, so its output is not ready."""
 
@@ -269,6 +282,8 @@ ERROR_CODES: Mapping[str, str] = MappingProxyType(
         "send the request",
         "http_<status>": "the web framework refused the request with that HTTP status",
         "invalid_webhook_url": "the webhook URL is not http(s) or points at a non-public address",
+        "invalid_policy": "an output option (format, quality, max_bytes, ...) is not acceptable; "
+        "field names it",
         "not_found": "something asked for by id does not exist",
         "request_not_found": "no request has this id",
         "image_not_found": "no processed image has this id",
@@ -295,6 +310,9 @@ ERROR_CODES: Mapping[str, str] = MappingProxyType(
         "too_many_frames": "an animation with more than max_animation_frames frames",
         "image_too_complex": "a progressive JPEG with more than max_jpeg_scans scans",
         "compression_crashed": "the compression process died on it (crash, memory or CPU time)",
+        "max_bytes_unreachable": "even at the lowest quality the output is larger than max_bytes",
+        "target_quality_unavailable": "target_quality needs the imgcompress[target] extra, "
+        "which is not installed where the image was compressed",
         "output_too_large": "the compressed image does not fit the store",
         "blob_store_unavailable": "the blob store (a bucket, a directory) could not keep the image",
         "worker_lost": "the worker processing it died max_attempts times",

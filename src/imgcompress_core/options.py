@@ -21,6 +21,7 @@ from .compress import CompressOptions
 from .cpu import CpuPool
 from .fetch import FetchOptions
 from .manifest import ManifestLimits
+from .policy import OutputPolicy
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -30,6 +31,7 @@ __all__ = [
     "WorkerConfig",
     "available_cpus",
     "compress_options",
+    "default_policy",
     "fetch_options",
     "manifest_limits",
     "option_default",
@@ -124,6 +126,21 @@ def compress_options(settings: Settings) -> CompressOptions:
         max_animation_pixels=settings.max_animation_pixels,
         max_scans=settings.max_jpeg_scans,
         max_decode_bytes=settings.max_decode_bytes,
+    )
+
+
+def default_policy(settings: Settings) -> OutputPolicy:
+    """Return the output policy a request gets for the fields it leaves unset (InvalidPolicy
+    naming the setting's field when the settings contradict each other)."""
+    return OutputPolicy(
+        format=settings.output_format,
+        target_quality=settings.target_quality,
+        max_bytes=settings.max_output_bytes,
+        max_width=settings.max_output_width,
+        max_height=settings.max_output_height,
+        background=settings.output_background,
+        metadata=settings.output_metadata,
+        preset=settings.output_preset,
     )
 
 

@@ -12,7 +12,7 @@ so each default is written once; :mod:`.options` maps settings to those objects.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +28,7 @@ from .options import (
     option_default,
     parameter_default,
 )
+from .policy import OutputPolicy
 
 __all__ = ["Settings", "settings_table"]
 
@@ -46,6 +47,10 @@ def _manifest(name: str) -> Any:
 
 def _worker(name: str) -> Any:
     return option_default(WorkerConfig, name)
+
+
+def _policy(name: str) -> Any:
+    return option_default(OutputPolicy, name)
 
 
 def _hosts(value: str) -> frozenset[str]:
@@ -114,8 +119,8 @@ class Settings(BaseSettings):
     upload_deadline: float = Field(
         300.0, gt=0, description="seconds a client may take to send one whole request body"
     )
-    keep_alive_timeout: float = Field(
-        5.0, gt=0, description="seconds an idle keep-alive connection is kept open"
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="seconds an idle keep-alive connection is kept open"
     )
 
     # What the service may fetch.
@@ -171,6 +176,47 @@ class Settings(BaseSettings):
         _worker("max_compress_seconds"),
         ge=1,
         description="CPU seconds one image may take (enforced with cpu_pool=processes)",
+    )
+
+    # The output policy's defaults: what a request that does not say gets (docs/compression.md).
+    output_format: Literal["jpeg", "webp", "avif", "auto", "original"] | None = Field(
+        _policy("format"),
+        description="output format: jpeg, webp, avif, auto (the smallest of them) or original "
+        "(the input's family); unset: JPEG, or WebP for transparent images",
+    )
+    target_quality: float | None = Field(
+        _policy("target_quality"),
+        ge=30,
+        le=95,
+        description="a SSIMULACRA2 score (30-95) each image reaches with the smallest output, "
+        "instead of jpeg_quality; needs imgcompress[target]",
+    )
+    max_output_bytes: int | None = Field(
+        _policy("max_bytes"),
+        ge=1024,
+        description="largest output file: the quality is lowered to fit (never the size), "
+        "else the image fails",
+    )
+    max_output_width: int | None = Field(
+        _policy("max_width"), ge=1, description="shrink wider images to this width (never enlarge)"
+    )
+    max_output_height: int | None = Field(
+        _policy("max_height"), ge=1, description="shrink taller images to this height"
+    )
+    output_background: str | None = Field(
+        _policy("background"),
+        description="keep (transparency kept) or a colour #rrggbb to flatten transparent "
+        "images onto; unset: keep, white for JPEG",
+    )
+    output_metadata: Literal["strip", "copyright"] | None = Field(
+        _policy("metadata"),
+        description="strip (all but the ICC profile) or copyright (also keep copyright, "
+        "artist, IPTC rights, digital source type); GPS is always removed",
+    )
+    output_preset: Literal["web", "shopify", "google-merchant", "amazon-main"] | None = Field(
+        _policy("preset"),
+        description="a store's rules: fills the fields above and warns per image about rules "
+        "an image breaks that the policy cannot fix",
     )
 
     # Upload limits.

@@ -22,6 +22,7 @@ from imgcompress_core.options import (
     resolve_cpu_pool,
     worker_config,
 )
+from imgcompress_core.policy import OutputPolicy
 from imgcompress_web.cli import load_settings
 
 # Each setting that an option object also has: (setting, option class, its field there).
@@ -66,6 +67,15 @@ MAPPED: list[tuple[str, type[Any], str]] = [
     ("webhook_retry_max", WorkerConfig, "webhook_retry_max"),
     ("webhook_concurrency", WorkerConfig, "webhook_concurrency"),
     ("webhook_connections_per_host", WorkerConfig, "webhook_connections_per_host"),
+    # The output policy's defaults (options.default_policy; tests/unit/test_policy.py).
+    ("output_format", OutputPolicy, "format"),
+    ("target_quality", OutputPolicy, "target_quality"),
+    ("max_output_bytes", OutputPolicy, "max_bytes"),
+    ("max_output_width", OutputPolicy, "max_width"),
+    ("max_output_height", OutputPolicy, "max_height"),
+    ("output_background", OutputPolicy, "background"),
+    ("output_metadata", OutputPolicy, "metadata"),
+    ("output_preset", OutputPolicy, "preset"),
 ]
 
 # Settings no option object has in the same form (the service's own, or another shape:

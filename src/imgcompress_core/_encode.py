@@ -1,0 +1,230 @@
+"""Encode prepared pixels in one format, and search the quality a policy asks for.
+
+Every format has a *ladder*: its settings ordered from the smallest, worst output to
+the largest, best one. For JPEG, WebP and AVIF it is the encoder's quality, 1 to 100;
+for PNG the palette size (2 to 256 colours, dithered), then lossless. The searches
+walk a ladder:
+
+- a fixed quality is one rung;
+- ``target_quality``: the lowest rung whose SSIMULACRA2 score on the image's sample
+  (:mod:`._score`) reaches the target, found by interpolating between the rungs tried
+  (3 to 5 encodes of the small sample, not of the image);
+- ``max_bytes``: from the rung chosen, the highest rung at or below it whose full
+  output fits (bisection over full encodes); none fitting raises
+  ``max_bytes_unreachable`` naming the cap. Dimensions never change.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from PIL import Image
+
+from . import _score
+from .errors import CompressionError
+
+__all__ = ["CONTENT_TYPES", "Encoded", "Search", "encode", "ladder", "search"]
+
+CONTENT_TYPES: Mapping[str, str] = {
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "avif": "image/avif",
+    "png": "image/png",
+    "gif": "image/gif",
+}
+_PALETTES = (2, 4, 8, 16, 32, 64, 128, 256)
+LOSSLESS = 0  # the PNG rung above every palette
+_QUALITIES = tuple(range(1, 101))
+_CLOSE_ENOUGH = 2  # stop the target search when the bracket is this many rungs wide
+_MAX_TRIES = 6  # sample encodes per target search, at most
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One encoded output and how it was made."""
+
+    data: bytes
+    format: str
+    level: int  # the rung: a quality (jpeg, webp, avif), colours or LOSSLESS (png)
+    score: float | None = None  # SSIMULACRA2 of the sample, when a target was searched
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Search:
+    """What to search for: a fixed rung or a score, and a byte cap."""
+
+    quality: int  # the quality asked for (or the default), used without a target
+    target: float | None = None
+    max_bytes: int | None = None
+
+
+def ladder(fmt: str) -> tuple[int, ...]:
+    """Return a format's rungs, smallest output first."""
+    return (*_PALETTES, LOSSLESS) if fmt == "png" else _QUALITIES
+
+
+def _rung(fmt: str, quality: int) -> int:
+    """The rung a quality stands for: itself, or for PNG 100 = lossless, else 256 colours."""
+    if fmt != "png":
+        return quality
+    return LOSSLESS if quality >= 100 else 256
+
+
+def encode(image: Image.Image, fmt: str, level: int, extra: Mapping[str, object]) -> bytes:
+    """Encode ``image`` as ``fmt`` at rung ``level`` with ``extra`` save parameters (ICC
+    profile, metadata); raise CompressionError when the encoder fails."""
+    params: dict[str, object] = dict(extra)
+    if fmt == "jpeg":
+        params.update(quality=level, optimize=True, progressive=False)
+    elif fmt == "webp":  # libwebp's effort 3 of 6: a fifth faster than its default 4
+        params.update(quality=level, method=3)
+    elif fmt == "avif":  # one thread: the pool already runs one image per CPU
+        params.update(quality=level, speed=8, max_threads=1)
+    elif fmt == "png":
+        params.update(optimize=False, compress_level=9)
+        if level != LOSSLESS:
+            method = Image.Quantize.FASTOCTREE if image.mode == "RGBA" else None
+            image = image.quantize(level, method=method, dither=Image.Dither.FLOYDSTEINBERG)
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=fmt.upper(), **params)
+    except MemoryError:
+        raise
+    except Exception as exc:  # not the input's fault: keep the class's generic code
+        raise CompressionError(f"encoding the image as {fmt} failed: {exc}") from exc
+    return buffer.getvalue()
+
+
+def search(image: Image.Image, fmt: str, want: Search, extra: Mapping[str, object]) -> Encoded:
+    """Return the output of ``image`` as ``fmt`` that ``want`` asks for."""
+    rungs = ladder(fmt)
+    notes: list[str] = []
+    score = None
+    if want.target is None:
+        index = rungs.index(_rung(fmt, want.quality))
+    else:
+        index, score = _search_target(image, fmt, rungs, want.target, extra)
+        if score < want.target:
+            notes.append(
+                f"target_quality {want.target:g} was not reached even at the highest "
+                f"{fmt} quality (score {score:.1f})"
+            )
+    data = encode(image, fmt, rungs[index], extra)
+    if want.max_bytes is not None and len(data) > want.max_bytes:
+        index, data = _fit(image, fmt, rungs, index, want.max_bytes, extra, len(data))
+        if score is not None:
+            score = _sample_score(image, fmt, rungs[index], extra)
+            notes.append(f"max_bytes lowered the quality below target_quality (score {score:.1f})")
+    return Encoded(data, fmt, rungs[index], score, tuple(notes))
+
+
+def _fit(
+    image: Image.Image,
+    fmt: str,
+    rungs: tuple[int, ...],
+    above: int,
+    cap: int,
+    extra: Mapping[str, object],
+    size_above: int,
+) -> tuple[int, bytes]:
+    """The highest rung below ``above`` whose output fits ``cap`` bytes, and the output."""
+    lowest = encode(image, fmt, rungs[0], extra)
+    if len(lowest) > cap:
+        raise CompressionError(
+            f"the image cannot fit max_bytes ({cap} bytes) without changing its dimensions: "
+            f"as {fmt} at the lowest quality it is {len(lowest)} bytes (at the quality asked "
+            f"for, {size_above})",
+            code="max_bytes_unreachable",
+        )
+    low, low_data, high = 0, lowest, above  # low fits, high does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        data = encode(image, fmt, rungs[middle], extra)
+        if len(data) <= cap:
+            low, low_data = middle, data
+        else:
+            high = middle
+    return low, low_data
+
+
+def _search_target(
+    image: Image.Image,
+    fmt: str,
+    rungs: tuple[int, ...],
+    target: float,
+    extra: Mapping[str, object],
+) -> tuple[int, float]:
+    """The lowest rung whose sample scores at least ``target``, and its score (the top
+    rung and its lower score when none does)."""
+    reference = _score.sample(image)
+    scores: dict[int, float] = {}
+
+    def tried(index: int) -> float:
+        if index not in scores:
+            scores[index] = _sample_score(reference, fmt, rungs[index], extra, sampled=True)
+        return scores[index]
+
+    low, high = 0, len(rungs) - 1  # the answer is in [low, high]
+    guess = _first_guess(fmt, target, rungs)
+    for _ in range(_MAX_TRIES):
+        if tried(guess) >= target:
+            high = guess
+        else:
+            low = guess + 1
+        if high - low <= (_CLOSE_ENOUGH if fmt != "png" else 0):
+            break
+        guess = _interpolate(scores, low, high, target)
+    return high, tried(high)
+
+
+def _first_guess(fmt: str, target: float, rungs: tuple[int, ...]) -> int:
+    """A first rung to try: from how quality and score relate on photos (benchmarks)."""
+    if fmt == "png":
+        return len(rungs) - 2  # 256 colours
+    slope = {"jpeg": 1.6, "webp": 1.5, "avif": 1.4}.get(fmt, 1.5)
+    quality = round(50 + slope * (target - 64))
+    return max(0, min(len(rungs) - 1, quality - 1))
+
+
+def _interpolate(scores: Mapping[int, float], low: int, high: int, target: float) -> int:
+    """The next rung to try in [low, high): on the line through the nearest rungs tried
+    around the target, else the middle."""
+    below = [i for i in scores if i < low and scores[i] < target]
+    above = [i for i in scores if i >= high and scores[i] >= target]
+    middle = (low + high) // 2
+    if below and above:
+        a, b = max(below), min(above)
+        if scores[b] > scores[a]:
+            estimate = a + (target - scores[a]) * (b - a) / (scores[b] - scores[a])
+            return max(low, min(high - 1, round(estimate)))
+    return max(low, min(high - 1, middle))
+
+
+def _sample_score(
+    image: Image.Image,
+    fmt: str,
+    level: int,
+    extra: Mapping[str, object],
+    *,
+    sampled: bool = False,
+) -> float:
+    """Encode the sample of ``image`` (or ``image`` itself, already a sample) at
+    ``level`` and score the decoded result against it."""
+    reference = image if sampled else _score.sample(image)
+    light = {k: v for k, v in extra.items() if k == "icc_profile"}  # no metadata to score
+    data = encode(reference, fmt, level, light)
+    with Image.open(io.BytesIO(data)) as decoded:
+        decoded.load()
+        return _score.score(reference, _as_reference(decoded, reference.mode))
+
+
+def _as_reference(decoded: Image.Image, mode: str) -> Image.Image:
+    """The decoded sample in the reference's mode (palette PNGs come back as P)."""
+    if decoded.mode == mode:
+        return decoded
+    if decoded.mode == "P":
+        return decoded.convert("RGBA" if mode == "RGBA" else "RGB")
+    return decoded.convert(mode) if mode in ("L", "RGB", "RGBA") else decoded
