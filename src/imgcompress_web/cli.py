@@ -32,6 +32,7 @@ from imgcompress_core import (
 from imgcompress_core.options import resolve_cpu_pool
 
 from .app import create_app
+from .server import uvicorn_config
 
 __all__ = ["main"]
 
@@ -127,14 +128,14 @@ def serve(verbose: bool, **values: Any) -> None:
     _logging(verbose)
     settings = load_settings(values)
     log.info("serving on http://%s:%d with %s", settings.host, settings.port, _store(settings))
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="debug" if verbose else "info",
-        timeout_graceful_shutdown=30,
-    )
-    GracefulServer(config).run()
+    all_interfaces = settings.host in ("0.0.0.0", "::")  # noqa: S104 (a check, not a bind)
+    if all_interfaces and not (settings.trusted_hosts or settings.public_url):
+        log.warning(
+            "listening on all interfaces, but only Host headers for localhost and 127.0.0.1 "
+            "are answered: set IMGCOMPRESS_TRUSTED_HOSTS or IMGCOMPRESS_PUBLIC_URL to the "
+            "names clients use"
+        )
+    GracefulServer(uvicorn_config(create_app(settings), settings, verbose=verbose)).run()
 
 
 def _store(settings: Settings) -> str:
@@ -171,14 +172,20 @@ async def _run_worker(settings: Settings) -> None:
     required=True,
     help="folder for the images and output.csv",
 )
+@click.option(
+    "--cache",
+    is_flag=True,
+    help="keep state in the configured store (--database, or --mongodb-uri) and reuse it: "
+    "a feed processed again downloads and compresses only what changed",
+)
 @settings_options
 @click.option("--verbose", is_flag=True, help="log debug messages")
-def process(csv_file: Path, out_dir: Path, verbose: bool, **values: Any) -> None:
+def process(csv_file: Path, out_dir: Path, cache: bool, verbose: bool, **values: Any) -> None:
     """Process a CSV offline (no server): write the images and output.csv to --out."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
     settings = load_settings(values)
     try:
-        status = anyio.run(_process, settings, csv_file.read_bytes(), out_dir)
+        status = anyio.run(_process, settings, csv_file.read_bytes(), out_dir, cache)
     except ManifestError as exc:
         click.echo(f"error: {exc.message}", err=True)
         for problem in exc.problems:
@@ -193,10 +200,11 @@ def _file_name(row: int, serial: str, position: int, extension: str) -> str:
     return f"row{row}-{position + 1}{'-' + safe if safe else ''}{extension}"
 
 
-async def _process(settings: Settings, csv: bytes, out_dir: Path) -> RequestStatus:
+async def _process(settings: Settings, csv: bytes, out_dir: Path, cache: bool) -> RequestStatus:
     from imgcompress_core.compress import extension_for
 
-    async with Imgcompress(settings, storage=MemoryStorage()) as ic:
+    storage = None if cache else MemoryStorage()  # None: the store the settings name
+    async with Imgcompress(settings, storage=storage) as ic:
         request_id = await ic.submit(csv)
         total = (await ic.status(request_id)).progress.total
         with click.progressbar(length=total, label="Compressing", file=sys.stderr) as bar:
