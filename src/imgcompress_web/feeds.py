@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from litestar import Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Stream
 
 from imgcompress_core import Imgcompress
@@ -62,7 +62,7 @@ async def list_requests(
     ic: NamedDependency[Imgcompress],
     owner: NamedDependency[str | None],
     limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
-    cursor: str | None = None,
+    cursor: FromQuery[str | None] = None,
 ) -> dict[str, Any]:
     """Return requests newest first with their status and counts (only the caller's when
     API keys are on); ``nextCursor`` continues the list when more follow."""
