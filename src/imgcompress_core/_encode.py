@@ -6,9 +6,10 @@ for PNG the palette size (2 to 256 colours, dithered), then lossless. The search
 walk a ladder:
 
 - a fixed quality is one rung;
-- ``target_quality``: the lowest rung whose SSIMULACRA2 score on the image's sample
-  (:mod:`._score`) reaches the target, found by interpolating between the rungs tried
-  (3 to 5 encodes of the small sample, not of the image);
+- ``target_quality``: the lowest rung whose estimated SSIMULACRA2 score reaches the
+  target, found by interpolating between the rungs tried (3 to 6 encodes of the sample's
+  tiles, not of the image). The estimate is the score of a sample of the image
+  (:mod:`._score`) less the sample's measured bias; the whole image, when it is small;
 - ``max_bytes``: from the rung chosen, the highest rung at or below it whose full
   output fits (bisection over full encodes); none fitting raises
   ``max_bytes_unreachable`` naming the cap. Dimensions never change.
@@ -48,7 +49,7 @@ class Encoded:
     data: bytes
     format: str
     level: int  # the rung: a quality (jpeg, webp, avif), colours or LOSSLESS (png)
-    score: float | None = None  # SSIMULACRA2 of the sample, when a target was searched
+    score: float | None = None  # estimated SSIMULACRA2, when a target was searched
     notes: tuple[str, ...] = ()
 
 
@@ -116,7 +117,7 @@ def search(image: Image.Image, fmt: str, want: Search, extra: Mapping[str, objec
     if want.max_bytes is not None and len(data) > want.max_bytes:
         index, data = _fit(image, fmt, rungs, index, want.max_bytes, extra, len(data))
         if score is not None:
-            score = _sample_score(image, fmt, rungs[index], extra)
+            score = _estimate(_score.tiles(image), fmt, rungs[index], extra)
             notes.append(f"max_bytes lowered the quality below target_quality (score {score:.1f})")
     return Encoded(data, fmt, rungs[index], score, tuple(notes))
 
@@ -159,12 +160,12 @@ def _search_target(
 ) -> tuple[int, float]:
     """The lowest rung whose sample scores at least ``target``, and its score (the top
     rung and its lower score when none does)."""
-    reference = _score.sample(image)
+    reference = _score.tiles(image)
     scores: dict[int, float] = {}
 
     def tried(index: int) -> float:
         if index not in scores:
-            scores[index] = _sample_score(reference, fmt, rungs[index], extra, sampled=True)
+            scores[index] = _estimate(reference, fmt, rungs[index], extra)
         return scores[index]
 
     low, high = 0, len(rungs) - 1  # the answer is in [low, high]
@@ -203,26 +204,22 @@ def _interpolate(scores: Mapping[int, float], low: int, high: int, target: float
     return max(low, min(high - 1, middle))
 
 
-def _sample_score(
-    image: Image.Image,
-    fmt: str,
-    level: int,
-    extra: Mapping[str, object],
-    *,
-    sampled: bool = False,
-) -> float:
-    """Encode the sample of ``image`` (or ``image`` itself, already a sample) at
-    ``level`` and score the decoded result against it."""
-    reference = image if sampled else _score.sample(image)
+def _estimate(tiles: list[Image.Image], fmt: str, level: int, extra: Mapping[str, object]) -> float:
+    """Encode each tile at ``level``, and return the estimated score of the whole image:
+    the tiles' score less the sample's bias (the exact score when the tile is the image)."""
     light = {k: v for k, v in extra.items() if k == "icc_profile"}  # no metadata to score
-    data = encode(reference, fmt, level, light)
-    with Image.open(io.BytesIO(data)) as decoded:
-        decoded.load()
-        return _score.score(reference, _as_reference(decoded, reference.mode))
+    mode = tiles[0].mode
+    decoded = []
+    for tile in tiles:
+        with Image.open(io.BytesIO(encode(tile, fmt, level, light))) as out:
+            out.load()
+            decoded.append(_as_reference(out, mode))
+    found = _score.score(_score.mosaic(tiles, mode), _score.mosaic(decoded, mode))
+    return found - _score.SAMPLE_BIAS if len(tiles) > 1 else found
 
 
 def _as_reference(decoded: Image.Image, mode: str) -> Image.Image:
-    """The decoded sample in the reference's mode (palette PNGs come back as P)."""
+    """The decoded tile in the reference's mode (palette PNGs come back as P)."""
     if decoded.mode == mode:
         return decoded
     if decoded.mode == "P":
