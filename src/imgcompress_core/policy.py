@@ -25,6 +25,7 @@ from .errors import InvalidPolicy
 
 __all__ = [
     "FORMATS",
+    "POLICY_FIELDS",
     "PRESETS",
     "OutputPolicy",
     "Preset",
@@ -252,6 +253,17 @@ class OutputPolicy:
         return cls(**values)
 
 
+POLICY_FIELDS = (
+    "format",
+    "quality",
+    "target_quality",
+    "max_bytes",
+    "max_width",
+    "max_height",
+    "background",
+    "metadata",
+    "preset",
+)  # the fields of OutputPolicy, as form fields and flags
 _NUMBERS = {"quality": int, "max_bytes": int, "max_width": int, "max_height": int}
 
 

@@ -23,13 +23,15 @@ from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from imgcompress_core import Imgcompress, Settings, Urls
+from imgcompress_core import Imgcompress, OutputPolicy, Settings, Urls
 from imgcompress_core.errors import (
     IdempotencyConflict,
+    InvalidPolicy,
     InvalidWebhookUrl,
     ManifestError,
     ManifestProblem,
 )
+from imgcompress_core.policy import POLICY_FIELDS, parse_policy
 
 from .auth import provide_owner, require_api_key
 from .feeds import feed_handlers
@@ -51,8 +53,10 @@ _IMAGE_CACHE = "public, max-age=31536000, immutable"
 _UPLOAD_BODY = Body(
     media_type=RequestEncodingType.MULTI_PART,
     title="UploadForm",
-    description="multipart/form-data: `file`, the CSV (a file part), and an optional "
-    "`webhook_url` (a text part)",
+    description="multipart/form-data: `file`, the CSV (a file part), an optional "
+    "`webhook_url` (a text part), and optional output options as text parts: `format`, "
+    "`quality`, `target_quality`, `max_bytes`, `max_width`, `max_height`, `background`, "
+    "`metadata`, `preset` (see docs/compression.md)",
 )
 
 
@@ -117,14 +121,31 @@ async def upload(
         raise InvalidWebhookUrl(f"the form has {len(webhook)} webhook_url fields; give one")
     if webhook is not None and not isinstance(webhook, str):
         raise InvalidWebhookUrl("webhook_url must be a text field, not a file")
+    policy = _policy(data)
     content = await file.read()
     base = _urls(request, ic.settings).base
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
         raise IdempotencyConflict("an Idempotency-Key must be 1 to 255 characters")
-    request_id = await ic.submit(content, webhook, base_url=base, idempotency_key=key, owner=owner)
+    request_id = await ic.submit(
+        content, webhook, base_url=base, idempotency_key=key, owner=owner, policy=policy
+    )
     request.app.state.metrics.request_accepted()
     return Accepted(requestId=request_id)
+
+
+def _policy(data: dict[str, Any]) -> OutputPolicy:
+    """The output policy from the form's optional text fields (InvalidPolicy names a bad
+    one: the 400 says which)."""
+    fields: dict[str, str | None] = {}
+    for name in POLICY_FIELDS:
+        value = data.get(name)
+        if isinstance(value, list):
+            raise InvalidPolicy(name, f"the form has {len(value)} {name} fields; give one")
+        if value is not None and not isinstance(value, str):
+            raise InvalidPolicy(name, "must be a text field, not a file")
+        fields[name] = value
+    return parse_policy(fields)
 
 
 @get(
@@ -271,7 +292,7 @@ def create_app(
         plugins=[ProblemDetailsPlugin(problem_details_config())],
         exception_handlers=exception_handlers(),
         request_max_body_size=settings.max_upload_bytes + _MULTIPART_OVERHEAD,
-        multipart_form_part_limit=8,
+        multipart_form_part_limit=16,  # file, webhook_url and the nine output options
         openapi_config=openapi_config(title="imgcompress", version="0.1.0"),
         middleware=[trusted_host_check(settings), body_timeout(settings)],
         before_send=[security_headers(settings)],

@@ -18,6 +18,7 @@ from litestar.types import ExceptionHandlersMap
 from imgcompress_core.errors import (
     IdempotencyConflict,
     ImgCompressError,
+    InvalidPolicy,
     InvalidWebhookUrl,
     ManifestError,
     NotFound,
@@ -37,6 +38,7 @@ _STATUS: list[tuple[type[ImgCompressError], int, str]] = [
     (UploadTooLarge, 413, "Upload too large"),
     (ManifestError, 400, "The CSV cannot be accepted"),
     (InvalidWebhookUrl, 400, "The webhook URL cannot be accepted"),
+    (InvalidPolicy, 400, "The output options cannot be accepted"),
     (NotFound, 404, "Not found"),
     (RequestNotFinished, 409, "Not finished yet"),
     (IdempotencyConflict, 422, "Idempotency-Key reused"),
@@ -52,6 +54,8 @@ def to_problem(exc: ImgCompressError) -> ProblemDetailsException:
             status, title = kind_status, kind_title
             break
     extra: dict[str, Any] = {"code": exc.code}
+    if isinstance(exc, InvalidPolicy):
+        extra["field"] = exc.field
     if isinstance(exc, ManifestError):
         extra["problems"] = [
             {"row": p.row, "column": p.column, "reason": p.reason} for p in exc.problems

@@ -4,7 +4,6 @@ and checked (format, dimensions, bytes under the cap, score reached, metadata, b
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 from PIL import ExifTags, Image, IptcImagePlugin
@@ -13,10 +12,7 @@ from imgcompress_core import _score
 from imgcompress_core.compress import CompressedImage, CompressOptions, compress_image
 from imgcompress_core.errors import CompressionError
 from imgcompress_core.policy import OutputPolicy
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
-PHOTO = CORPUS / "j01_Dragonfly_by_Bolly.jpg"  # 4000 x 3000
-needs_corpus = pytest.mark.skipif(not PHOTO.exists(), reason="the shared corpus is not here")
+from policy_kit import PHOTO, cutout, needs_corpus, photo, save, tagged_jpeg
 
 
 def run(data: bytes, **policy: object) -> CompressedImage:
@@ -27,30 +23,6 @@ def opened(result: CompressedImage) -> Image.Image:
     im = Image.open(io.BytesIO(result.data))
     im.load()
     return im
-
-
-def save(im: Image.Image, fmt: str, **params: object) -> bytes:
-    out = io.BytesIO()
-    im.save(out, format=fmt, **params)
-    return out.getvalue()
-
-
-def photo(size: tuple[int, int] = (1200, 900)) -> Image.Image:
-    """A real photo (the corpus), scaled: lossy encoders behave as on product photos."""
-    with Image.open(PHOTO) as im:
-        im.draft("RGB", size)
-        return im.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-
-
-def cutout(size: tuple[int, int] = (400, 300)) -> Image.Image:
-    """A transparent PNG-like image: a photo disc on a fully transparent background."""
-    rgba = photo(size).convert("RGBA")
-    alpha = Image.new("L", size, 0)
-    from PIL import ImageDraw
-
-    ImageDraw.Draw(alpha).ellipse((50, 30, size[0] - 50, size[1] - 30), fill=255)
-    rgba.putalpha(alpha)
-    return rgba
 
 
 pytestmark = needs_corpus
@@ -150,37 +122,8 @@ def test_background_colour_flattens_transparency() -> None:
     assert opened(kept).getpixel((2, 2))[3] == 0
 
 
-def _tagged_jpeg(quality: int = 95) -> bytes:
-    """A JPEG with EXIF (artist, copyright, GPS), XMP (rights, digital source type, GPS)
-    and IPTC (copyright notice, by-line, keywords)."""
-    exif = Image.Exif()
-    exif[ExifTags.Base.Artist] = "Ada Photographer"
-    exif[ExifTags.Base.Copyright] = "(c) 2026 Example Shop"
-    exif[ExifTags.Base.Make] = "CameraCo"
-    exif.get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitudeRef] = "N"
-    xmp = (
-        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
-        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
-        'xmlns:exif="http://ns.adobe.com/exif/1.0/" '
-        'xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
-        'exif:GPSLatitude="48,51.5N" Iptc4xmpExt:DigitalSourceType='
-        '"http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture">'
-        '<dc:rights><rdf:Alt><rdf:li xml:lang="x-default">Example Shop</rdf:li></rdf:Alt>'
-        "</dc:rights></rdf:Description></rdf:RDF></x:xmpmeta>"
-    )
-    data = save(photo((640, 480)), "JPEG", quality=quality, exif=exif.tobytes(), xmp=xmp.encode())
-    iim = b""
-    for dataset, value in ((116, b"(c) Example Shop"), (80, b"Ada"), (25, b"keyword")):
-        iim += bytes([0x1C, 2, dataset]) + len(value).to_bytes(2, "big") + value
-    resource = b"8BIM\x04\x04\x00\x00" + len(iim).to_bytes(4, "big") + iim
-    payload = b"Photoshop 3.0\x00" + resource + (b"\x00" if len(iim) % 2 else b"")
-    segment = b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload
-    return data[:2] + segment + data[2:]
-
-
 def test_metadata_strip_removes_everything_but_colour() -> None:
-    result = opened(run(_tagged_jpeg(), quality=40))
+    result = opened(run(tagged_jpeg(), quality=40))
     assert not result.getexif()
     assert "xmp" not in result.info
     assert IptcImagePlugin.getiptcinfo(result) is None  # type: ignore[arg-type]
@@ -188,7 +131,7 @@ def test_metadata_strip_removes_everything_but_colour() -> None:
 
 @pytest.mark.parametrize("fmt", ["jpeg", "webp", "avif"])
 def test_metadata_copyright_keeps_rights_and_drops_gps(fmt: str) -> None:
-    result = opened(run(_tagged_jpeg(), quality=40, metadata="copyright", format=fmt))
+    result = opened(run(tagged_jpeg(), quality=40, metadata="copyright", format=fmt))
     exif = result.getexif()
     assert exif[ExifTags.Base.Artist] == "Ada Photographer"
     assert exif[ExifTags.Base.Copyright] == "(c) 2026 Example Shop"
@@ -206,7 +149,7 @@ def test_metadata_copyright_keeps_rights_and_drops_gps(fmt: str) -> None:
 
 
 def test_a_kept_original_keeps_its_copyright_too() -> None:
-    small = _tagged_jpeg(quality=30)
+    small = tagged_jpeg(quality=30)
     result = run(small, quality=95, metadata="copyright")  # would be larger: kept
     assert result.kept_original
     kept = opened(result)
