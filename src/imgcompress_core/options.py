@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 __all__ = [
+    "POLICY_SETTINGS",
     "CpuPoolSetting",
     "WorkerConfig",
     "available_cpus",
@@ -129,18 +130,24 @@ def compress_options(settings: Settings) -> CompressOptions:
     )
 
 
+# The settings that hold the output policy's defaults, by the policy's field names.
+POLICY_SETTINGS = {
+    "format": "output_format",
+    "target_quality": "target_quality",
+    "max_bytes": "max_output_bytes",
+    "max_width": "max_output_width",
+    "max_height": "max_output_height",
+    "background": "output_background",
+    "metadata": "output_metadata",
+    "preset": "output_preset",
+}
+
+
 def default_policy(settings: Settings) -> OutputPolicy:
     """Return the output policy a request gets for the fields it leaves unset (InvalidPolicy
     naming the setting's field when the settings contradict each other)."""
     return OutputPolicy(
-        format=settings.output_format,
-        target_quality=settings.target_quality,
-        max_bytes=settings.max_output_bytes,
-        max_width=settings.max_output_width,
-        max_height=settings.max_output_height,
-        background=settings.output_background,
-        metadata=settings.output_metadata,
-        preset=settings.output_preset,
+        **{field: getattr(settings, name) for field, name in POLICY_SETTINGS.items()}
     )
 
 

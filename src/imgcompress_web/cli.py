@@ -29,7 +29,8 @@ from imgcompress_core import (
     RequestStatus,
     Settings,
 )
-from imgcompress_core.options import resolve_cpu_pool
+from imgcompress_core.errors import InvalidPolicy
+from imgcompress_core.options import POLICY_SETTINGS, default_policy, resolve_cpu_pool
 
 from .app import create_app
 from .server import uvicorn_config
@@ -84,7 +85,11 @@ def load_settings(values: dict[str, Any]) -> Settings:
     try:
         settings = Settings(**given)
         pool = resolve_cpu_pool(settings.cpu_pool, embedded=False)
+        default_policy(settings)  # the output settings must not contradict each other
         return settings.model_copy(update={"cpu_pool": pool})
+    except InvalidPolicy as exc:
+        name = POLICY_SETTINGS.get(exc.field, exc.field)
+        raise click.UsageError(f"invalid settings: {name}: {exc.reason}") from exc
     except pydantic.ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
@@ -240,4 +245,6 @@ async def _process(settings: Settings, csv: bytes, out_dir: Path, cache: bool) -
     for record in report.images:
         if record.failure is not None:
             click.echo(f"  failed {record.url}: {record.failure.message} ({record.failure.code})")
+        elif record.warnings:
+            click.echo(f"  warning {record.url}: {'; '.join(record.warnings)}")
     return report.request.status
