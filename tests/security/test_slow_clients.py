@@ -88,8 +88,9 @@ def drip(sock: socket.socket, data: bytes, every: float, stop: threading.Event) 
 def test_stalled_uploads_are_closed_while_others_are_served(
     tmp_path: Path, services: list[ServiceProcess]
 ) -> None:
-    """40 stalled uploads, headers that stall or drip, and a body that drips: each is closed
-    within its timeout, and another client's upload is accepted at once meanwhile."""
+    """40 stalled uploads, headers that stall or drip, a body that drips, and a body the
+    service does not read (it answered already) that drips: each is closed within its
+    timeout, and another client's upload is accepted at once meanwhile."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     service = ServiceProcess(
@@ -133,6 +134,8 @@ def test_stalled_uploads_are_closed_while_others_are_served(
         headers = upload_head(port, 100_000)
         start_drip("headers drip", headers, every=0.2)
         start_drip("body drips", b"2,B,https://example.com/b.jpg\n" * 100, 0.2, headers)
+        unread = f"POST /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 5000\r\n\r\n"
+        start_drip("unread body drips", b"x" * 1000, 0.2, unread.encode())  # answered 405
         watchers = [client.watch() for client in slow]
 
         # Meanwhile another client's upload is accepted promptly.
@@ -156,6 +159,7 @@ def test_stalled_uploads_are_closed_while_others_are_served(
         "silent": CLIENT_TIMEOUT,
         "headers drip": CLIENT_TIMEOUT,
         "body drips": UPLOAD_DEADLINE,
+        "unread body drips": CLIENT_TIMEOUT,
     }
     for client in slow:
         assert client.closed_after is not None, f"{client.kind}: never closed"
@@ -164,7 +168,8 @@ def test_stalled_uploads_are_closed_while_others_are_served(
             client.kind,
             client.closed_after,
         )
-        assert client.answer.startswith(b"HTTP/1.1 408 "), (client.kind, client.answer[:200])
+        status = b"HTTP/1.1 405 " if client.kind == "unread body drips" else b"HTTP/1.1 408 "
+        assert client.answer.startswith(status), (client.kind, client.answer[:200])
     stalled_body = next(c for c in slow if c.kind == "body stalls")
     assert b'"code":"request_timeout"' in stalled_body.answer
     assert b"client_timeout" in stalled_body.answer
