@@ -231,7 +231,9 @@ class Worker:
     async def _process(self, claim: Claim) -> None:
         try:
             await self._process_image(claim)
-            await self._finalize(claim.request_id)
+            siblings = (c for c in self._held.values() if c.request_id == claim.request_id)
+            if sum(1 for _ in siblings) <= 1:  # else the last of them finalizes the request
+                await self._finalize(claim.request_id)
         except LeaseLost as exc:
             log.warning("image %s: %s", claim.image_id, exc)
         except Exception:
@@ -295,14 +297,12 @@ class Worker:
         fetched = await self._fetch(claim, source)
         if fetched.not_modified and source is not None:
             if await self._reused(claim, request, source.input_hash, REUSED_NOT_MODIFIED):
-                await self.workflow.downloaded(
-                    owner,
-                    url,
-                    claim.request_id,
-                    source.input_hash,
-                    fetched.etag or source.etag,
-                    fetched.last_modified or source.last_modified,
-                )
+                etag = fetched.etag or source.etag
+                modified = fetched.last_modified or source.last_modified
+                if (etag, modified) != (source.etag, source.last_modified):
+                    await self.workflow.downloaded(
+                        owner, url, claim.request_id, source.input_hash, etag, modified
+                    )
                 return None
             fetched = await self._fetch(claim, None)  # its output is gone: fetch it whole
         input_hash = content_hash(fetched.data)

@@ -219,6 +219,12 @@ class HostShares:
         """Return the hosts whose share is taken."""
         return frozenset(host for host, n in self.held.items() if n >= self.cap(host))
 
+    def room(self) -> int:
+        """Return how many images may be taken at once without any host going past its
+        share (the tightest host held decides; with none held, a whole share)."""
+        left = [self.cap(host) - n for host, n in self.held.items() if n < self.cap(host)]
+        return max(1, min([self.per_host, *left]))
+
     def take(self, host: str) -> None:
         """Count one more held image of ``host``."""
         self.held[host] += 1
@@ -395,11 +401,12 @@ class Workflow:
         candidates = fair_order(found)[:limit]
         claims: list[Claim] = []
         while candidates and len(claims) < limit:
-            # With shares, one image per turn: its host may fill up before the next.
-            share = 1 if shares else max(1, (limit - len(claims)) // len(candidates))
+            share = max(1, (limit - len(claims)) // len(candidates))
             still_full: list[tuple[str, str]] = []
             for request_id, owner in candidates:
-                want = min(share, limit - len(claims))
+                # With shares, never more at once than the tightest host has room for: the
+                # hosts of the images claimed are known only once they are claimed.
+                want = min(share, limit - len(claims), shares.room() if shares else limit)
                 if want <= 0:
                     break
                 got = await self.images.claim_images(
