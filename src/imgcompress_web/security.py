@@ -89,11 +89,11 @@ def trusted_hosts(settings: Settings) -> list[str]:
 
 def _host_pattern(entry: str) -> str:
     """A regex for one trusted-hosts entry: ``*.x`` is any subdomain of x; no port, any port."""
-    if entry == "*":
-        return ".*"
+    if entry == "*":  # any well-formed host: nothing else may ever reach a link
+        return r"(?:[a-z0-9_.-]+|\[[0-9a-f:.]+\])(?::\d+)?"
     has_port = re.search(r":\d+$", entry) is not None
     wildcard = entry.startswith("*.")
-    name = r"[^:/]+\." + re.escape(entry[2:]) if wildcard else re.escape(entry)
+    name = r"(?:[a-z0-9_-]+\.)+" + re.escape(entry[2:]) if wildcard else re.escape(entry)
     return name if has_port else name + r"(?::\d+)?"
 
 

@@ -117,7 +117,12 @@ async def test_trusted_hosts_and_public_url(tmp_path: Path) -> None:
         for host in ("images.example.com", "Images.Example.com:8443", "a.b.cdn.example"):
             response = await upload(client, ONE_ROW, Host=host)
             assert response.status_code == 202, (host, response.text)
-        for host in ("127.0.0.1:8000", "cdn.example", "images.example.com.evil"):
+        for host in ("127.0.0.1:8000", "cdn.example", "images.example.com.evil", "a,b.cdn.example"):
+            assert (await upload(client, ONE_ROW, Host=host)).status_code == 400, host
+    anyone = settings.model_copy(update={"trusted_hosts": "*"})
+    async with AsyncTestClient(app=create_app(anyone)) as client:
+        assert (await upload(client, ONE_ROW, Host="any.example:81")).status_code == 202
+        for host in ("a,b", "a b", "x/y"):  # "*" is any well-formed host, never these
             assert (await upload(client, ONE_ROW, Host=host)).status_code == 400, host
     public = settings.model_copy(
         update={"trusted_hosts": "", "public_url": "https://img.example.org/"}
