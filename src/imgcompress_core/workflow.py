@@ -6,6 +6,7 @@ Images::
        ▲                 │ ──fail──────▶ failed
        └────retry────────┘
     queued or working ──cancel──▶ failed (code ``cancelled``)
+    failed (not cancelled) ──retry failed, on a final request only──▶ queued (a new round)
     (an expired lease lets another worker claim a working image again: working ─▶ working;
      after ``max_attempts`` expired leases the image fails instead: ``worker_lost``)
 

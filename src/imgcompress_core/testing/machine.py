@@ -33,7 +33,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from ..errors import IllegalTransition, LeaseLost
+from ..errors import IllegalTransition, LeaseLost, RequestNotFinished
 from ..model import Claim, Failure, ImageResult, ImageState, RequestStatus
 from ..ports import Storage
 from ..workflow import FINAL_IMAGE_STATES, Leasing, Workflow
@@ -75,6 +75,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.final_states: dict[str, ImageState] = {}
         self.done_bytes: dict[str, bytes] = {}
         self.finalized: set[str] = set()
+        self.codes: dict[str, str] = {}  # failed image id -> its failure code
+        self.deliveries: dict[str, int] = {}  # request id -> webhook deliveries queued
         self.attempts: dict[str, int] = {}
         self.lease_until: dict[str, float] = {}  # image id -> when its current lease ends
 
@@ -115,6 +117,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert len({c.image_id for c in claims}) == len(claims), "an image was claimed twice"
         for image_id in lost:
             self.final_states[image_id] = ImageState.FAILED
+            self.codes[image_id] = "worker_lost"
             del self.current[image_id]
         for claim in claims:
             assert claim.image_id not in self.final_states, "a final image was claimed"
@@ -164,6 +167,7 @@ class StoreMachine(RuleBasedStateMachine):
             self.done_bytes.setdefault(claim.image_id, _result(claim).data)
         elif action == "fail":
             self.final_states[claim.image_id] = ImageState.FAILED
+            self.codes.setdefault(claim.image_id, "x")
         else:
             del self.current[claim.image_id]
 
@@ -199,9 +203,42 @@ class StoreMachine(RuleBasedStateMachine):
         for image_id in self.images_of[request_id]:
             if image_id not in self.final_states:
                 self.final_states[image_id] = ImageState.FAILED
+                self.codes[image_id] = "cancelled"
                 self.current.pop(image_id, None)
                 self.lease_until.pop(image_id, None)
-        self.finalized.add(request_id)
+        self._finalized(request_id)
+
+    def _finalized(self, request_id: str) -> None:
+        """Note that a request became final (its round queues one more delivery)."""
+        if request_id not in self.finalized:
+            self.finalized.add(request_id)
+            self.deliveries[request_id] = self.deliveries.get(request_id, 0) + 1
+
+    @rule(index=st.integers(0, 1000))
+    def retry_failed(self, index: int) -> None:
+        """A client retries a final request's failed images: those not cancelled are
+        queued afresh and the request is Pending again; a Pending one is refused."""
+        request_id = self.requests[index % len(self.requests)]
+        if request_id not in self.finalized:
+            try:
+                self.call(self.flow.retry_failed, request_id)
+            except RequestNotFinished:
+                return
+            raise AssertionError("a Pending request's failed images were retried")
+        again = [
+            i
+            for i in self.images_of[request_id]
+            if self.final_states.get(i) is ImageState.FAILED and self.codes[i] != "cancelled"
+        ]
+        queued = self.call(self.flow.retry_failed, request_id)
+        assert queued == len(again), "retry queued other images than the failed ones"
+        for image_id in again:
+            del self.final_states[image_id], self.codes[image_id]
+            self.attempts[image_id] = 0
+            self.current.pop(image_id, None)
+            self.lease_until.pop(image_id, None)
+        if again:
+            self.finalized.discard(request_id)
 
     @rule(index=st.integers(0, 1000))
     def finalize(self, index: int) -> None:
@@ -216,7 +253,7 @@ class StoreMachine(RuleBasedStateMachine):
             )
             expected = RequestStatus.COMPLETED if any_done else RequestStatus.FAILED
             assert result.status is expected
-            self.finalized.add(request_id)
+            self._finalized(request_id)
         else:
             assert result is None, "finalized twice, or before every image was final"
 
@@ -241,7 +278,7 @@ class StoreMachine(RuleBasedStateMachine):
                 assert request_id in self.finalized, "a request became final by itself"
                 assert progress.finished == progress.total
             deliveries = self.call(self.store.list_deliveries, request_id)
-            assert len(deliveries) == (1 if request_id in self.finalized else 0)
+            assert len(deliveries) == self.deliveries.get(request_id, 0), "deliveries miscounted"
         for image_id, data in self.done_bytes.items():
             assert self.call(self.flow.image, image_id).data == data, "wrong bytes served"
 
