@@ -55,6 +55,12 @@ const imgcompress = (() => {
     const headline = problems.length ? `${body.title}:` : body.detail || body.title || "The upload failed.";
     message.textContent = [headline, ...problems].join("\n");
     message.hidden = false;
+    const field = body.field && document.getElementById(`opt-${body.field}`);
+    if (field) {  // a bad output option: open the Options and point at it
+      document.getElementById("options").open = true;
+      field.classList.add("invalid");
+      field.focus();
+    }
   }
 
   async function submit(form, file) {
@@ -62,6 +68,11 @@ const imgcompress = (() => {
     data.append("file", file, file.name || "products.csv");
     const hook = form.querySelector("#webhook_url").value.trim();
     if (hook) data.append("webhook_url", hook);
+    for (const option of form.querySelectorAll("[data-option]")) {
+      option.classList.remove("invalid");
+      const value = option.value.trim();
+      if (value) data.append(option.dataset.option, value);
+    }
     const key = form.querySelector("#api_key").value.trim();
     if (key) sessionStorage.setItem("imgcompress-api-key", key);
     const response = await api("/api/upload", { method: "POST", body: data });
@@ -119,7 +130,13 @@ const imgcompress = (() => {
       const saved = image.inputBytes ? Math.round(100 * (1 - image.outputBytes / image.inputBytes)) : 0;
       card.append(el("p", { class: "small" }, el("span", { class: "saving" }, `${saved}% smaller`),
         ` · ${image.width}×${image.height} · `, el("a", { href: image.outputUrl, download: "" }, "Download")));
+      const made = [image.format ? image.format.toUpperCase() : "", image.quality ? `quality ${image.quality}` : "",
+        image.score != null ? `score ${image.score}` : ""].filter(Boolean).join(" · ");
+      if (made) card.append(el("p", { class: "small muted made" }, made));
       if (image.note) card.append(el("p", { class: "small muted" }, image.note));
+      if (image.warnings && image.warnings.length) {
+        card.append(el("ul", { class: "small warnings" }, ...image.warnings.map((w) => el("li", {}, w))));
+      }
     } else if (image.state === "failed") {
       card.append(el("p", { class: "small failed" }, reason(image.error)));
     } else {
