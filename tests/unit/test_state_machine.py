@@ -106,8 +106,12 @@ def test_the_model_catches_a_store_that_breaks_a_rule(broken: type[MemoryStorage
         yield broken()
 
     machine = type("Broken", (StoreMachine,), {"open_store": staticmethod(open_broken)})
-    quick = settings(
-        max_examples=300, stateful_step_count=30, deadline=None, phases=[Phase.generate]
+    quick = settings(  # derandomized: the same sequences every run, no flakiness
+        max_examples=1000,
+        stateful_step_count=40,
+        deadline=None,
+        phases=[Phase.generate],
+        derandomize=True,
     )
     with pytest.raises(AssertionError):
         run_state_machine_as_test(machine, settings=quick)

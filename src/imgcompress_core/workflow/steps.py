@@ -1,49 +1,14 @@
-"""The state machine and every storage rule, in one place.
-
-Images::
-
-    queued ──claim──▶ working ──complete──▶ done
-       ▲                 │ ──fail──────▶ failed
-       └────retry────────┘
-    queued or working ──cancel──▶ failed (code ``cancelled``)
-    failed (not cancelled) ──retry failed, on a final request only──▶ queued (a new round)
-    (an expired lease lets another worker claim a working image again: working ─▶ working;
-     after ``max_attempts`` expired leases the image fails instead: ``worker_lost``)
-
-A request is ``Pending`` while any of its images is queued or working. When every image
-is final it becomes ``Completed`` if at least one image is done, or ``Failed`` if none
-is (nothing usable came out of it). A final request never changes status again.
-
-The stores (:mod:`.ports`) only persist and make conditional updates; :class:`Workflow`
-is their only caller and decides everything else: which states an update may start
-from (:func:`sources`), what a request ends as (:func:`final_status`), how progress is
-counted, what an expired lease or a cancel records, that completing twice with the same
-claim is a no-op, which request a free worker serves next (:func:`fair_order`), the
-webhook delivery's id, a blob's key and an image's ETag.
-"""
+"""Workflow: every storage step of imgcompress, applying the rules over the storage ports."""
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from collections.abc import Callable, Sequence
 
-from .errors import (
-    BlobNotFound,
-    IdempotencyConflict,
-    IllegalTransition,
-    ImageNotFound,
-    LeaseLost,
-    RequestNotFinished,
-)
-from .model import (
+from ..errors import BlobNotFound, IdempotencyConflict, ImageNotFound, RequestNotFinished
+from ..model import (
     Claim,
     DeliveryClaim,
-    DeliveryOutcome,
-    DeliveryState,
     Failure,
     ImageChange,
     ImageResult,
@@ -57,214 +22,25 @@ from .model import (
     StoredImage,
     new_id,
 )
-from .ports import BlobStore, DeliveryQueue, ImageQueue, RequestStore, ReuseCache, Storage
-
-__all__ = [
-    "CANCELLABLE",
-    "CANCELLED",
-    "FINAL_IMAGE_STATES",
-    "REUSED_NOT_MODIFIED",
-    "REUSED_SAME_CONTENT",
-    "TRANSITIONS",
-    "UNFINISHED",
-    "WORKER_LOST",
-    "HostShares",
-    "Workflow",
-    "blob_key",
-    "check_transition",
-    "content_hash",
-    "delivery_id",
-    "delivery_outcome",
-    "etag",
-    "fair_order",
-    "final_status",
-    "host_of",
-    "progress_of",
-    "sources",
-]
-
-TRANSITIONS: Mapping[ImageState, frozenset[ImageState]] = {
-    ImageState.QUEUED: frozenset({ImageState.WORKING, ImageState.FAILED}),
-    ImageState.WORKING: frozenset(
-        {ImageState.WORKING, ImageState.DONE, ImageState.FAILED, ImageState.QUEUED}
-    ),
-    ImageState.DONE: frozenset(),
-    ImageState.FAILED: frozenset(),
-}
-
-FINAL_IMAGE_STATES: frozenset[ImageState] = frozenset(
-    state for state, targets in TRANSITIONS.items() if not targets
+from ..ports import BlobStore, DeliveryQueue, ImageQueue, RequestStore, ReuseCache, Storage
+from .rules import (
+    CANCELLABLE,
+    CANCELLED,
+    UNFINISHED,
+    WORKER_LOST,
+    Leasing,
+    _check_finish,
+    blob_key,
+    delivery_id,
+    delivery_outcome,
+    etag,
+    final_status,
+    progress_of,
+    sources,
 )
-UNFINISHED: frozenset[ImageState] = frozenset(ImageState) - FINAL_IMAGE_STATES
+from .scheduling import HostShares, fair_order, host_of
 
-# Recorded when an image's lease expired (its worker died) after the last attempt.
-WORKER_LOST = Failure(
-    "worker_lost",
-    "processing this image stopped its worker every time it was tried (max_attempts reached)",
-)
-
-# Recorded for every unfinished image of a request that was cancelled.
-CANCELLED = Failure("cancelled", "the request was cancelled before this image was processed")
-
-
-def check_transition(current: ImageState, target: ImageState) -> None:
-    """Raise IllegalTransition unless an image may go from ``current`` to ``target``."""
-    if target not in TRANSITIONS[current]:
-        raise IllegalTransition(f"an image cannot go from {current} to {target}")
-
-
-def sources(target: ImageState) -> frozenset[ImageState]:
-    """Return the states from which an image may move to ``target``."""
-    return frozenset(state for state, targets in TRANSITIONS.items() if target in targets)
-
-
-# A cancel fails every image that may still fail.
-CANCELLABLE: frozenset[ImageState] = sources(ImageState.FAILED)
-
-
-def progress_of(counts: Mapping[ImageState, int]) -> Progress:
-    """Return a request's progress from its image counts by state."""
-    return Progress(
-        total=sum(counts.values()),
-        queued=counts.get(ImageState.QUEUED, 0),
-        working=counts.get(ImageState.WORKING, 0),
-        done=counts.get(ImageState.DONE, 0),
-        failed=counts.get(ImageState.FAILED, 0),
-    )
-
-
-def final_status(progress: Progress) -> RequestStatus | None:
-    """Return what a request ends as, or None while it still has unfinished images."""
-    if progress.finished < progress.total:
-        return None
-    return RequestStatus.COMPLETED if progress.done > 0 else RequestStatus.FAILED
-
-
-def delivery_id(request_id: str, round: int = 1) -> str:
-    """Return the id of the webhook delivery a request's ``round`` ends with (the same on
-    every attempt, so receivers can drop duplicates, and fixed, so a store creates it at
-    most once; a retry of failed images is a new round with a new delivery)."""
-    return f"{request_id}:final" if round == 1 else f"{request_id}:final-{round}"
-
-
-def delivery_outcome(
-    delivered: bool, error: str | None, retry_at: float | None, now: float
-) -> DeliveryOutcome:
-    """Return what an attempt leaves: delivered is final; a failure with no next attempt is
-    given up (failed); any other failure stays pending until ``retry_at``."""
-    if delivered:
-        return DeliveryOutcome(DeliveryState.DELIVERED, None, now, now)
-    if retry_at is None:
-        return DeliveryOutcome(DeliveryState.FAILED, error, None, now)
-    return DeliveryOutcome(DeliveryState.PENDING, error, None, retry_at)
-
-
-def blob_key(data: bytes) -> str:
-    """Return the content-addressed key of processed bytes (their SHA-256, hex)."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def content_hash(data: bytes) -> str:
-    """Return the hash a downloaded input is known by in the reuse cache (SHA-256, hex)."""
-    return hashlib.sha256(data).hexdigest()
-
-
-# Why an image was finished without new work (the status shows it as ``reused``).
-REUSED_NOT_MODIFIED = "not-modified"  # a conditional download answered 304
-REUSED_SAME_CONTENT = "same-content"  # the same bytes were compressed before
-
-
-def etag(key: str) -> str:
-    """Return the ETag an image is served with (a prefix of its blob key; no quotes)."""
-    return key[:32]
-
-
-def fair_order(candidates: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Interleave (request id, owner) pairs so each owner takes turns, keeping each
-    owner's requests in the order given (least recently served first)."""
-    by_owner: dict[str, list[tuple[str, str]]] = {}
-    for pair in candidates:
-        by_owner.setdefault(pair[1], []).append(pair)
-    queues = list(by_owner.values())
-    ordered: list[tuple[str, str]] = []
-    for turn in range(max((len(q) for q in queues), default=0)):
-        ordered.extend(q[turn] for q in queues if turn < len(q))
-    return ordered
-
-
-def host_of(url: str) -> str:
-    """Return the host an image URL is downloaded from (lower case, no port or user)."""
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
-
-
-class HostShares:
-    """How many images one worker holds per host, and how many it may: ``per_host``,
-    halved for each recent timeout of that host (down to one), so a slow or hanging host
-    occupies only its share of the download slots and healthy hosts the rest."""
-
-    MAX_PENALTY = 3
-
-    def __init__(self, per_host: int) -> None:
-        self.per_host = per_host
-        self.held: Counter[str] = Counter()
-        self._penalty: Counter[str] = Counter()
-
-    def cap(self, host: str) -> int:
-        """Return how many images of ``host`` may be held at once now."""
-        return max(1, self.per_host >> self._penalty[host])
-
-    def full(self) -> frozenset[str]:
-        """Return the hosts whose share is taken."""
-        return frozenset(host for host, n in self.held.items() if n >= self.cap(host))
-
-    def room(self) -> int:
-        """Return how many images may be taken at once without any host going past its
-        share (the tightest host held decides; with none held, a whole share)."""
-        left = [self.cap(host) - n for host, n in self.held.items() if n < self.cap(host)]
-        return max(1, min([self.per_host, *left]))
-
-    def take(self, host: str) -> None:
-        """Count one more held image of ``host``."""
-        self.held[host] += 1
-
-    def give_back(self, host: str) -> None:
-        """Count one held image of ``host`` less."""
-        self.held[host] -= 1
-        if self.held[host] <= 0:
-            del self.held[host]
-
-    def timed_out(self, host: str) -> None:
-        """A download from ``host`` timed out: halve its share (down to one slot)."""
-        self._penalty[host] = min(self.MAX_PENALTY, self._penalty[host] + 1)
-
-    def answered(self, host: str) -> None:
-        """A download from ``host`` finished in time: give back half of a lost share."""
-        if self._penalty[host] > 0:
-            self._penalty[host] -= 1
-            if not self._penalty[host]:
-                del self._penalty[host]
-
-
-def _check_finish(claim: Claim, target: ImageState, found: tuple[ImageState, str | None]) -> None:
-    """Explain a finish that matched nothing: raise, or return for a harmless repeat."""
-    state, token = found
-    if token != claim.token:
-        raise LeaseLost.image(claim.image_id)
-    if target is ImageState.DONE and state is ImageState.DONE:
-        return  # the same claim completing twice (a retry after a crash): already done
-    check_transition(state, target)
-    raise LeaseLost(f"image {claim.image_id} changed while it was being updated")
-
-
-@dataclass(frozen=True, slots=True)
-class Leasing:
-    """How long leases last and how often an image may be tried."""
-
-    lease_seconds: float = 120.0
-    max_attempts: int = 3
+__all__ = ["Workflow"]
 
 
 class Workflow:
