@@ -335,28 +335,40 @@ class Imgcompress:
     def direct_link(self, image: ImageRecord) -> str | None:
         """Return a done image's address under IMGCOMPRESS_BLOB_PUBLIC_URL (a CDN or a
         public bucket), or None when there is none and /api/images/{id} serves it."""
-        key = image.blob_key
-        if not self.blob_public_url or key is None or image.state is not ImageState.DONE:
+        if image.blob_key is None or image.state is not ImageState.DONE:
             return None
-        return f"{self.blob_public_url}/{public_path(self.blobs, key, image.content_type)}"
+        return self._public_link(image.blob_key, image.content_type)
+
+    def _public_link(self, key: str, content_type: str | None) -> str | None:
+        if not self.blob_public_url:
+            return None
+        return f"{self.blob_public_url}/{public_path(self.blobs, key, content_type)}"
 
     async def image_location(self, image_id: str) -> str | None:
         """Return where a processed image can be fetched without this service: its public
         URL, or a presigned link into the bucket (valid ``blob_presign_seconds``); None
-        when the service serves the bytes itself (:meth:`image`). ImageNotFound if there
-        is no such done image."""
+        when the service serves the bytes itself (:meth:`image`). ``image_id`` is an
+        output id (the stable link) or an image id, as for :meth:`image`; ImageNotFound
+        if neither names a done image."""
         if self.blobs is None:
             return None
-        record = await self.storage.get_image(image_id)
-        if record.state is not ImageState.DONE or record.blob_key is None:
-            raise ImageNotFound(image_id)
-        direct = self.direct_link(record)
+        # The same lookup as Workflow.image, without reading the bytes.
+        workflow = self.service.workflow
+        output = await workflow.cache.get_output(image_id)
+        if output is not None:
+            if not await workflow.cache.output_in_use(image_id):  # its requests were deleted
+                raise ImageNotFound(image_id)
+            key, content_type = output.blob_key, output.content_type or None
+        else:
+            record = await self.storage.get_image(image_id)
+            if record.state is not ImageState.DONE or record.blob_key is None:
+                raise ImageNotFound(image_id)
+            key, content_type = record.blob_key, record.content_type
+        direct = self._public_link(key, content_type)
         if direct is not None:
             return direct
         if isinstance(self.blobs, PresignsUrls):
-            return await self.blobs.presigned_url(
-                record.blob_key, self.settings.blob_presign_seconds
-            )
+            return await self.blobs.presigned_url(key, self.settings.blob_presign_seconds)
         return None
 
     async def queue_depth(self) -> int:

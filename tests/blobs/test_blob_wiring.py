@@ -4,6 +4,7 @@ to the directory (none to the database), the service reads them back, and the li
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import anyio
@@ -13,6 +14,7 @@ from litestar.testing import AsyncTestClient
 from imgcompress_core import Imgcompress, Settings
 from imgcompress_core.blobs import FileBlobStore
 from imgcompress_core.errors import ImageNotFound, StorageUnavailable
+from imgcompress_core.workflow import blob_key
 from imgcompress_web import create_app
 from servers import LocalServer, photo
 
@@ -109,6 +111,26 @@ async def test_public_url_redirects_the_image_endpoint(
         csv = (await client.get(f"/api/requests/{request_id}/output.csv")).text
         assert all(link in csv for link in links)
         assert "/api/images/" not in csv
+
+
+async def test_an_orphan_file_goes_with_the_next_sweep(
+    test_settings: Settings, image_server: LocalServer, tmp_path: Path
+) -> None:
+    """A file nothing references (a worker died between writing it and marking its image
+    done) is deleted by the sweep once it is older than the grace period; the request's
+    files stay."""
+    settings = test_settings.model_copy(update={"blob_url": f"file://{tmp_path}/blobs"})
+    async with Imgcompress(settings) as ic:
+        request_id = await ic.submit(two_images(image_server))
+        await ic.wait(request_id, timeout=30)
+        assert ic.blobs is not None and ic.worker is not None
+        orphan = b"written, then the worker died"
+        await ic.blobs.put_blob(blob_key(orphan), orphan, "image/jpeg", time.time())
+        assert len(list((tmp_path / "blobs").rglob("*.jpg"))) == 3
+        assert await ic.worker.workflow.sweep_blobs(grace_seconds=-5) == 1
+        assert len(list((tmp_path / "blobs").rglob("*.jpg"))) == 2
+        for image in (await ic.status(request_id)).images:
+            assert (await ic.image(image.image_id)).data
 
 
 def test_a_public_url_without_a_blob_store_is_refused(test_settings: Settings) -> None:

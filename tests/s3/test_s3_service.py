@@ -5,6 +5,7 @@ a real bucket cannot be switched off)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 from s3_server import Bucket, MotoServer, make_bucket
 
-from imgcompress_core import Settings
+from imgcompress_core import Imgcompress, Settings
+from imgcompress_core.workflow import blob_key
 from imgcompress_web import create_app
 from servers import LocalServer, photo
 
@@ -66,8 +68,9 @@ async def test_images_in_the_bucket_served_by_presigned_redirect(
         images = images_of(status)
         assert len(s3_bucket.object_keys()) == 3
         for image in images:
-            assert image["outputUrl"].endswith(f"/api/images/{image['imageId']}")
-            answer = await client.get(f"/api/images/{image['imageId']}", follow_redirects=False)
+            path = image["outputUrl"].split("testserver.local", 1)[1]
+            assert path.startswith("/api/images/")  # the service's own link, not the bucket's
+            answer = await client.get(path, follow_redirects=False)
             assert answer.status_code == 302
             assert answer.headers["cache-control"] == "private, max-age=300"
             assert "X-Amz-Signature=" in answer.headers["location"]
@@ -179,3 +182,24 @@ async def test_bucket_disappears_mid_run_and_comes_back(
     assert len(stored) >= 12  # every output of the second request is in the bucket
     if outage == "server stopped":
         assert len(stored) == 17  # and the first request's outputs survived the outage
+
+
+async def test_an_orphan_object_goes_with_the_next_sweep(
+    test_settings: Settings, image_server: LocalServer, s3_bucket: Bucket
+) -> None:
+    """An object nothing references (a worker died between writing it and marking its
+    image done) is deleted by the sweep once it is older than the grace period (by
+    Last-Modified, on the wall clock); referenced ones stay."""
+    settings = test_settings.model_copy(update={"blob_url": s3_bucket.url})
+    async with Imgcompress(settings) as ic:
+        request_id = await ic.submit(csv_of(image_server, 2))
+        await ic.wait(request_id, timeout=30)
+        assert ic.blobs is not None and ic.worker is not None
+        orphan = b"written, then the worker died"
+        await ic.blobs.put_blob(blob_key(orphan), orphan, "image/jpeg", time.time())
+        assert len(s3_bucket.object_keys()) == 3
+        # A grace period that has already passed: every object is old enough to go.
+        assert await ic.worker.workflow.sweep_blobs(grace_seconds=-5) == 1
+        assert len(s3_bucket.object_keys()) == 2
+        for image in (await ic.status(request_id)).images:
+            assert await ic.image_location(image.image_id)  # still there, still linked
