@@ -190,9 +190,12 @@ class Stack:
             return f"file://{tmp / 'blobs'}"
         if blob_url != "moto":
             return blob_url
+        import logging
+
         import boto3
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         port = free_port()
         self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.moto.start()
@@ -240,6 +243,18 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
 
 
+def full_status(client: httpx.Client, request_id: str) -> dict[str, Any]:
+    """Return the status document with every product: the API pages them (200 at most per
+    page, ``nextCursor`` to go on), so read page after page."""
+    doc: dict[str, Any] = client.get(f"/api/status/{request_id}?limit=200").json()
+    products = list(doc["products"])
+    while doc.get("nextCursor") is not None:
+        doc = client.get(f"/api/status/{request_id}?limit=200&cursor={doc['nextCursor']}").json()
+        products += doc["products"]
+    doc["products"] = products
+    return doc
+
+
 def run_job(
     base: str, csv: bytes, poll: float, detail_every: float, tree_root: int
 ) -> dict[str, Any]:
@@ -271,7 +286,7 @@ def run_job(
             if final["status"] == "Pending" and asked < next_detail:
                 continue
             asked = time.time()
-            doc = client.get(f"/api/status/{request_id}").json()
+            doc = full_status(client, request_id)
             detail_times.append(time.time() - asked)
             next_detail = asked + detail_every
             for product in doc["products"]:
