@@ -24,19 +24,19 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import anyio
 
 from .compress import CompressOptions
 from .cpu import Compressor
-from .errors import CompressionError, ImageFailure, InvalidPolicy, LeaseLost, NotificationError
-from .model import Claim, DeliveryClaim, Failure, ImageResult, RequestRecord, Source
+from .errors import CompressionError, ImageFailure, InvalidPolicy, LeaseLost
+from .model import Claim, Failure, ImageResult, RequestRecord, Source
 from .options import WorkerConfig
 from .policy import OutputPolicy
 from .ports import BlobStore, Fetched, Fetcher, Metrics, Notifier, NullMetrics, Storage
 from .retry import RetryPolicy
-from .service import Urls, webhook_payload
+from .service import Urls
+from .webhooks import WebhookSender
 from .workflow import (
     REUSED_NOT_MODIFIED,
     REUSED_SAME_CONTENT,
@@ -109,9 +109,6 @@ class Worker:
         self.image_retries = RetryPolicy(
             config.max_attempts, config.retry_base_delay, config.retry_max_delay
         )
-        self.webhook_retries = RetryPolicy(
-            config.webhook_max_attempts, config.webhook_retry_base, config.webhook_retry_max
-        )
         self.fetcher = fetcher
         self.notifier = notifier
         self.urls = urls
@@ -123,13 +120,11 @@ class Worker:
             config.cpu_pool, config.cpu_workers, cpu_seconds=config.max_compress_seconds
         )
         self._wake_images = _Signal()
-        self._wake_deliveries = _Signal()
         self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on
         self.shares = HostShares(config.connections_per_host)  # images held per host
         self._in_flight: dict[tuple[str, str], anyio.Event] = {}  # (owner, url) being worked on
         self._requests: dict[str, RequestRecord] = {}  # a few request records, by id
-        self._sending = 0  # webhook deliveries in flight
-        self._host_limiters: dict[str, anyio.CapacityLimiter] = {}  # receiving host -> share
+        self.webhooks = WebhookSender(self.workflow, notifier, urls, config, self.owner)
         self.alive = False
 
     def wake(self) -> None:
@@ -144,7 +139,7 @@ class Worker:
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._wake_on, stop)
-                tasks.start_soon(self._deliver_loop, stop)
+                tasks.start_soon(self.webhooks.run, stop)
                 tasks.start_soon(self._heartbeat_loop)
                 tasks.start_soon(self._sweep_loop, stop)
                 await self._claim_loop(stop, tasks)
@@ -164,7 +159,7 @@ class Worker:
     async def _wake_on(self, stop: anyio.Event) -> None:
         await stop.wait()
         self._wake_images.set()
-        self._wake_deliveries.set()
+        self.webhooks.wake()
 
     async def _claim_loop(self, stop: anyio.Event, tasks: anyio.abc.TaskGroup) -> None:
         while not stop.is_set():
@@ -414,7 +409,7 @@ class Worker:
             progress.failed,
         )
         if final.webhook_url:
-            self._wake_deliveries.set()
+            self.webhooks.wake()
 
     async def step(self) -> int:
         """Do, once, everything due now: claim and process images until none is left to
@@ -432,76 +427,4 @@ class Worker:
                     self._held[claim.image_id] = claim
                     tasks.start_soon(self._process, claim)
             handled += len(claims)
-        deliveries = await self.workflow.claim_deliveries(
-            self.owner, self.config.download_concurrency, self.config.lease_seconds
-        )
-        for delivery in deliveries:
-            await self._deliver(delivery)
-        return handled + len(deliveries)
-
-    async def _deliver_loop(self, stop: anyio.Event) -> None:
-        """Send due webhook deliveries concurrently: at most ``webhook_concurrency`` at
-        once, and at most ``webhook_connections_per_host`` to one receiving host, so
-        receivers that hang hold only their own share (each claim's lease covers one POST)."""
-        async with anyio.create_task_group() as tasks:
-            while not stop.is_set():
-                free = self.config.webhook_concurrency - self._sending
-                claims: list[DeliveryClaim] = []
-                if free > 0:
-                    try:
-                        claims = await self.workflow.claim_deliveries(
-                            self.owner, free, self.config.lease_seconds
-                        )
-                    except Exception as exc:
-                        log.warning("claiming webhook deliveries failed: %s", exc)
-                for claim in claims:
-                    self._sending += 1
-                    tasks.start_soon(self._send, claim)
-                if len(claims) < free or free <= 0:
-                    await self._wake_deliveries.wait(self.config.poll_interval)
-            tasks.cancel_scope.cancel()
-
-    async def _send(self, claim: DeliveryClaim) -> None:
-        """Deliver one claim within its host's share of connections."""
-        host = urlsplit(claim.url).netloc.lower()
-        limiter = self._host_limiters.get(host)
-        if limiter is None:
-            limiter = anyio.CapacityLimiter(self.config.webhook_connections_per_host)
-            self._host_limiters[host] = limiter
-        try:
-            async with limiter:
-                await self._deliver(claim)
-        except LeaseLost as exc:
-            log.warning("webhook delivery taken over by another worker: %s", exc)
-        except Exception as exc:
-            log.warning("webhook delivery request=%s failed: %s", claim.request_id, exc)
-        finally:
-            self._sending -= 1
-            if limiter.borrowed_tokens == 0 and not limiter.statistics().tasks_waiting:
-                self._host_limiters.pop(host, None)
-            self._wake_deliveries.set()
-
-    async def _deliver(self, claim: DeliveryClaim) -> None:
-        try:
-            request = await self.workflow.requests.get_request(claim.request_id)
-            progress = await self.workflow.progress(claim.request_id)
-            urls = Urls(request.base_url) if request.base_url else self.urls
-            payload = webhook_payload(request, progress, urls)
-            await self.notifier.notify(claim.url, payload, delivery_id=claim.delivery_id)
-        except NotificationError as exc:
-            delay = self.webhook_retries.decide(claim.attempt, exc)
-            log.warning(
-                "webhook request=%s attempt=%d failed: %s%s",
-                claim.request_id,
-                claim.attempt,
-                exc,
-                " (giving up)" if delay is None else "",
-            )
-            await self.workflow.record_delivery(claim, error=str(exc), retry_in=delay)
-            return
-        except Exception:
-            log.exception("webhook request=%s: unexpected error", claim.request_id)
-            await self.workflow.record_delivery(claim, error="internal error")
-            return
-        log.info("webhook delivered request=%s attempt=%d", claim.request_id, claim.attempt)
-        await self.workflow.record_delivery(claim)
+        return handled + await self.webhooks.send_due()
