@@ -57,10 +57,10 @@ from dataclasses import dataclass, field
 from PIL import Image, ImageChops
 
 from . import _score
-from ._clean import strip_metadata
 from ._decode import ACCEPTED_FORMATS, MIB, Animation, Decoded, check_size, decode, mib
 from ._encode import CONTENT_TYPES, LOSSLESS, Encoded, Search, search
 from ._header import is_accepted_format, read_header
+from ._keep import keep_animation, keep_cleaned
 from ._meta import insert_segments, save_parameters
 from .errors import CompressionError
 from .policy import PRESETS, OutputPolicy, preflight
@@ -75,7 +75,6 @@ __all__ = [
     "timed_compress",
 ]
 
-_INPUT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 _EXTENSIONS = {
     "image/jpeg": ".jpg",
     "image/webp": ".webp",
@@ -194,7 +193,7 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
     box = _box(policy)
     decoded = decode(data, options, box=box, keep_rights=policy.metadata == "copyright")
     if isinstance(decoded, Animation):
-        return _keep_animation(data, decoded, policy)
+        return keep_animation(data, decoded, policy)
     notes = decoded.notes
     work, resized = _fit(decoded, box, notes)
     work, flattened = _flatten(work, policy, notes)
@@ -206,13 +205,13 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
     try:
         best = _best(work, formats, want, decoded, notes)
     except CompressionError as exc:
-        kept = _keep_cleaned(data, decoded, None) if keep_rule else None
+        kept = keep_cleaned(data, decoded, None) if keep_rule else None
         cap = policy.max_bytes or 0
         if exc.code != "max_bytes_unreachable" or kept is None or len(kept.data) > cap:
             raise
         return _with_warnings(kept, policy, work)
     if keep_rule and len(best.data) >= len(data):
-        kept = _keep_cleaned(data, decoded, len(best.data))
+        kept = keep_cleaned(data, decoded, len(best.data))
         if kept is not None:
             return _with_warnings(kept, policy, work)
         notes.append(
@@ -395,71 +394,3 @@ def _with_warnings(
     if not warnings:
         return kept
     return dataclasses.replace(kept, warnings=warnings)
-
-
-def _keep_animation(data: bytes, animation: Animation, policy: OutputPolicy) -> CompressedImage:
-    """Keep an animation's frames as they are, without its metadata."""
-    fmt = animation.input_format
-    try:
-        cleaned = strip_metadata(data, fmt)
-    except ValueError as exc:
-        raise CompressionError(
-            f"the animation's structure could not be followed to remove its metadata ({exc})",
-            code="corrupt_image",
-        ) from exc
-    if policy.max_bytes is not None and len(cleaned) > policy.max_bytes:
-        raise CompressionError(
-            f"the image is animated, and animations are kept as they are: at {len(cleaned)} "
-            f"bytes it does not fit max_bytes ({policy.max_bytes} bytes)",
-            code="max_bytes_unreachable",
-        )
-    note = "the image is animated; animated images are kept as they are"
-    if cleaned != data:
-        note += f"; removed its metadata ({len(data) - len(cleaned)} bytes) without re-encoding"
-    warnings: tuple[str, ...] = ()
-    if policy.fields_set().keys() - {"metadata", "quality", "preset"}:
-        warnings = ("the output policy was not applied: animated images are kept as they are",)
-    return dataclasses.replace(
-        _keep(cleaned, fmt, animation.size, note, len(data)), warnings=warnings
-    )
-
-
-def _keep_cleaned(
-    data: bytes, decoded: Decoded, encoded_bytes: int | None
-) -> CompressedImage | None:
-    """Keep a still original, cleaned without re-encoding; None if it cannot be (it needs
-    rotating to be upright, or its structure cannot be followed)."""
-    if decoded.rotated:
-        return None
-    try:
-        cleaned = strip_metadata(data, decoded.input_format)
-    except ValueError:
-        return None
-    if decoded.rights and decoded.input_format == "JPEG":
-        cleaned = insert_segments(cleaned, decoded.rights)
-    if encoded_bytes is None:
-        note = "no encoding fits max_bytes, but the original does; kept the original"
-    else:
-        note = (
-            f"compressed output ({encoded_bytes} bytes) was not smaller than the original "
-            f"({len(data)} bytes); kept the original"
-        )
-    if len(cleaned) < len(data):
-        note += f", without its metadata ({len(data) - len(cleaned)} bytes, not re-encoded)"
-    return _keep(cleaned, decoded.input_format, decoded.image.size, note, len(data))
-
-
-def _keep(
-    data: bytes, fmt: str, size: tuple[int, int], note: str, input_bytes: int
-) -> CompressedImage:
-    """Store input bytes (cleaned of metadata, pixels untouched)."""
-    return CompressedImage(
-        data=data,
-        content_type=_INPUT_TYPES[fmt],
-        width=size[0],
-        height=size[1],
-        input_format=fmt,
-        input_bytes=input_bytes,
-        kept_original=True,
-        note=note,
-    )

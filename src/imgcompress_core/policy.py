@@ -216,11 +216,13 @@ class OutputPolicy:
         """Return this policy with ``defaults`` filling the fields it leaves unset.
 
         ``quality`` and ``target_quality`` count as one choice: a request that gives
-        either one takes neither from the defaults.
+        either one takes neither from the defaults. A request's own preset fills its
+        fields before the defaults do (the defaults may not suit that store).
         """
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        own = PRESETS.get(self.preset or "") if self.preset != defaults.preset else None
         for name, value in values.items():
-            if value is None:
+            if value is None and (own is None or name not in own.fills):
                 values[name] = getattr(defaults, name)
         if self.quality is not None or self.target_quality is not None:
             values["quality"], values["target_quality"] = self.quality, self.target_quality

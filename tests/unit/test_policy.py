@@ -80,6 +80,16 @@ def test_a_request_overrides_the_defaults_field_by_field() -> None:
     assert OutputPolicy().over(defaults) == defaults
 
 
+def test_a_request_preset_is_not_spoilt_by_the_defaults() -> None:
+    defaults = OutputPolicy(format="webp", max_width=2000, metadata="copyright")
+    merged = OutputPolicy(preset="amazon-main").over(defaults)
+    assert merged.effective().format == "jpeg"  # amazon-main's, not the service's webp
+    assert merged.effective().max_width == 10000
+    assert merged.metadata == "copyright"  # a field the preset does not fill comes through
+    same = OutputPolicy().over(OutputPolicy(preset="web", max_width=1000))
+    assert same.effective().max_width == 1000
+
+
 def test_settings_give_the_service_defaults() -> None:
     settings = Settings(output_format="avif", max_output_width=640, output_metadata="copyright")
     assert default_policy(settings) == OutputPolicy(
