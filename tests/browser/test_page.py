@@ -170,3 +170,39 @@ def test_pages_load_nothing_from_elsewhere_and_break_no_policy(
     assert {url.removeprefix(base) for url in missing} <= {"/favicon.ico"}, missing
     problems = [text for text in problems if not text.startswith("Failed to load resource")]
     assert problems == [], f"console errors (a CSP violation is one): {problems}"
+
+
+@pytest.mark.slow
+def test_retry_download_all_and_recent_requests(
+    page: Page, tmp_path: Path, services: list[ServiceProcess], image_server: LocalServer
+) -> None:
+    """Recurring feeds on the page: a failed image is retried with the button once it is
+    there, "Download all" gives a zip of every image, and / lists the recent requests."""
+    import zipfile
+
+    base = start_service(tmp_path, services, allow_private=True)
+    good = image_server.add("/good.jpg", corpus_images(1)[0])
+    late = image_server.url("/late.jpg")  # 404 until added below
+    source = tmp_path / "products.csv"
+    source.write_text(f'S. No.,Product Name,Input Image Urls\n1,Shoe,"{good},{late}"\n')
+    page.goto(base + "/")
+    page.set_input_files("#file", str(source))
+    page.get_by_role("button", name="Upload and compress").click()
+    page.wait_for_url(f"{base}/requests/*")
+    request_id = page.url.rsplit("/", 1)[1]
+    finish_and_check(page, tmp_path, done=1, failed=1)
+    retry = page.get_by_role("button", name="Retry failed images")
+    expect(retry).to_be_visible()
+    image_server.add("/late.jpg", corpus_images(2)[1])
+    retry.click()
+    expect(page.locator("#counts")).to_contain_text("2 done · 0 failed", timeout=60_000)
+    expect(retry).to_be_hidden()
+    with page.expect_download() as download_info:
+        page.locator("#zip-link").click()
+    target = tmp_path / "images.zip"
+    download_info.value.save_as(target)
+    assert zipfile.ZipFile(target).namelist() == ["1-Shoe-1.jpg", "1-Shoe-2.jpg"]
+    page.goto(base + "/")
+    recent = page.locator("#recent-list li")
+    expect(recent.first).to_contain_text(request_id)
+    expect(recent.first).to_contain_text("Completed · 2 done, 0 failed of 2")

@@ -103,10 +103,39 @@ const imgcompress = (() => {
       if (!input.files[0]) return showProblem({ detail: "Choose a CSV file first." });
       submit(form, input.files[0]);
     });
+    recentRequests();
     document.getElementById("try-it").addEventListener("click", async (e) => {
       e.preventDefault();
       const text = await (await fetch("/samples/products.csv")).text();
       submit(form, new File([text], "sample-products.csv", { type: "text/csv" }));
+    });
+  }
+
+  // The caller's recent requests (only theirs when API keys are on), newest first.
+  async function recentRequests() {
+    const response = await api("/api/requests?limit=10");
+    if (!response.ok) return;  // e.g. a key is needed and none is kept yet
+    const body = await response.json();
+    const list = document.getElementById("recent-list");
+    list.replaceChildren(...body.requests.map((r) => el("li", { class: "recent" },
+      el("a", { href: `/requests/${encodeURIComponent(r.requestId)}` }, r.requestId),
+      ` · ${r.status} · ${r.progress.done} done, ${r.progress.failed} failed of ${r.progress.total}`,
+      el("span", { class: "muted" }, ` · ${new Date(r.createdAt).toLocaleString()}`))));
+    document.getElementById("recent").hidden = body.requests.length === 0;
+  }
+
+  // A link to an API download: with a key kept, fetch it and hand the browser a blob.
+  function downloadLink(link, path, name) {
+    link.href = path;
+    if (!sessionStorage.getItem("imgcompress-api-key")) return;
+    link.addEventListener("click", async (e) => {
+      e.preventDefault();
+      const blob = await (await api(path)).blob();
+      const url = URL.createObjectURL(blob);
+      const a = el("a", { href: url, download: name });
+      document.body.append(a);
+      a.click();
+      a.remove();
     });
   }
 
@@ -178,21 +207,20 @@ const imgcompress = (() => {
   async function requestPage() {
     const requestId = decodeURIComponent(window.location.pathname.split("/").pop());
     document.getElementById("request-id").textContent = requestId;
-    const csvPath = `/api/requests/${encodeURIComponent(requestId)}/output.csv`;
-    const csvLink = document.getElementById("csv-link");
-    csvLink.href = csvPath;
-    if (sessionStorage.getItem("imgcompress-api-key")) {
-      // A plain link cannot send the key: fetch the CSV and hand the browser a blob.
-      csvLink.addEventListener("click", async (e) => {
-        e.preventDefault();
-        const blob = await (await api(csvPath)).blob();
-        const url = URL.createObjectURL(blob);
-        const a = el("a", { href: url, download: `${requestId}-output.csv` });
-        document.body.append(a);
-        a.click();
-        a.remove();
-      });
-    }
+    const base = `/api/requests/${encodeURIComponent(requestId)}`;
+    downloadLink(document.getElementById("csv-link"), `${base}/output.csv`, `${requestId}-output.csv`);
+    downloadLink(document.getElementById("zip-link"), `${base}/images.zip`, `${requestId}-images.zip`);
+    const retry = document.getElementById("retry");
+    retry.addEventListener("click", async () => {
+      retry.hidden = true;
+      const response = await api(`${base}/retry`, { method: "POST" });
+      if (!response.ok) return showProblem(await response.json());
+      poll(requestId);
+    });
+    poll(requestId);
+  }
+
+  async function poll(requestId) {
     // Progress every second from the summary; every image's detail (a large document for a
     // large request) every second for small requests, every 10 s for large ones, and at the end.
     const statusPath = `/api/status/${encodeURIComponent(requestId)}`;
@@ -210,7 +238,10 @@ const imgcompress = (() => {
         if (!detail.ok) return showProblem(body);
         render(body);
         detailAt = Date.now();
-        if (body.status !== "Pending") break;
+        if (body.status !== "Pending") {
+          document.getElementById("retry").hidden = body.progress.failed === 0;
+          break;
+        }
       }
       await new Promise((resolve) => setTimeout(resolve, 1000));
     }
