@@ -233,9 +233,15 @@ const imgcompress = (() => {
       const final = summary.status !== "Pending";
       const every = summary.progress.total <= 200 ? 1000 : 10000;
       if (final || Date.now() - detailAt >= every) {
-        const detail = await api(statusPath);
+        const detail = await api(`${statusPath}?limit=200`);
         const body = await detail.json();
         if (!detail.ok) return showProblem(body);
+        // The API pages products (200 at a time): follow the pages, up to 2,000 products.
+        for (let cursor = body.nextCursor; cursor != null && body.products.length < 2000;) {
+          const next = await (await api(`${statusPath}?limit=200&cursor=${cursor}`)).json();
+          body.products.push(...(next.products || []));
+          cursor = next.nextCursor;
+        }
         render(body);
         detailAt = Date.now();
         if (body.status !== "Pending") {
