@@ -12,9 +12,8 @@ import dataclasses
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 
-from ..errors import BlobNotFound, ImageNotFound, LeaseLost, RequestNotFound
+from ..errors import ImageNotFound, LeaseLost, RequestNotFound
 from ..model import (
-    Blob,
     Claim,
     Delivery,
     DeliveryClaim,
@@ -26,13 +25,12 @@ from ..model import (
     ImageState,
     KeyHolder,
     NewRequest,
-    Output,
     ProductRecord,
     RequestRecord,
     RequestStatus,
-    Source,
     new_id,
 )
+from ._memory_cache import MemoryBlobsAndCache
 
 __all__ = ["MemoryStorage"]
 
@@ -44,17 +42,11 @@ class _Lease:
     not_before: float = 0.0
 
 
-@dataclasses.dataclass(slots=True)
-class _Stored:
-    data: bytes
-    content_type: str
-    written_at: float
-
-
-class MemoryStorage:
+class MemoryStorage(MemoryBlobsAndCache):
     """Every storage role in process memory; everything is gone when the process ends."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._requests: dict[str, RequestRecord] = {}
         self._products: dict[str, list[ProductRecord]] = {}
         self._images: dict[str, ImageRecord] = {}
@@ -65,13 +57,9 @@ class MemoryStorage:
         self._queued: dict[str, dict[str, None]] = {}
         self._working: dict[str, dict[str, None]] = {}
         self._claimed_at: dict[str, float] = {}  # request id -> when it was last served
-        self._blobs: dict[str, _Stored] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._delivery_leases: dict[str, _Lease] = {}
         self._keys: dict[str, KeyHolder] = {}
-        self._sources: dict[tuple[str, str], Source] = {}  # (owner, url) -> last download
-        self._outputs: dict[tuple[str, str, str], Output] = {}  # (owner, policy, input hash)
-        self._output_ids: dict[str, tuple[str, str, str]] = {}
 
     def _move(self, image: ImageRecord, **changes: object) -> None:
         """Replace an image record, keeping the per-request queued and working sets right."""
@@ -296,58 +284,6 @@ class MemoryStorage:
         used |= {o.blob_key for o in self._outputs.values() if o.blob_key in wanted}
         return {key for key in used if key}
 
-    # -- the reuse cache --------------------------------------------------------------
-
-    async def get_source(self, owner: str, url: str) -> Source | None:
-        """Return the last download of ``url`` for ``owner``."""
-        return self._sources.get((owner, url))
-
-    async def put_source(self, source: Source) -> None:
-        """Record the last download of a URL."""
-        self._sources[(source.owner, source.url)] = source
-
-    async def find_output(
-        self, owner: str, policy: str, input_hash: str, now: float
-    ) -> Output | None:
-        """Return the output of this input, marking it used."""
-        key = (owner, policy, input_hash)
-        output = self._outputs.get(key)
-        if output is not None:
-            output = self._outputs[key] = dataclasses.replace(output, last_used_at=now)
-        return output
-
-    async def get_output(self, output_id: str) -> Output | None:
-        """Return an output by id."""
-        key = self._output_ids.get(output_id)
-        return None if key is None else self._outputs[key]
-
-    async def output_in_use(self, output_id: str) -> bool:
-        """Return True if some image references this output."""
-        return any(i.output_id == output_id for i in self._images.values())
-
-    async def add_output(self, output: Output) -> Output:
-        """Keep the output unless its input already has one; return the one kept."""
-        key = (output.owner, output.policy, output.input_hash)
-        kept = self._outputs.setdefault(key, output)
-        self._output_ids[kept.output_id] = key
-        return kept
-
-    async def delete_unreferenced_outputs(self, used_before: float, limit: int) -> int:
-        """Delete outputs unused since ``used_before`` that no image references."""
-        used = {i.output_id for i in self._images.values() if i.output_id}
-        gone = [
-            key
-            for key, output in self._outputs.items()
-            if output.last_used_at < used_before and output.output_id not in used
-        ][:limit]
-        for key in gone:
-            del self._output_ids[self._outputs.pop(key).output_id]
-        hashes = {(o.owner, o.input_hash) for o in self._outputs.values()}
-        for source_key, source in list(self._sources.items()):
-            if (source.owner, source.input_hash) not in hashes:
-                del self._sources[source_key]
-        return len(gone)
-
     # -- images -----------------------------------------------------------------------
 
     async def expire_leases(self, now: float, max_attempts: int, failure: Failure) -> None:
@@ -520,32 +456,3 @@ class MemoryStorage:
         """Return a request's webhook deliveries."""
         await self.get_request(request_id)
         return [d for d in self._deliveries.values() if d.request_id == request_id]
-
-    # -- blobs ------------------------------------------------------------------------
-
-    async def put_blob(self, key: str, data: bytes, content_type: str, now: float) -> None:
-        """Keep the bytes under ``key`` (one copy), stamped ``now``."""
-        stored = self._blobs.get(key)
-        if stored is None:
-            self._blobs[key] = _Stored(data, content_type, now)
-        else:
-            stored.written_at = now
-
-    async def get_blob(self, key: str) -> Blob:
-        """Return a blob or raise BlobNotFound."""
-        stored = self._blobs.get(key)
-        if stored is None:
-            raise BlobNotFound(key)
-        return Blob(key, stored.data, stored.content_type)
-
-    async def blobs_written_before(self, cutoff: float, after: str, limit: int) -> list[str]:
-        """Return keys after ``after`` of blobs written before ``cutoff``, in key order."""
-        keys = sorted(k for k, b in self._blobs.items() if k > after and b.written_at < cutoff)
-        return keys[:limit]
-
-    async def delete_blobs(self, keys: Sequence[str], written_before: float) -> None:
-        """Delete these blobs unless written again since ``written_before``."""
-        for key in keys:
-            stored = self._blobs.get(key)
-            if stored is not None and stored.written_at < written_before:
-                del self._blobs[key]
