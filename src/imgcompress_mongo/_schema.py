@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from urllib.parse import unquote
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from ._documents import Doc
 
-__all__ = ["DEFAULT_DATABASE", "INDEXES", "database_from_uri", "ensure_indexes"]
+__all__ = [
+    "DEFAULT_DATABASE",
+    "INDEXES",
+    "database_from_uri",
+    "ensure_indexes",
+    "move_image_bytes",
+]
 
 DEFAULT_DATABASE = "imgcompress"
 
@@ -55,3 +64,43 @@ def database_from_uri(uri: str) -> str | None:
         return None
     name = unquote(rest.split("/", 1)[1])
     return name or None
+
+
+async def move_image_bytes(db: AsyncDatabase[Doc], now: float, batch: int = 100) -> int:
+    """Move processed bytes that older versions kept on the image document (``image``)
+    into content-addressed blobs, and point the image at its blob; return how many.
+
+    Safe to run from several processes at once: a blob insert that loses a race is a
+    no-op, and each image is updated conditionally on still having its bytes.
+    """
+    meta = db.get_collection("meta")
+    if await meta.find_one({"_id": "schema", "version": {"$gte": 2}}) is not None:
+        return 0  # done before: no scan of the images at every start
+    images, blobs = db.get_collection("images"), db.get_collection("blobs")
+    moved = 0
+    while True:
+        docs = (
+            await images.find({"image": {"$ne": None}}, projection={"image": 1, "contentType": 1})
+            .limit(batch)
+            .to_list()
+        )
+        if not docs:
+            await meta.replace_one({"_id": "schema"}, {"_id": "schema", "version": 2}, upsert=True)
+            return moved
+        for doc in docs:
+            data = bytes(doc["image"])
+            key = hashlib.sha256(data).hexdigest()
+            with contextlib.suppress(DuplicateKeyError):
+                await blobs.insert_one(
+                    {
+                        "_id": key,
+                        "data": data,
+                        "contentType": doc.get("contentType") or "",
+                        "writtenAt": now,
+                    }
+                )
+            await images.update_one(
+                {"_id": doc["_id"], "image": {"$ne": None}},
+                {"$set": {"blobKey": key, "image": None}},
+            )
+            moved += 1

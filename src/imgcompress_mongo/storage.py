@@ -42,6 +42,7 @@ Decisions:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
@@ -88,7 +89,7 @@ from ._documents import (
     to_request,
 )
 from ._errors import translated
-from ._schema import DEFAULT_DATABASE, database_from_uri, ensure_indexes
+from ._schema import DEFAULT_DATABASE, database_from_uri, ensure_indexes, move_image_bytes
 
 __all__ = ["MAX_IMAGE_BYTES", "MongoStorage", "create_storage"]
 
@@ -144,6 +145,8 @@ class MongoStorage(MongoBlobsAndCache):
             )
         async with translated("creating indexes"):
             await ensure_indexes(self._db)
+        async with translated("moving image bytes into blobs"):
+            await move_image_bytes(self._db, time.time())
 
     async def close(self) -> None:
         """Close the client if this store created it."""

@@ -327,3 +327,50 @@ async def test_unreachable_server_is_storage_unavailable() -> None:
     await anyio.sleep(0.3)
     await store.close()
     await client.close()
+
+
+async def test_image_bytes_kept_by_an_older_version_move_into_blobs(mongodb_uri: str) -> None:
+    """A done image whose bytes an older version kept on the image document (``image``)
+    is served after open() from a content-addressed blob, and its document loses them."""
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(mongodb_uri)
+    try:
+        db = client.get_default_database()
+        await db.requests.insert_one(
+            {
+                "_id": "r1",
+                "requestId": "r1",
+                "status": "Completed",
+                "columns": ["a"],
+                "createdAt": 1.0,
+                "updatedAt": 1.0,
+                "finishedAt": 1.0,
+                "totalImages": 1,
+            }
+        )
+        await db.images.insert_one(
+            {
+                "_id": "i1",
+                "requestId": "r1",
+                "row": 2,
+                "position": 0,
+                "url": "https://x/a.jpg",
+                "state": "done",
+                "attempts": 1,
+                "updatedAt": 1.0,
+                "contentType": "image/jpeg",
+                "image": b"\xff\xd8old bytes",
+                "etag": "x",
+            }
+        )
+    finally:
+        await client.close()
+    store = MongoStorage(mongodb_uri)
+    await store.open()
+    try:
+        served = await Workflow.over(store).image("i1")
+        assert served.data == b"\xff\xd8old bytes"
+        doc = await store.database.images.find_one({"_id": "i1"})
+        assert doc is not None and doc["image"] is None and doc["blobKey"]
+        await store.open()  # nothing left to move: opening again changes nothing
+    finally:
+        await store.close()
