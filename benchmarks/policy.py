@@ -171,6 +171,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="the first N images only")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-sharp", action="store_true")
+    parser.add_argument(
+        "--only", default="equal,target,cpu", help="the measurements to run (comma-separated)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not _score.available():
@@ -179,6 +182,19 @@ def main() -> None:
     paths = paths[: args.limit] if args.limit else paths
     report: dict[str, Any] = {"images": len(paths), "target": args.target}
 
+    only = set(args.only.split(","))
+    if "equal" in only:
+        equal(paths, args, report)
+    if "target" in only:
+        target(paths, args, report)
+    if "cpu" in only:
+        cpu_cost(paths, args, report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+def equal(paths: list[Path], args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Measurement 1, printed."""
     rows = parallel(equal_score, paths, args.workers)
     report["equal_score"] = rows
     total = {fmt: sum(r[fmt] for r in rows) for fmt in FORMATS}
@@ -205,6 +221,9 @@ def main() -> None:
         except SharpUnavailable as exc:
             print(f"\n   sharp skipped: {exc}")
 
+
+def target(paths: list[Path], args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Measurement 2, printed."""
     jobs = [(p, fmt, args.target) for fmt in FORMATS for p in paths]
     results = parallel(target_run, jobs, args.workers)
     report["target_quality"] = results
@@ -219,6 +238,9 @@ def main() -> None:
         kb = sum(r["bytes"] for r in mine) / 1000
         print(f"| {fmt} | {reached:.0%} | {close:.0%} | {whole:.1f} | {estimate:.1f} | {kb:.0f} |")
 
+
+def cpu_cost(paths: list[Path], args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Measurement 3, printed."""
     print("\n3. CPU seconds per image, full-size corpus (sum over images)\n")
     print("| policy | CPU s | vs fixed quality |")
     print("| --- | --- | --- |")
@@ -234,8 +256,6 @@ def main() -> None:
     base = {"jpeg": cpu["jpeg, quality 50 (default)"], "webp": cpu["webp, quality 50"]}
     for name, seconds in cpu.items():
         print(f"| {name} | {seconds:.1f} | {seconds / base[name[:4]]:.1f}x |")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
