@@ -63,6 +63,7 @@ class Workflow:
         self.cache = cache
         self._clock = clock
         self._sweep_after = ""  # where the next blob sweep resumes
+        self._expired_at = -1.0  # when expired leases were last looked for
 
     @classmethod
     def over(
@@ -172,7 +173,11 @@ class Workflow:
         active request makes progress, and (with ``shares``) never more of one host's
         images than its share; expired leases past ``max_attempts`` fail first."""
         now = self._clock()
-        await self.images.expire_leases(now, leasing.max_attempts, WORKER_LOST)
+        # Leases last minutes: looking for expired ones once a second is soon enough, and
+        # spares a write on every claim of a busy worker.
+        if not 0 <= now - self._expired_at < 1.0:
+            await self.images.expire_leases(now, leasing.max_attempts, WORKER_LOST)
+            self._expired_at = now
         skip = shares.full() if shares else frozenset()
         found = await self.images.claimable_requests(now, limit, skip)
         candidates = fair_order(found)[:limit]
