@@ -21,7 +21,7 @@ from typing import Self
 import anyio
 
 from .blobs import PresignsUrls, blobs_from_settings, public_path
-from .errors import ImageNotFound, StorageUnavailable
+from .errors import StorageUnavailable
 from .fetch import HttpxFetcher
 from .model import DeliveryState, ImageRecord, ImageState, Progress, RequestRecord, StoredImage
 from .notify import WebhookNotifier
@@ -352,19 +352,8 @@ class Imgcompress:
         if neither names a done image."""
         if self.blobs is None:
             return None
-        # The same lookup as Workflow.image, without reading the bytes.
-        workflow = self.service.workflow
-        output = await workflow.cache.get_output(image_id)
-        if output is not None:
-            if not await workflow.cache.output_in_use(image_id):  # its requests were deleted
-                raise ImageNotFound(image_id)
-            key, content_type = output.blob_key, output.content_type or None
-        else:
-            record = await self.storage.get_image(image_id)
-            if record.state is not ImageState.DONE or record.blob_key is None:
-                raise ImageNotFound(image_id)
-            key, content_type = record.blob_key, record.content_type
-        direct = self._public_link(key, content_type)
+        key, content_type = await self.service.workflow.locate(image_id)
+        direct = self._public_link(key, content_type or None)
         if direct is not None:
             return direct
         if isinstance(self.blobs, PresignsUrls):

@@ -145,19 +145,23 @@ class Workflow:
         """Return final requests older than the retention period."""
         return await self.requests.finished_before(self._clock() - retention_seconds, limit)
 
-    async def image(self, image_id: str) -> StoredImage:
-        """Return a done image's bytes with its ETag, or raise ImageNotFound; ``image_id``
-        is an output id (the stable link) or an image id."""
+    async def locate(self, image_id: str) -> tuple[str, str]:
+        """Return the blob key and content type of a done image, or raise ImageNotFound;
+        ``image_id`` is an output id (the stable link) or an image id."""
         output = await self.cache.get_output(image_id)
         if output is not None:
             if not await self.cache.output_in_use(image_id):  # its requests were deleted
                 raise ImageNotFound(image_id)
-            key, content_type = output.blob_key, output.content_type
-        else:
-            record = await self.requests.get_image(image_id)
-            if record.state is not ImageState.DONE or record.blob_key is None:
-                raise ImageNotFound(image_id)
-            key, content_type = record.blob_key, record.content_type or ""
+            return output.blob_key, output.content_type
+        record = await self.requests.get_image(image_id)
+        if record.state is not ImageState.DONE or record.blob_key is None:
+            raise ImageNotFound(image_id)
+        return record.blob_key, record.content_type or ""
+
+    async def image(self, image_id: str) -> StoredImage:
+        """Return a done image's bytes with its ETag, or raise ImageNotFound (see
+        :meth:`locate`)."""
+        key, content_type = await self.locate(image_id)
         try:
             blob = await self.blobs.get_blob(key)
         except BlobNotFound:
