@@ -45,6 +45,7 @@ from .workflow import (
     Workflow,
     content_hash,
     host_of,
+    output_recipe,
 )
 
 __all__ = ["Worker", "WorkerConfig"]
@@ -254,6 +255,12 @@ class Worker:
             del self._in_flight[key]
             done.set()
 
+    def _made_with(self, request: RequestRecord) -> str:
+        """Return what an output of this request depends on besides its input: the
+        request's policy and the service's default quality (which fills a policy without
+        one), so changing the default never reuses outputs made at the old one."""
+        return output_recipe(request.policy, self.config.compress.quality)
+
     async def _request(self, request_id: str) -> RequestRecord:
         """Return a request's record (its owner and policy never change, so it is cached)."""
         record = self._requests.get(request_id)
@@ -268,7 +275,7 @@ class Worker:
         self, claim: Claim, request: RequestRecord, input_hash: str, why: str
     ) -> bool:
         """Finish the image with what this input already became, if anything; say so."""
-        output = await self.workflow.reusable(request.owner, request.policy, input_hash)
+        output = await self.workflow.reusable(request.owner, self._made_with(request), input_hash)
         if output is None:
             return False
         with anyio.CancelScope(shield=True):
@@ -343,7 +350,11 @@ class Worker:
         with anyio.CancelScope(shield=True):
             try:
                 await self.workflow.complete(
-                    claim, result, owner=request.owner, policy=request.policy, input_hash=input_hash
+                    claim,
+                    result,
+                    owner=request.owner,
+                    policy=self._made_with(request),
+                    input_hash=input_hash,
                 )
             except ImageFailure as exc:  # the store cannot keep this result (too large)
                 await self._record_failure(claim, exc)

@@ -220,3 +220,19 @@ async def test_zip_holds_every_output_under_its_row_name(
     assert archive.namelist() == ["7-Red_Chair_XL-1.jpg", "7-Red_Chair_XL-2.jpg"]
     assert archive.read("7-Red_Chair_XL-1.jpg") == served[0]
     assert archive.read("7-Red_Chair_XL-2.jpg") == served[1]
+
+
+async def test_a_new_default_quality_is_not_served_from_the_cache(
+    image_server: LocalServer, feed_settings: Settings
+) -> None:
+    """Outputs are reused only for the same recipe: after the service's default quality
+    changes, the same image is compressed again (and so are different policies)."""
+    url = image_server.add("/q.jpg", photo(seed=13), headers={"ETag": '"q"'})
+    metrics = CountingMetrics()
+    async with service(feed_settings, metrics) as ic:
+        await ic.wait(await ic.submit(csv_of([("1", "A", [url])])), timeout=30)
+    raised = feed_settings.model_copy(update={"jpeg_quality": 80})
+    async with service(raised, metrics) as ic:
+        report = await ic.wait(await ic.submit(csv_of([("1", "A", [url])])), timeout=30)
+    assert metrics.compressions == 2
+    assert [i.reused for i in report.images] == [None]

@@ -41,6 +41,7 @@ from .rules import (
     delivery_outcome,
     etag,
     final_status,
+    output_recipe,
     progress_of,
     sources,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "fair_order",
     "final_status",
     "host_of",
+    "output_recipe",
     "progress_of",
     "sources",
 ]

@@ -109,6 +109,13 @@ REUSED_NOT_MODIFIED = "not-modified"  # a conditional download answered 304
 REUSED_SAME_CONTENT = "same-content"  # the same bytes were compressed before
 
 
+def output_recipe(policy: str, default_quality: int) -> str:
+    """Return the reuse cache's policy key: the request's policy (canonical JSON) and the
+    default quality that fills a policy without one. Outputs are reused only for the same
+    recipe."""
+    return f"{policy}|quality={default_quality}"
+
+
 def etag(key: str) -> str:
     """Return the ETag an image is served with (a prefix of its blob key; no quotes)."""
     return key[:32]
