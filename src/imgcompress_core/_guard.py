@@ -93,6 +93,7 @@ def odd_character(text: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the text: parse each URL once
 def check_url(url: str) -> httpx.URL:
     """Parse ``url`` once; return it, or raise FetchError(invalid_url) naming the problem.
 

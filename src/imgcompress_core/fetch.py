@@ -296,6 +296,10 @@ class HttpxFetcher:
                 return _redirect_target(url, status, response.headers.get("location"))
             if status == 304 and validators:
                 self._pacer.answered(url.host)
+                # A 304 has no body; reading it to its end lets the connection be reused
+                # (closing an unread response closes the connection).
+                async for _ in response.aiter_raw():
+                    break
                 return Fetched(
                     str(url), b"", None, etag=etag, last_modified=modified, not_modified=True
                 )
