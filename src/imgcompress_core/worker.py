@@ -52,6 +52,9 @@ __all__ = ["Worker", "WorkerConfig"]
 
 log = logging.getLogger("imgcompress.worker")
 
+# Failures of our own storage (a bucket or directory down), retried patiently.
+OUTAGE_CODES = frozenset({"blob_store_unavailable"})
+
 # Download failures that count against the host's share (it is slow or hanging).
 _SLOW_HOST_CODES = frozenset({"download_timeout", "connection_failed"})
 
@@ -109,6 +112,13 @@ class Worker:
         self.leasing = Leasing(config.lease_seconds, config.max_attempts)
         self.image_retries = RetryPolicy(
             config.max_attempts, config.retry_base_delay, config.retry_max_delay
+        )
+        # Our own storage being down is not the image's fault: it gets the patience of a
+        # webhook (about half an hour with the defaults) instead of the image's attempts.
+        self.outage_retries = RetryPolicy(
+            max(config.max_attempts, 30),
+            config.retry_base_delay,
+            max(config.retry_max_delay, 60.0),
         )
         self.fetcher = fetcher
         self.notifier = notifier
@@ -384,7 +394,8 @@ class Worker:
 
     async def _record_failure(self, claim: Claim, exc: ImageFailure) -> None:
         failure = Failure(exc.code, exc.message)
-        delay = self.image_retries.decide(claim.attempt, exc)
+        policy = self.outage_retries if exc.code in OUTAGE_CODES else self.image_retries
+        delay = policy.decide(claim.attempt, exc)
         if delay is not None:
             log.info(
                 "image %s: %s (attempt %d), retrying in %.1f s",

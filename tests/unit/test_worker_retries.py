@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from imgcompress_core import MemoryStorage, Service, Urls
-from imgcompress_core.errors import FetchError, NotificationError
+from imgcompress_core.errors import FetchError, ImageFailure, NotificationError
 from imgcompress_core.model import DeliveryState, ImageState
 from imgcompress_core.options import WorkerConfig
 from imgcompress_core.ports import Fetched
@@ -211,3 +211,34 @@ def test_a_host_that_times_out_gets_a_smaller_share() -> None:
     assert shares.cap("slow.example") == 2
     shares.give_back("slow.example")
     assert shares.full() == frozenset()
+
+
+class _DownBlobs(MemoryStorage):
+    """A store whose blob writes fail while ``down`` is set (a bucket outage)."""
+
+    down = True
+
+    async def put_blob(self, key: str, data: bytes, content_type: str, now: float) -> None:
+        """Fail like an unreachable bucket while down."""
+        if self.down:
+            raise ImageFailure("the bucket is down", code="blob_store_unavailable", retryable=True)
+        await super().put_blob(key, data, content_type, now)
+
+
+async def test_a_storage_outage_does_not_use_up_the_images_attempts() -> None:
+    """A blob store down for longer than max_attempts retries keeps the image queued (with
+    a long schedule), and it is done once the store is back."""
+    store = _DownBlobs()
+    clock = FakeClock()
+    request_id = await submit(store, clock)
+    w = worker(store, clock, FlakyFetcher(failures=0), RecordingNotifier())
+    for _ in range(CONFIG.max_attempts + 3):  # past the image's own 3 attempts
+        await w.step()
+        image = await image_of(store, request_id)
+        assert image.state is ImageState.QUEUED
+        assert image.failure is not None and image.failure.code == "blob_store_unavailable"
+        clock.advance(60)
+    store.down = False
+    await w.step()
+    image = await image_of(store, request_id)
+    assert image.state is ImageState.DONE
