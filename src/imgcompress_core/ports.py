@@ -173,6 +173,14 @@ class ReuseCache(Protocol):
         """Return what the last download of ``url`` for ``owner`` answered, if any."""
         ...
 
+    async def recall(
+        self, owner: str, url: str, policy: str, now: float
+    ) -> tuple[Source | None, Output | None]:
+        """Return what the last download of ``url`` for ``owner`` answered and, if its
+        bytes became an output under ``policy``, that output (marked used ``now``): both
+        in one call, as the worker asks for them before every download."""
+        ...
+
     async def put_source(self, source: Source) -> None:
         """Record (or replace) what the last download of a URL answered."""
         ...

@@ -30,7 +30,7 @@ import anyio
 from .compress import CompressOptions
 from .cpu import Compressor
 from .errors import CompressionError, ImageFailure, InvalidPolicy, LeaseLost
-from .model import Claim, Failure, ImageResult, RequestRecord, Source
+from .model import Claim, Failure, ImageResult, Output, RequestRecord, Source
 from .options import WorkerConfig
 from .policy import OutputPolicy
 from .ports import BlobStore, Fetched, Fetcher, Metrics, Notifier, NullMetrics, Storage
@@ -282,10 +282,18 @@ class Worker:
         return record
 
     async def _reused(
-        self, claim: Claim, request: RequestRecord, input_hash: str, why: str
+        self,
+        claim: Claim,
+        request: RequestRecord,
+        input_hash: str,
+        why: str,
+        output: Output | None = None,
     ) -> bool:
-        """Finish the image with what this input already became, if anything; say so."""
-        output = await self.workflow.reusable(request.owner, self._made_with(request), input_hash)
+        """Finish the image with what this input already became (``output``, when it was
+        looked up already), if anything; say so."""
+        if output is None:
+            recipe = self._made_with(request)
+            output = await self.workflow.reusable(request.owner, recipe, input_hash)
         if output is None:
             return False
         with anyio.CancelScope(shield=True):
@@ -301,14 +309,16 @@ class Worker:
         URL downloaded before is fetched conditionally, and a 304 reuses its output.
         """
         owner, url = request.owner, claim.url
-        source = await self.workflow.source(owner, url)
+        source, known = await self.workflow.recall(owner, url, self._made_with(request))
         if source is not None and source.request_id == claim.request_id:
-            if await self._reused(claim, request, source.input_hash, REUSED_SAME_CONTENT):
+            if known is not None:
+                await self._reused(claim, request, source.input_hash, REUSED_SAME_CONTENT, known)
                 return None
             source = None
         fetched = await self._fetch(claim, source)
         if fetched.not_modified and source is not None:
-            if await self._reused(claim, request, source.input_hash, REUSED_NOT_MODIFIED):
+            if known is not None:
+                await self._reused(claim, request, source.input_hash, REUSED_NOT_MODIFIED, known)
                 etag = fetched.etag or source.etag
                 modified = fetched.last_modified or source.last_modified
                 if (etag, modified) != (source.etag, source.last_modified):

@@ -33,6 +33,15 @@ class MongoBlobsAndCache:
         async with translated("reading a source"):
             return await _cache.get_source(self._database(), owner, url)
 
+    async def recall(
+        self, owner: str, url: str, policy: str, now: float
+    ) -> tuple[Source | None, Output | None]:
+        """Return the URL's last download and its output under ``policy``."""
+        source = await self.get_source(owner, url)
+        if source is None:
+            return None, None
+        return source, await self.find_output(owner, policy, source.input_hash, now)
+
     async def put_source(self, source: Source) -> None:
         """Record (or replace) the last download of a URL."""
         async with translated("recording a source"):

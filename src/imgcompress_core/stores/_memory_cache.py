@@ -36,6 +36,15 @@ class MemoryBlobsAndCache:
         """Return the last download of ``url`` for ``owner``."""
         return self._sources.get((owner, url))
 
+    async def recall(
+        self, owner: str, url: str, policy: str, now: float
+    ) -> tuple[Source | None, Output | None]:
+        """Return the URL's last download and its output under ``policy``."""
+        source = await self.get_source(owner, url)
+        if source is None:
+            return None, None
+        return source, await self.find_output(owner, policy, source.input_hash, now)
+
     async def put_source(self, source: Source) -> None:
         """Record the last download of a URL."""
         self._sources[(source.owner, source.url)] = source

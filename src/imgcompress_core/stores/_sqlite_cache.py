@@ -28,6 +28,26 @@ class SqliteBlobsAndCache(SqliteBase):
         return None if row is None else to_source(row)
 
     @in_thread
+    def recall(
+        self, owner: str, url: str, policy: str, now: float
+    ) -> tuple[Source | None, Output | None]:
+        """Return the URL's last download and its output under ``policy`` (marked used),
+        in one transaction."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT * FROM sources WHERE owner = ? AND url = ?", (owner, url)
+            ).fetchone()
+            if row is None:
+                return None, None
+            source = to_source(row)
+            found = conn.execute(
+                "UPDATE outputs SET last_used_at = ? WHERE owner = ? AND policy = ?"
+                " AND input_hash = ? RETURNING *",
+                (now, owner, policy, source.input_hash),
+            ).fetchone()
+        return source, None if found is None else to_output(found)
+
+    @in_thread
     def put_source(self, source: Source) -> None:
         """Record (or replace) the last download of a URL."""
         with self._write() as conn:

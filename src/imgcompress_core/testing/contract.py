@@ -648,3 +648,21 @@ class StorageContract(BlobContract):
         with pytest.raises(BlobNotFound):
             await storage.get_blob(blob_key(b"deleted"))
         assert (await flow.image(kept.images[0].image_id)).data == b"kept"
+
+    async def test_recall_returns_a_urls_last_download_and_its_output(
+        self, storage: Storage, flow: Workflow, clock: FakeClock
+    ) -> None:
+        """One call gives what a URL's last download answered and what its bytes became
+        under a recipe (none under another recipe or owner)."""
+        request = make_request((1,))
+        await flow.create(request)
+        [claim] = await claim_all(flow)
+        url = request.images[0].url
+        assert await flow.recall("", url, "recipe") == (None, None)
+        output = await flow.complete(claim, result(b"made"), policy="recipe", input_hash="h1")
+        await flow.downloaded("", url, request.request_id, "h1", '"e1"', None)
+        source, found = await flow.recall("", url, "recipe")
+        assert source is not None and (source.input_hash, source.etag) == ("h1", '"e1"')
+        assert found is not None and found.output_id == output.output_id
+        assert (await flow.recall("", url, "another recipe"))[1] is None
+        assert await flow.recall("someone else", url, "recipe") == (None, None)

@@ -274,6 +274,13 @@ class Workflow:
         """Return what the last download of ``url`` for ``owner`` answered."""
         return await self.cache.get_source(owner, url)
 
+    async def recall(
+        self, owner: str, url: str, policy: str
+    ) -> tuple[Source | None, Output | None]:
+        """Return what the last download of ``url`` answered and what its bytes became
+        under ``policy`` (one store call before each download)."""
+        return await self.cache.recall(owner, url, policy, self._clock())
+
     async def downloaded(
         self,
         owner: str,
