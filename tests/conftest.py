@@ -22,6 +22,30 @@ settings.register_profile(
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+@pytest.fixture
+def shared_corpus() -> Path:
+    """The photo corpus beside the project (CI lays ``shared/`` next to the clone); a
+    test that needs it fails, never skips, when it is missing."""
+    if not any(CORPUS.glob("j*.jpg")):
+        pytest.fail(f"the shared photo corpus is missing: expected JPEGs in {CORPUS}")
+    return CORPUS
+
+
+@pytest.fixture
+def scorer() -> None:
+    """The SSIMULACRA2 scorer (``imgcompress[target]``, part of the test extra); tests of
+    target_quality fail, never skip, without it."""
+    from imgcompress_core import _score
+
+    if not _score.available():
+        pytest.fail(
+            "the scorer is missing: pip install -e '.[test]' (it brings imgcompress[target])"
+        )
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """Run async tests on asyncio (the backend uvicorn and Litestar use)."""

@@ -10,7 +10,7 @@ from PIL import ExifTags, Image, ImageDraw
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 PHOTO = CORPUS / "j01_Dragonfly_by_Bolly.jpg"  # 4000 x 3000
-needs_corpus = pytest.mark.skipif(not PHOTO.exists(), reason="the shared corpus is not here")
+needs_corpus = pytest.mark.usefixtures("shared_corpus")  # fails loudly without the corpus
 
 
 def save(im: Image.Image, fmt: str, **params: object) -> bytes:

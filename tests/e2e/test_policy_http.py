@@ -108,7 +108,7 @@ async def test_background_and_metadata_from_the_form(
     assert ExifTags.IFD.GPSInfo not in exif
 
 
-@pytest.mark.skipif(not _score.available(), reason="imgcompress[target] is not installed")
+@pytest.mark.usefixtures("scorer")
 async def test_target_quality_from_the_form(client: Client, image_server: LocalServer) -> None:
     url = image_server.add("/t.png", save(photo((900, 700)), "PNG"))
     [image] = images(await finished(client, [url], target_quality="72"))

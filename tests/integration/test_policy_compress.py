@@ -160,7 +160,7 @@ def test_a_kept_original_keeps_its_copyright_too() -> None:
     assert iptc is not None and iptc[(2, 116)] == b"(c) Example Shop"
 
 
-@pytest.mark.skipif(not _score.available(), reason="imgcompress[target] is not installed")
+@pytest.mark.usefixtures("scorer")
 @pytest.mark.parametrize("fmt", ["jpeg", "webp"])
 def test_target_quality_reaches_the_score(fmt: str) -> None:
     original = photo((1024, 768))
@@ -172,7 +172,7 @@ def test_target_quality_reaches_the_score(fmt: str) -> None:
     assert len(result.data) < len(fixed.data)
 
 
-@pytest.mark.skipif(not _score.available(), reason="imgcompress[target] is not installed")
+@pytest.mark.usefixtures("scorer")
 def test_max_bytes_wins_over_target_quality() -> None:
     data = save(photo((1024, 768)), "PNG")
     result = run(data, target_quality=90, max_bytes=60_000)

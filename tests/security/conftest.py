@@ -56,5 +56,5 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
             timeout=60,
         )
     except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"openssl cannot make a test certificate here: {exc}")
+        pytest.fail(f"openssl cannot make a test certificate (install openssl): {exc}")
     return Certificate("images.example", cert, key)

@@ -195,10 +195,9 @@ def test_scan_markers_inside_a_comment_are_not_scans() -> None:
     assert compress_image(data).content_type == "image/jpeg"
 
 
+@pytest.mark.usefixtures("shared_corpus")
 def test_the_corpus_jpegs_pass_the_scan_count() -> None:
-    photos = sorted(CORPUS.glob("j*.jpg")) if CORPUS.is_dir() else []
-    if not photos:
-        pytest.skip("the shared corpus is not here")
+    photos = sorted(CORPUS.glob("j*.jpg"))
     counts = {path.name: count_scans(path.read_bytes(), 100) for path in photos}
     assert max(counts.values()) <= 100
     progressive = [name for name, count in counts.items() if count > 1]
