@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import anyio
 
@@ -67,6 +67,22 @@ class _AllMetrics:
         """A request reached its final status."""
         for sink in self._sinks:
             sink.request_finished(status)
+
+
+_Chunk = TypeVar("_Chunk", str, bytes)
+
+
+async def _primed(chunks: AsyncIterator[_Chunk]) -> AsyncIterator[_Chunk]:
+    """Start a stream: its first chunk is made now, so errors (not found, still pending)
+    are raised before a response begins, never in the middle of its body."""
+    first = await anext(chunks)
+
+    async def all_chunks() -> AsyncIterator[_Chunk]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return all_chunks()
 
 
 class Imgcompress:
@@ -257,14 +273,7 @@ class Imgcompress:
         :meth:`output_csv`); RequestNotFinished is raised before the first chunk."""
         image_url = await self._image_links(request_id, base_url)
         chunks = self.service.stream_output_csv(request_id, image_url, owner=owner)
-        first = await anext(chunks)  # errors (not found, pending) surface here, not mid-body
-
-        async def all_chunks() -> AsyncIterator[str]:
-            yield first
-            async for chunk in chunks:
-                yield chunk
-
-        return all_chunks()
+        return await _primed(chunks)
 
     async def _image_links(self, request_id: str, base_url: str | None) -> Callable[[str], str]:
         """Return how a request's image links are written: under the base URL it was
@@ -295,15 +304,7 @@ class Imgcompress:
     ) -> AsyncIterator[bytes]:
         """Return a zip of the request's processed images as chunks (constant memory);
         errors (not found) are raised before the first chunk."""
-        chunks = self.service.stream_zip(request_id, owner=owner)
-        first = await anext(chunks)
-
-        async def all_chunks() -> AsyncIterator[bytes]:
-            yield first
-            async for chunk in chunks:
-                yield chunk
-
-        return all_chunks()
+        return await _primed(self.service.stream_zip(request_id, owner=owner))
 
     async def cancel_or_delete(self, request_id: str, *, owner: str | None = None) -> bool:
         """Cancel a Pending request (False) or delete a final one (True)."""

@@ -18,6 +18,7 @@ from typing import Any
 import anyio.to_thread
 
 from ._score import available as scorer_available
+from .compress import extension_for
 from .errors import (
     FetchError,
     InvalidPolicy,
@@ -52,13 +53,6 @@ __all__ = ["ImageLink", "Service", "StatusReport", "Urls"]
 ImageLink = Callable[[ImageRecord], str | None]
 
 _CSV_PAGE = 500  # products read per step of a streamed output CSV or zip
-_EXTENSIONS = {
-    "image/jpeg": ".jpg",
-    "image/png": ".png",
-    "image/webp": ".webp",
-    "image/avif": ".avif",
-    "image/gif": ".gif",
-}
 WARNINGS_COLUMN = "Warnings"  # added to the output CSV when the request used a preset
 _FORMATS = {"image/jpeg": "jpeg", "image/webp": "webp", "image/avif": "avif"}
 _FORMATS.update({"image/png": "png", "image/gif": "gif"})
@@ -83,7 +77,8 @@ class Urls:
         return f"{self.base}/api/status/{request_id}"
 
 
-def _iso(timestamp: float | None) -> str | None:
+def iso_time(timestamp: float | None) -> str | None:
+    """Return a Unix time as the API writes it (ISO 8601, UTC, ``Z``); None stays None."""
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
@@ -121,8 +116,8 @@ class StatusReport:
                 "finished": p.finished,
                 "percent": round(100 * p.finished / p.total, 1) if p.total else 100.0,
             },
-            "createdAt": _iso(self.request.created_at),
-            "finishedAt": _iso(self.request.finished_at),
+            "createdAt": iso_time(self.request.created_at),
+            "finishedAt": iso_time(self.request.finished_at),
             "outputCsvUrl": urls.output_csv(self.request.request_id),
             "products": [
                 {
@@ -142,7 +137,7 @@ class StatusReport:
                         "state": d.state.value,
                         "attempts": d.attempts,
                         "lastError": d.last_error,
-                        "deliveredAt": _iso(d.delivered_at),
+                        "deliveredAt": iso_time(d.delivered_at),
                     }
                     for d in self.deliveries
                 ],
@@ -217,7 +212,7 @@ def webhook_payload(request: RequestRecord, progress: Progress, urls: Urls) -> d
         "total": progress.total,
         "done": progress.done,
         "failed": progress.failed,
-        "finishedAt": _iso(request.finished_at),
+        "finishedAt": iso_time(request.finished_at),
         "statusUrl": urls.status(request.request_id),
         "outputCsvUrl": urls.output_csv(request.request_id),
     }
@@ -468,7 +463,7 @@ class Service:
                     product.serial,
                     product.name,
                     image.position + 1,
-                    _EXTENSIONS.get(image.content_type, ".bin"),
+                    extension_for(image.content_type),
                 )
                 yield archive.add(name, stored.data)
         yield archive.close()

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from ._signal import Signal
 from .errors import LeaseLost, NotificationError
 from .model import DeliveryClaim
 from .options import WorkerConfig
@@ -41,19 +42,13 @@ class WebhookSender:
         self.retries = RetryPolicy(
             config.webhook_max_attempts, config.webhook_retry_base, config.webhook_retry_max
         )
-        self._wake = anyio.Event()
+        self._wake = Signal()
         self._sending = 0  # deliveries in flight
         self._host_limiters: dict[str, anyio.CapacityLimiter] = {}  # receiving host -> share
 
     def wake(self) -> None:
         """Look for due deliveries now instead of at the next poll."""
         self._wake.set()
-
-    async def _wait(self, seconds: float) -> None:
-        with anyio.move_on_after(seconds):
-            await self._wake.wait()
-        if self._wake.is_set():
-            self._wake = anyio.Event()
 
     async def send_due(self) -> int:
         """Send every delivery due now, one after another; return how many."""
@@ -83,7 +78,7 @@ class WebhookSender:
                     self._sending += 1
                     tasks.start_soon(self._send, claim)
                 if len(claims) < free or free <= 0:
-                    await self._wait(self.config.poll_interval)
+                    await self._wake.wait(self.config.poll_interval)
             tasks.cancel_scope.cancel()
 
     async def _send(self, claim: DeliveryClaim) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import anyio
 
+from ._signal import Signal
 from .compress import CompressOptions
 from .cpu import Compressor
 from .errors import CompressionError, ImageFailure, InvalidPolicy, LeaseLost
@@ -57,24 +58,6 @@ OUTAGE_CODES = frozenset({"blob_store_unavailable"})
 
 # Download failures that count against the host's share (it is slow or hanging).
 _SLOW_HOST_CODES = frozenset({"download_timeout", "connection_failed"})
-
-
-class _Signal:
-    """A wake-up flag to wait on with a timeout; waiting re-arms it."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def set(self) -> None:
-        """Wake the waiter."""
-        self._event.set()
-
-    async def wait(self, seconds: float) -> None:
-        """Return when set, or after ``seconds``."""
-        with anyio.move_on_after(seconds):
-            await self._event.wait()
-        if self._event.is_set():
-            self._event = anyio.Event()
 
 
 def _with_policy(options: CompressOptions, policy: str) -> CompressOptions:
@@ -130,7 +113,7 @@ class Worker:
         self._compressor = Compressor(
             config.cpu_pool, config.cpu_workers, cpu_seconds=config.max_compress_seconds
         )
-        self._wake_images = _Signal()
+        self._wake_images = Signal()
         self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on
         self.shares = HostShares(config.connections_per_host)  # images held per host
         self._in_flight: dict[tuple[str, str], anyio.Event] = {}  # (owner, url) being worked on

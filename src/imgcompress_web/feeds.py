@@ -3,7 +3,6 @@ images of a finished request, and every output of a request as one zip."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Response, get, post
@@ -14,18 +13,13 @@ from litestar.response import Stream
 
 from imgcompress_core import Imgcompress
 from imgcompress_core.model import Progress, RequestRecord
+from imgcompress_core.service import iso_time
 
 from .auth import require_api_key
 
 __all__ = ["feed_handlers"]
 
 _KEYED = [require_api_key]
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _cursor(record: RequestRecord) -> str:
@@ -46,8 +40,8 @@ def _summary(record: RequestRecord, progress: Progress) -> dict[str, Any]:
     return {
         "requestId": record.request_id,
         "status": record.status.value,
-        "createdAt": _iso(record.created_at),
-        "finishedAt": _iso(record.finished_at),
+        "createdAt": iso_time(record.created_at),
+        "finishedAt": iso_time(record.finished_at),
         "progress": {
             "total": progress.total,
             "done": progress.done,

@@ -270,10 +270,6 @@ class Workflow:
         ``same-content``), with no download or compression."""
         await self._finish(claim, ImageState.DONE, ImageChange(output=output, reused=why))
 
-    async def source(self, owner: str, url: str) -> Source | None:
-        """Return what the last download of ``url`` for ``owner`` answered."""
-        return await self.cache.get_source(owner, url)
-
     async def recall(
         self, owner: str, url: str, policy: str
     ) -> tuple[Source | None, Output | None]:
