@@ -10,12 +10,12 @@ from urllib.parse import urlsplit
 import anyio
 
 from ._signal import Signal
+from .documents import Urls, webhook_payload
 from .errors import LeaseLost, NotificationError
 from .model import DeliveryClaim
 from .options import WorkerConfig
 from .ports import Notifier
 from .retry import RetryPolicy
-from .service import Urls, webhook_payload
 from .workflow import Workflow
 
 __all__ = ["WebhookSender"]

@@ -30,13 +30,13 @@ import anyio
 from ._signal import Signal
 from .compress import CompressOptions
 from .cpu import Compressor
+from .documents import Urls
 from .errors import CompressionError, ImageFailure, InvalidPolicy, LeaseLost
 from .model import Claim, Failure, ImageResult, Output, RequestRecord, Source
 from .options import WorkerConfig
 from .policy import OutputPolicy
 from .ports import BlobStore, Fetched, Fetcher, Metrics, Notifier, NullMetrics, Storage
 from .retry import RetryPolicy
-from .service import Urls
 from .webhooks import WebhookSender
 from .workflow import (
     REUSED_NOT_MODIFIED,

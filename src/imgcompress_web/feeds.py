@@ -12,8 +12,8 @@ from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Stream
 
 from imgcompress_core import Imgcompress
+from imgcompress_core.documents import iso_time
 from imgcompress_core.model import Progress, RequestRecord
-from imgcompress_core.service import iso_time
 
 from .auth import require_api_key
 
