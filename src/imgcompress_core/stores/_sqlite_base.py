@@ -15,12 +15,24 @@ import anyio
 import anyio.to_thread
 
 from ..errors import StorageError, StorageUnavailable
+from ..model import ImageState, RequestStatus
 from ._sqlite_schema import migrate
 
-__all__ = ["SqliteBase", "in_thread"]
+__all__ = ["PENDING", "QUEUED", "WORKING", "SqliteBase", "in_thread", "states_in"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+
+# Values the SQL compares with, and an IN list for a set of states.
+QUEUED, WORKING = ImageState.QUEUED.value, ImageState.WORKING.value
+PENDING = RequestStatus.PENDING.value
+
+
+def states_in(states: frozenset[ImageState]) -> tuple[str, list[str]]:
+    """Return an ``IN (?, ...)`` list and its values for a set of states."""
+    values = sorted(s.value for s in states)
+    return f"({', '.join('?' * len(values))})", values
 
 
 def in_thread(method: Callable[_P, _T]) -> Callable[_P, Coroutine[Any, Any, _T]]:
