@@ -31,22 +31,19 @@ from ._signal import Signal
 from .compress import CompressOptions
 from .cpu import Compressor
 from .documents import Urls
+from .downloads import Downloader
 from .errors import CompressionError, ImageFailure, InvalidPolicy, LeaseLost
-from .model import Claim, Failure, ImageResult, Output, RequestRecord, Source
+from .model import Claim, Failure, ImageResult, RequestRecord
 from .options import WorkerConfig
 from .policy import OutputPolicy
-from .ports import BlobStore, Fetched, Fetcher, Metrics, Notifier, NullMetrics, Storage
+from .ports import BlobStore, Fetcher, Metrics, Notifier, NullMetrics, Storage
 from .retry import RetryPolicy
 from .webhooks import WebhookSender
 from .workflow import (
-    REUSED_NOT_MODIFIED,
-    REUSED_SAME_CONTENT,
     HostShares,
     Leasing,
     Workflow,
-    content_hash,
     host_of,
-    output_recipe,
 )
 
 __all__ = ["Worker", "WorkerConfig"]
@@ -55,9 +52,6 @@ log = logging.getLogger("imgcompress.worker")
 
 # Failures of our own storage (a bucket or directory down), retried patiently.
 OUTAGE_CODES = frozenset({"blob_store_unavailable"})
-
-# Download failures that count against the host's share (it is slow or hanging).
-_SLOW_HOST_CODES = frozenset({"download_timeout", "connection_failed"})
 
 
 def _with_policy(options: CompressOptions, policy: str) -> CompressOptions:
@@ -116,6 +110,9 @@ class Worker:
         self._wake_images = Signal()
         self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on
         self.shares = HostShares(config.connections_per_host)  # images held per host
+        self.downloads = Downloader(
+            self.workflow, fetcher, self.shares, self.metrics, config.compress.quality
+        )
         self._in_flight: dict[tuple[str, str], anyio.Event] = {}  # (owner, url) being worked on
         self._requests: dict[str, RequestRecord] = {}  # a few request records, by id
         self.webhooks = WebhookSender(self.workflow, notifier, urls, config, self.owner)
@@ -248,12 +245,6 @@ class Worker:
             del self._in_flight[key]
             done.set()
 
-    def _made_with(self, request: RequestRecord) -> str:
-        """Return what an output of this request depends on besides its input: the
-        request's policy and the service's default quality (which fills a policy without
-        one), so changing the default never reuses outputs made at the old one."""
-        return output_recipe(request.policy, self.config.compress.quality)
-
     async def _request(self, request_id: str) -> RequestRecord:
         """Return a request's record (its owner and policy never change, so it is cached)."""
         record = self._requests.get(request_id)
@@ -264,63 +255,9 @@ class Worker:
             self._requests[request_id] = record
         return record
 
-    async def _reused(
-        self,
-        claim: Claim,
-        request: RequestRecord,
-        input_hash: str,
-        why: str,
-        output: Output | None = None,
-    ) -> bool:
-        """Finish the image with what this input already became (``output``, when it was
-        looked up already), if anything; say so."""
-        if output is None:
-            recipe = self._made_with(request)
-            output = await self.workflow.reusable(request.owner, recipe, input_hash)
-        if output is None:
-            return False
-        with anyio.CancelScope(shield=True):
-            await self.workflow.reuse(claim, output, why)
-        self.metrics.image_done(output.input_bytes, output.output_bytes)
-        return True
-
-    async def _download(self, claim: Claim, request: RequestRecord) -> tuple[Fetched, str] | None:
-        """Download the image unless earlier work makes that needless; return the body and
-        its hash, or None when the image was finished by reusing an earlier output.
-
-        A URL already downloaded for this request (a duplicate row) is not fetched again; a
-        URL downloaded before is fetched conditionally, and a 304 reuses its output.
-        """
-        owner, url = request.owner, claim.url
-        source, known = await self.workflow.recall(owner, url, self._made_with(request))
-        if source is not None and source.request_id == claim.request_id:
-            if known is not None:
-                await self._reused(claim, request, source.input_hash, REUSED_SAME_CONTENT, known)
-                return None
-            source = None
-        fetched = await self._fetch(claim, source)
-        if fetched.not_modified and source is not None:
-            if known is not None:
-                await self._reused(claim, request, source.input_hash, REUSED_NOT_MODIFIED, known)
-                etag = fetched.etag or source.etag
-                modified = fetched.last_modified or source.last_modified
-                if (etag, modified) != (source.etag, source.last_modified):
-                    await self.workflow.downloaded(
-                        owner, url, claim.request_id, source.input_hash, etag, modified
-                    )
-                return None
-            fetched = await self._fetch(claim, None)  # its output is gone: fetch it whole
-        input_hash = content_hash(fetched.data)
-        await self.workflow.downloaded(
-            owner, url, claim.request_id, input_hash, fetched.etag, fetched.last_modified
-        )
-        if await self._reused(claim, request, input_hash, REUSED_SAME_CONTENT):
-            return None
-        return fetched, input_hash
-
     async def _work(self, claim: Claim, request: RequestRecord) -> None:
         try:
-            downloaded = await self._download(claim, request)
+            downloaded = await self.downloads.obtain(claim, request)
             if downloaded is None:
                 return
             fetched, input_hash = downloaded
@@ -356,34 +293,13 @@ class Worker:
                     claim,
                     result,
                     owner=request.owner,
-                    policy=self._made_with(request),
+                    policy=self.downloads.recipe(request),
                     input_hash=input_hash,
                 )
             except ImageFailure as exc:  # the store cannot keep this result (too large)
                 await self._record_failure(claim, exc)
                 return
         self.metrics.image_done(result.input_bytes, len(result.data))
-
-    async def _fetch(self, claim: Claim, source: Source | None) -> Fetched:
-        """Download a claimed image (conditionally, given what an earlier download said);
-        a timeout shrinks its host's share, an answer in time restores it."""
-        host = host_of(claim.url)
-        started = time.perf_counter()
-        try:
-            if source is None or not (source.etag or source.last_modified):
-                fetched = await self.fetcher.fetch(claim.url)
-            else:
-                fetched = await self.fetcher.fetch(
-                    claim.url, etag=source.etag, last_modified=source.last_modified
-                )
-        except ImageFailure as exc:
-            if exc.code in _SLOW_HOST_CODES:
-                self.shares.timed_out(host)
-            raise
-        finally:
-            self.metrics.fetch_seconds(time.perf_counter() - started)
-        self.shares.answered(host)
-        return fetched
 
     async def _record_failure(self, claim: Claim, exc: ImageFailure) -> None:
         failure = Failure(exc.code, exc.message)
