@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEFAULT_FOLDER, Corpus
 from pipeline import TYPES, free_port, start_service, wait_http
+from procinfo import tree_cpu_seconds
 
 
 class FeedServer:
@@ -111,12 +113,13 @@ def compressions(base: str) -> int:
     return 0
 
 
-def run_once(base: str, csv: bytes) -> dict[str, Any]:
+def run_once(base: str, csv: bytes, service: int) -> dict[str, Any]:
     """Upload, wait for the final status, return the wall time and counts.
 
     As in pipeline.py, the clock starts just before the upload and stops at the status
     document's ``finishedAt``, so the polling interval (0.25 s, light on the service)
     does not round the time up."""
+    cpu_before = tree_cpu_seconds(service)
     with httpx.Client(base_url=base, timeout=120) as client:
         started = time.time()
         answer = client.post("/api/upload", files={"file": ("feed.csv", csv, "text/csv")})
@@ -129,6 +132,7 @@ def run_once(base: str, csv: bytes) -> dict[str, Any]:
             time.sleep(0.25)
         finished = datetime.fromisoformat(doc["finishedAt"].replace("Z", "+00:00"))
         seconds = finished.timestamp() - started
+        cpu = tree_cpu_seconds(service) - cpu_before
         reused: dict[str, int] = {}
         cursor = 0
         while True:
@@ -143,11 +147,22 @@ def run_once(base: str, csv: bytes) -> dict[str, Any]:
     progress = doc["progress"]
     return {
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
         "status": doc["status"],
         "done": progress["done"],
         "failed": progress["failed"],
         "reused": reused,
     }
+
+
+def profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """Start py-spy on the running service (the second run only), raw stacks to ``out``."""
+    spy = Path(sys.executable).with_name("py-spy")
+    command = [str(spy), "record", "--format", "raw", "--threads", "--rate", "200"]
+    command += ["--pid", str(pid), "-o", str(out)]
+    started = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # py-spy attaches before the upload
+    return started
 
 
 def run_feed(args: argparse.Namespace) -> dict[str, Any]:
@@ -180,7 +195,7 @@ def run_feed(args: argparse.Namespace) -> dict[str, Any]:
         service = start_service(env, log, None)
         try:
             wait_http(base, service, log)
-            first = run_once(base, csv)
+            first = run_once(base, csv, service.pid)
             first |= server.counters() | {"compressions": compressions(base)}
             changed = sorted(files)[:: max(1, round(1 / args.changed))][
                 : round(args.n * args.changed)
@@ -189,7 +204,11 @@ def run_feed(args: argparse.Namespace) -> dict[str, Any]:
                 files[path] = server.files[path] = files[path] + b"\0changed"
             before = server.counters()
             compressed_before = first["compressions"]
-            second = run_once(base, csv)
+            spy = profile(service.pid, args.py_spy) if args.py_spy else None
+            second = run_once(base, csv, service.pid)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
             after = server.counters()
             second |= {k: after[k] - before[k] for k in after}
             second["compressions"] = compressions(base) - compressed_before
@@ -210,16 +229,24 @@ def run_feed(args: argparse.Namespace) -> dict[str, Any]:
 def print_report(r: dict[str, Any]) -> None:
     """Print the two runs side by side."""
     print(f"feed of {r['images']} images, {r['changed']} changed before the second run")
-    print("| run | seconds | downloads (200) | 304 | body bytes | compressions | reused |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| run | seconds | service CPU s | downloads (200) | 304 | body bytes "
+        "| compressions | reused |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in ("first", "second"):
         run = r[name]
         fetched = run["requests"] - run["not_modified"]
         print(
-            f"| {name} | {run['seconds']} | {fetched} | {run['not_modified']} | "
+            f"| {name} | {run['seconds']} | {run['cpu_seconds']} | {fetched} | "
+            f"{run['not_modified']} | "
             f"{run['body_bytes']:,} | {run['compressions']} | {run['reused']} |"
         )
-    print(f"second run {r['speedup']}x faster; downloaded bytes {100 * r['bytes_ratio']:.1f} %")
+    cpu = r["first"]["cpu_seconds"] / max(r["second"]["cpu_seconds"], 1e-9)
+    print(
+        f"second run {r['speedup']}x faster ({cpu:.1f}x less service CPU); "
+        f"downloaded bytes {100 * r['bytes_ratio']:.1f} %"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -229,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--changed", type=float, default=0.05, help="share changed (0.05)")
     parser.add_argument("--corpus", default=str(DEFAULT_FOLDER))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--py-spy", type=Path, help="profile the service during the second run (raw stacks)"
+    )
     args = parser.parse_args(argv)
     result = run_feed(args)
     print_report(result)

@@ -42,6 +42,7 @@ import anyio
 import httpcore
 import httpx
 
+from ._streams import CachedSocketStream
 from .errors import FetchError
 
 __all__ = [
@@ -462,9 +463,10 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         failure: Exception | None = None
         for address in pin.addresses:
             try:
-                return await self._inner.connect_tcp(
+                stream = await self._inner.connect_tcp(
                     address, port, timeout, local_address, socket_options
                 )
+                return CachedSocketStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
         assert failure is not None  # a pin always holds at least one address
