@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     jpeg_quality: int = Field(
         _compress("quality"), ge=1, le=95, description="JPEG/WebP quality of the output"
     )
+    jpeg_encoder: Literal["libjpeg-turbo", "jpegli"] = Field(
+        _compress("jpeg_encoder"),
+        description="who writes RGB JPEGs: libjpeg-turbo (Pillow) or jpegli (needs "
+        "imgcompress[jpegli]; grey and CMYK JPEGs stay with Pillow)",
+    )
     max_image_pixels: int = Field(
         _compress("max_pixels"),
         ge=1,
