@@ -17,6 +17,7 @@ walk a ladder:
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,16 @@ from . import _score
 from ._meta import MAX_ICC, Kept, insert_segments
 from .errors import CompressionError
 
-__all__ = ["CONTENT_TYPES", "JPEG_ENCODERS", "Encoded", "Search", "encode", "ladder", "search"]
+__all__ = [
+    "CONTENT_TYPES",
+    "JPEG_ENCODERS",
+    "Encoded",
+    "Search",
+    "encode",
+    "jpegli_available",
+    "ladder",
+    "search",
+]
 
 CONTENT_TYPES: Mapping[str, str] = {
     "jpeg": "image/jpeg",
@@ -119,6 +129,11 @@ def encode(
     except Exception as exc:  # not the input's fault: keep the class's generic code
         raise CompressionError(f"encoding the image as {fmt} failed: {exc}") from exc
     return buffer.getvalue()
+
+
+def jpegli_available() -> bool:
+    """Return whether jpegli's binding (``pyjpegli``, imgcompress[jpegli]) is installed."""
+    return importlib.util.find_spec("pyjpegli") is not None
 
 
 def _jpegli(image: Image.Image, level: int, extra: Mapping[str, object]) -> bytes:

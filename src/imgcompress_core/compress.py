@@ -53,7 +53,6 @@ The original is kept when it is smaller
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -62,7 +61,15 @@ from PIL import Image, ImageChops
 
 from . import _score
 from ._decode import ACCEPTED_FORMATS, MIB, Animation, Decoded, check_size, decode, mib
-from ._encode import CONTENT_TYPES, JPEG_ENCODERS, LOSSLESS, Encoded, Search, search
+from ._encode import (
+    CONTENT_TYPES,
+    JPEG_ENCODERS,
+    LOSSLESS,
+    Encoded,
+    Search,
+    jpegli_available,
+    search,
+)
 from ._header import is_accepted_format, read_header
 from ._keep import keep_animation, keep_cleaned
 from ._meta import insert_segments, save_parameters
@@ -116,7 +123,7 @@ class CompressOptions:
             raise ValueError(
                 f"jpeg_encoder must be one of {JPEG_ENCODERS}, not {self.jpeg_encoder!r}"
             )
-        if self.jpeg_encoder == "jpegli" and importlib.util.find_spec("pyjpegli") is None:
+        if self.jpeg_encoder == "jpegli" and not jpegli_available():
             raise ValueError(
                 "jpeg_encoder='jpegli' needs pyjpegli: pip install 'imgcompress[jpegli]'"
             )

@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._encode import jpegli_available
 from .compress import CompressOptions
 from .fetch import FetchOptions
 from .manifest import ManifestLimits
@@ -341,6 +342,14 @@ class Settings(BaseSettings):
     webhook_retry_max: float = Field(
         _worker("webhook_retry_max"), ge=0, description="longest webhook retry delay, s"
     )
+
+    @field_validator("jpeg_encoder")
+    @classmethod
+    def _jpegli_installed(cls, value: str) -> str:
+        """Refuse jpegli at start-up, not image by image, when it is not installed."""
+        if value == "jpegli" and not jpegli_available():
+            raise ValueError("jpegli needs pyjpegli: pip install 'imgcompress[jpegli]'")
+        return value
 
     def api_key_set(self) -> frozenset[str]:
         """Return the accepted API keys (empty: the API is open)."""

@@ -4,8 +4,11 @@ reached -- and grey and CMYK JPEGs still written by Pillow."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 
+import click
+import pydantic
 import pytest
 from PIL import ExifTags, Image, ImageCms
 
@@ -17,6 +20,7 @@ from imgcompress_core.errors import CompressionError
 from imgcompress_core.options import compress_options
 from imgcompress_core.policy import OutputPolicy
 from imgcompress_core.settings import Settings
+from imgcompress_web.cli import load_settings
 from policy_kit import CORPUS, needs_corpus, photo, save, tagged_jpeg
 
 pytestmark = needs_corpus
@@ -120,14 +124,17 @@ def test_the_setting_chooses_the_encoder() -> None:
 
 
 def test_jpegli_not_installed_is_refused_up_front(monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
+    """By the options, by the settings, and by the command before it starts."""
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "pyjpegli" else real(name, *a)
     )
     with pytest.raises(ValueError, match=r"imgcompress\[jpegli\]"):
         CompressOptions(jpeg_encoder="jpegli")
+    with pytest.raises(pydantic.ValidationError, match=r"imgcompress\[jpegli\]"):
+        Settings(jpeg_encoder="jpegli")
+    with pytest.raises(click.UsageError, match="jpeg_encoder"):
+        load_settings({"jpeg_encoder": "jpegli"})
 
 
 def test_an_icc_profile_too_large_for_a_jpeg_fails_cleanly() -> None:
