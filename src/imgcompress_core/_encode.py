@@ -17,6 +17,7 @@ walk a ladder:
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,9 +25,19 @@ from dataclasses import dataclass
 from PIL import Image
 
 from . import _score
+from ._meta import MAX_ICC, Kept, insert_segments
 from .errors import CompressionError
 
-__all__ = ["CONTENT_TYPES", "Encoded", "Search", "encode", "ladder", "search"]
+__all__ = [
+    "CONTENT_TYPES",
+    "JPEG_ENCODERS",
+    "Encoded",
+    "Search",
+    "encode",
+    "jpegli_available",
+    "ladder",
+    "search",
+]
 
 CONTENT_TYPES: Mapping[str, str] = {
     "jpeg": "image/jpeg",
@@ -35,6 +46,9 @@ CONTENT_TYPES: Mapping[str, str] = {
     "png": "image/png",
     "gif": "image/gif",
 }
+# libjpeg-turbo through Pillow; jpegli through pyjpegli (imgcompress[jpegli]), for RGB.
+JPEG_ENCODERS = ("libjpeg-turbo", "jpegli")
+_JPEGLI_EXTRA = frozenset({"icc_profile", "exif", "xmp"})  # what _jpegli can write
 _PALETTES = (2, 4, 8, 16, 32, 64, 128, 256)
 LOSSLESS = 0  # the PNG rung above every palette
 _QUALITIES = tuple(range(1, 101))
@@ -64,6 +78,7 @@ class Search:
     quality: int  # the quality asked for (or the default), used without a target
     target: float | None = None
     max_bytes: int | None = None
+    jpeg_encoder: str = "libjpeg-turbo"  # one of JPEG_ENCODERS
 
 
 def ladder(fmt: str) -> tuple[int, ...]:
@@ -78,9 +93,22 @@ def _rung(fmt: str, quality: int) -> int:
     return LOSSLESS if quality >= 100 else 256
 
 
-def encode(image: Image.Image, fmt: str, level: int, extra: Mapping[str, object]) -> bytes:
+def encode(
+    image: Image.Image,
+    fmt: str,
+    level: int,
+    extra: Mapping[str, object],
+    jpeg_encoder: str = "libjpeg-turbo",
+) -> bytes:
     """Encode ``image`` as ``fmt`` at rung ``level`` with ``extra`` save parameters (ICC
-    profile, metadata); raise CompressionError when the encoder fails."""
+    profile, metadata); raise CompressionError when the encoder fails.
+
+    With ``jpeg_encoder="jpegli"``, an RGB JPEG is written by jpegli; Pillow's
+    libjpeg-turbo writes every other mode (grey, CMYK) and format.
+    """
+    jpegli = fmt == "jpeg" and jpeg_encoder == "jpegli" and image.mode == "RGB"
+    if jpegli and _JPEGLI_EXTRA.issuperset(extra):
+        return _jpegli(image, level, extra)
     params: dict[str, object] = dict(extra)
     if fmt == "jpeg":
         params.update(quality=level, optimize=True, progressive=False)
@@ -103,25 +131,51 @@ def encode(image: Image.Image, fmt: str, level: int, extra: Mapping[str, object]
     return buffer.getvalue()
 
 
+def jpegli_available() -> bool:
+    """Return whether jpegli's binding (``pyjpegli``, imgcompress[jpegli]) is installed."""
+    return importlib.util.find_spec("pyjpegli") is not None
+
+
+def _jpegli(image: Image.Image, level: int, extra: Mapping[str, object]) -> bytes:
+    """An RGB image as a JPEG by jpegli, with the ICC profile and metadata of ``extra``."""
+    import pyjpegli  # imgcompress[jpegli]; CompressOptions checks that it is installed
+
+    try:
+        data = pyjpegli.encode(image.tobytes(), image.width, image.height, quality=level)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise CompressionError(f"encoding the image as jpeg (jpegli) failed: {exc}") from exc
+    icc, exif, xmp = (extra.get(key) for key in ("icc_profile", "exif", "xmp"))
+    if isinstance(icc, bytes) and len(icc) > MAX_ICC:
+        raise CompressionError(f"an ICC profile of {len(icc)} bytes does not fit in a JPEG")
+    kept = Kept(
+        exif=exif if isinstance(exif, bytes) else None,
+        xmp=xmp if isinstance(xmp, bytes) else None,
+    )
+    return insert_segments(data, kept, icc=icc if isinstance(icc, bytes) else None)
+
+
 def search(image: Image.Image, fmt: str, want: Search, extra: Mapping[str, object]) -> Encoded:
     """Return the output of ``image`` as ``fmt`` that ``want`` asks for."""
+    codec = want.jpeg_encoder
     rungs = ladder(fmt)
     notes: list[str] = []
     score = None
     if want.target is None:
         index = rungs.index(_rung(fmt, want.quality))
     else:
-        index, score = _search_target(image, fmt, rungs, want.target, extra)
+        index, score = _search_target(image, fmt, rungs, want.target, extra, codec)
         if score < want.target:
             notes.append(
                 f"target_quality {want.target:g} was not reached even at the highest "
                 f"{fmt} quality (score {score:.1f})"
             )
-    data = encode(image, fmt, rungs[index], extra)
+    data = encode(image, fmt, rungs[index], extra, codec)
     if want.max_bytes is not None and len(data) > want.max_bytes:
-        index, data = _fit(image, fmt, rungs, index, want.max_bytes, extra, len(data))
+        index, data = _fit(image, fmt, rungs, index, want.max_bytes, extra, len(data), codec)
         if score is not None:
-            score = _estimate(_score.tiles(image), fmt, rungs[index], extra)
+            score = _estimate(_score.tiles(image), fmt, rungs[index], extra, codec)
             notes.append(f"max_bytes lowered the quality below target_quality (score {score:.1f})")
     return Encoded(data, fmt, rungs[index], score, tuple(notes))
 
@@ -134,9 +188,10 @@ def _fit(
     cap: int,
     extra: Mapping[str, object],
     size_above: int,
+    codec: str,
 ) -> tuple[int, bytes]:
     """The highest rung below ``above`` whose output fits ``cap`` bytes, and the output."""
-    lowest = encode(image, fmt, rungs[0], extra)
+    lowest = encode(image, fmt, rungs[0], extra, codec)
     if len(lowest) > cap:
         raise CompressionError(
             f"the image cannot fit max_bytes ({cap} bytes) without changing its dimensions: "
@@ -147,7 +202,7 @@ def _fit(
     low, low_data, high = 0, lowest, above  # low fits, high does not
     while high - low > 1:
         middle = (low + high) // 2
-        data = encode(image, fmt, rungs[middle], extra)
+        data = encode(image, fmt, rungs[middle], extra, codec)
         if len(data) <= cap:
             low, low_data = middle, data
         else:
@@ -161,6 +216,7 @@ def _search_target(
     rungs: tuple[int, ...],
     target: float,
     extra: Mapping[str, object],
+    codec: str,
 ) -> tuple[int, float]:
     """The lowest rung whose sample scores at least ``target``, and its score (the top
     rung and its lower score when none does)."""
@@ -169,7 +225,7 @@ def _search_target(
 
     def tried(index: int) -> float:
         if index not in scores:
-            scores[index] = _estimate(reference, fmt, rungs[index], extra)
+            scores[index] = _estimate(reference, fmt, rungs[index], extra, codec)
         return scores[index]
 
     low, high = 0, len(rungs) - 1  # the answer is in [low, high]
@@ -217,14 +273,16 @@ def _interpolate(
     return max(low, min(high - 1, round(estimate)))
 
 
-def _estimate(tiles: list[Image.Image], fmt: str, level: int, extra: Mapping[str, object]) -> float:
+def _estimate(
+    tiles: list[Image.Image], fmt: str, level: int, extra: Mapping[str, object], codec: str
+) -> float:
     """Encode each tile at ``level``, and return the estimated score of the whole image:
     the tiles' score less the sample's bias (the exact score when the tile is the image)."""
     light = {k: v for k, v in extra.items() if k == "icc_profile"}  # no metadata to score
     mode = tiles[0].mode
     decoded = []
     for tile in tiles:
-        with Image.open(io.BytesIO(encode(tile, fmt, level, light))) as out:
+        with Image.open(io.BytesIO(encode(tile, fmt, level, light, codec))) as out:
             out.load()
             decoded.append(_as_reference(out, mode))
     found = _score.score(_score.mosaic(tiles, mode), _score.mosaic(decoded, mode))

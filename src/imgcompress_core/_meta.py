@@ -24,10 +24,12 @@ from dataclasses import dataclass
 
 from PIL import ExifTags, Image, IptcImagePlugin
 
-__all__ = ["Kept", "copyright_metadata", "insert_segments", "save_parameters"]
+__all__ = ["MAX_ICC", "Kept", "copyright_metadata", "insert_segments", "save_parameters"]
 
 _MAX_XMP = 256 * 1024
 _XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+_ICC_CHUNK = 65_000  # bytes of profile per APP2 segment (at most 65,519 fit in one)
+MAX_ICC = 255 * _ICC_CHUNK  # a JPEG numbers the segments of one profile 1 to 255 at most
 _RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 _X = "adobe:ns:meta/"
 _NAMESPACES = {
@@ -86,11 +88,14 @@ def save_parameters(kept: Kept, fmt: str) -> dict[str, object]:
     return params
 
 
-def insert_segments(jpeg: bytes, kept: Kept, *, iptc_only: bool = False) -> bytes:
+def insert_segments(
+    jpeg: bytes, kept: Kept, *, iptc_only: bool = False, icc: bytes | None = None
+) -> bytes:
     """Return a JPEG with ``kept`` written as APP1 (EXIF, XMP) and APP13 (IPTC) segments
     after its own APPn segments (with ``iptc_only``: the APP13 alone, for an output whose
-    EXIF and XMP the encoder wrote)."""
+    EXIF and XMP the encoder wrote), and ``icc`` as APP2 ``ICC_PROFILE`` segments."""
     payloads = [] if iptc_only else [(0xE1, kept.exif), (0xE1, _XMP_HEADER + (kept.xmp or b""))]
+    payloads.extend((0xE2, chunk) for chunk in _icc_chunks(icc or b""))
     payloads.append((0xED, kept.iptc))
     segments = b"".join(
         b"\xff" + bytes([marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
@@ -101,6 +106,14 @@ def insert_segments(jpeg: bytes, kept: Kept, *, iptc_only: bool = False) -> byte
     while jpeg[position : position + 1] == b"\xff" and 0xE0 <= jpeg[position + 1] <= 0xEF:
         position += 2 + int.from_bytes(jpeg[position + 2 : position + 4], "big")
     return jpeg[:position] + segments + jpeg[position:]
+
+
+def _icc_chunks(icc: bytes) -> list[bytes]:
+    """The payloads of the APP2 segments that carry ``icc`` (ICC.1, annex B.4): numbered
+    chunks after the ``ICC_PROFILE`` signature; ``icc`` is at most MAX_ICC bytes."""
+    size = _ICC_CHUNK
+    parts = [icc[start : start + size] for start in range(0, len(icc), size)]
+    return [b"ICC_PROFILE\x00" + bytes([n, len(parts)]) + part for n, part in enumerate(parts, 1)]
 
 
 def _exif(im: Image.Image) -> bytes | None:

@@ -33,7 +33,9 @@ Encoding (:mod:`._encode`)
     By default an image with real transparency (some alpha below 255) becomes lossy WebP
     with alpha at ``quality``, and everything else -- a fully opaque alpha channel is
     dropped -- a baseline, Huffman-optimised JPEG at ``quality`` with 4:2:0 chroma
-    subsampling (sharp's defaults). The policy's ``format``, ``quality``,
+    subsampling (sharp's defaults), written by libjpeg-turbo through Pillow or, with
+    ``CompressOptions.jpeg_encoder="jpegli"`` (``imgcompress[jpegli]``), an RGB one by
+    jpegli (grey and CMYK ones stay with Pillow). The policy's ``format``, ``quality``,
     ``target_quality`` and ``max_bytes`` change that. Animated GIF/WebP/PNG images are not
     re-encoded.
 
@@ -53,12 +55,21 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 from PIL import Image, ImageChops
 
 from . import _score
 from ._decode import ACCEPTED_FORMATS, MIB, Animation, Decoded, check_size, decode, mib
-from ._encode import CONTENT_TYPES, LOSSLESS, Encoded, Search, search
+from ._encode import (
+    CONTENT_TYPES,
+    JPEG_ENCODERS,
+    LOSSLESS,
+    Encoded,
+    Search,
+    jpegli_available,
+    search,
+)
 from ._header import is_accepted_format, read_header
 from ._keep import keep_animation, keep_cleaned
 from ._meta import insert_segments, save_parameters
@@ -101,10 +112,21 @@ class CompressOptions:
     # it), and so of any one image; checked from the header before decoding.
     max_decode_bytes: int = 512 * MIB
     policy: OutputPolicy = field(default_factory=OutputPolicy)  # the request's, per image
+    # Who writes RGB JPEGs: libjpeg-turbo (Pillow) or jpegli (imgcompress[jpegli]); Pillow
+    # writes grey and CMYK JPEGs either way.
+    jpeg_encoder: Literal["libjpeg-turbo", "jpegli"] = "libjpeg-turbo"
 
     def __post_init__(self) -> None:
         if isinstance(self.quality, bool) or not 1 <= self.quality <= 95:
             raise ValueError(f"quality must be an integer from 1 to 95, not {self.quality!r}")
+        if self.jpeg_encoder not in JPEG_ENCODERS:
+            raise ValueError(
+                f"jpeg_encoder must be one of {JPEG_ENCODERS}, not {self.jpeg_encoder!r}"
+            )
+        if self.jpeg_encoder == "jpegli" and not jpegli_available():
+            raise ValueError(
+                "jpeg_encoder='jpegli' needs pyjpegli: pip install 'imgcompress[jpegli]'"
+            )
         for name in ("max_pixels", "max_decode_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -201,7 +223,8 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
     family = _FAMILY[decoded.input_format]
     same_family = policy.format in (None, "original") or formats == [family]
     keep_rule = not resized and not flattened and same_family
-    want = Search(policy.quality or options.quality, policy.target_quality, policy.max_bytes)
+    quality = policy.quality or options.quality
+    want = Search(quality, policy.target_quality, policy.max_bytes, options.jpeg_encoder)
     try:
         best = _best(work, formats, want, decoded, notes)
     except CompressionError as exc:

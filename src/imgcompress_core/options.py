@@ -127,6 +127,7 @@ def compress_options(settings: Settings) -> CompressOptions:
         max_animation_pixels=settings.max_animation_pixels,
         max_scans=settings.max_jpeg_scans,
         max_decode_bytes=settings.max_decode_bytes,
+        jpeg_encoder=settings.jpeg_encoder,
     )
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._encode import jpegli_available
 from .compress import CompressOptions
 from .fetch import FetchOptions
 from .manifest import ManifestLimits
@@ -147,6 +148,11 @@ class Settings(BaseSettings):
     # Compression.
     jpeg_quality: int = Field(
         _compress("quality"), ge=1, le=95, description="JPEG/WebP quality of the output"
+    )
+    jpeg_encoder: Literal["libjpeg-turbo", "jpegli"] = Field(
+        _compress("jpeg_encoder"),
+        description="who writes RGB JPEGs: libjpeg-turbo (Pillow) or jpegli (needs "
+        "imgcompress[jpegli]; grey and CMYK JPEGs stay with Pillow)",
     )
     max_image_pixels: int = Field(
         _compress("max_pixels"),
@@ -336,6 +342,14 @@ class Settings(BaseSettings):
     webhook_retry_max: float = Field(
         _worker("webhook_retry_max"), ge=0, description="longest webhook retry delay, s"
     )
+
+    @field_validator("jpeg_encoder")
+    @classmethod
+    def _jpegli_installed(cls, value: str) -> str:
+        """Refuse jpegli at start-up, not image by image, when it is not installed."""
+        if value == "jpegli" and not jpegli_available():
+            raise ValueError("jpegli needs pyjpegli: pip install 'imgcompress[jpegli]'")
+        return value
 
     def api_key_set(self) -> frozenset[str]:
         """Return the accepted API keys (empty: the API is open)."""

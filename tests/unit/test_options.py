@@ -31,6 +31,7 @@ MAPPED: list[tuple[str, type[Any], str]] = [
     ("allow_private_networks", ManifestLimits, "allow_private_networks"),
     ("outbound_proxy", FetchOptions, "proxy"),
     ("jpeg_quality", CompressOptions, "quality"),
+    ("jpeg_encoder", CompressOptions, "jpeg_encoder"),
     ("max_image_pixels", CompressOptions, "max_pixels"),
     ("max_animation_frames", CompressOptions, "max_frames"),
     ("max_animation_pixels", CompressOptions, "max_animation_pixels"),
@@ -150,6 +151,8 @@ def _changed(value: Any) -> Any:
         return not value
     if value is None:
         return "http://proxy.example:3128"
+    if value == "libjpeg-turbo":
+        return "jpegli"
     return value + 1
 
 
