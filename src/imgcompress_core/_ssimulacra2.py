@@ -14,7 +14,7 @@ A quality search scores many candidates against one original, so :class:`Referen
 keeps the original's XYB pyramid with its blurred means and variances, and each
 :meth:`Reference.score` computes only the candidate's side and the cross term: three
 blurred planes per channel and scale, in float32, without files. The blur is separable:
-along rows by :func:`scipy.ndimage.gaussian_filter1d` (zero beyond the left and right
+along rows by :func:`scipy.ndimage.correlate1d` (zero beyond the left and right
 edges), down columns by one sparse band-matrix product over every plane at once (mirrored
 at the top and bottom): the borders of the ``ssimulacra2`` package, which the tests use as
 the oracle. In float64 this computes that package's scores to 1e-11; in float32 they
@@ -42,6 +42,10 @@ _TRUNCATE = 3.33  # the kernel's radius: 5 pixels at sigma 1.5
 _SCALES = 6
 _C2 = 0.0009
 _CHANNELS = 3
+# A channel whose weights at a scale add up to less than this is not computed there: on
+# the finest scale only Y counts (X and B weigh under 0.002 in all), on the next X and Y.
+# The features left out are at most about 1, so they move a score by a few hundredths.
+_NEGLIGIBLE = 0.01
 
 # Opsin absorbance: linear RGB to the LMS-like mix that XYB takes the cube root of.
 _OPSIN = np.array(
@@ -149,72 +153,146 @@ def _half(linear: Planes) -> Planes:
     if height % 2 or width % 2:
         linear = np.pad(linear, ((0, height % 2), (0, 0), (0, width % 2)), mode="edge")
         height, width = height + height % 2, width + width % 2
-    quads = linear.reshape(height // 2, 2, linear.shape[1], width // 2, 2)
-    return quads.mean(axis=(1, 4), dtype=np.float32)
+    pairs = linear[0::2] + linear[1::2]  # rows first: whole rows added at once
+    pairs = pairs[:, :, 0::2] + pairs[:, :, 1::2]
+    pairs *= 0.25
+    return pairs
+
+
+def _kernel() -> NDArray[np.float64]:
+    """The Gaussian's taps (sigma 1.5, radius 5), summing to one."""
+    radius = int(_TRUNCATE * _SIGMA + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / _SIGMA) ** 2)
+    return kernel / kernel.sum()
+
+
+_KERNEL = _kernel()
 
 
 @lru_cache(maxsize=16)
 def _column_blur(height: int) -> sparse.csr_array:
     """The vertical Gaussian as a band matrix, mirrored at the first and last rows."""
-    radius = int(_TRUNCATE * _SIGMA + 0.5)
+    radius = _KERNEL.size // 2
     offsets = np.arange(-radius, radius + 1)
-    kernel = np.exp(-0.5 * (offsets / _SIGMA) ** 2)
-    kernel /= kernel.sum()
     rows = np.repeat(np.arange(height), offsets.size)
     columns = (rows + np.tile(offsets, height)) % (2 * height)  # mirror: -1 is 0, h is h-1
     columns = np.where(columns >= height, 2 * height - 1 - columns, columns)
-    weights = np.tile(kernel, height)
+    weights = np.tile(_KERNEL, height)
     band = sparse.coo_array((weights, (rows, columns)), shape=(height, height))
     return sparse.csr_array(band, dtype=np.float32)  # duplicates (mirrored taps) are summed
 
 
 def _blur(planes: Planes) -> Planes:
     """Gaussian blur (sigma 1.5) of every plane of a rows x planes x columns array."""
-    rows = ndimage.gaussian_filter1d(planes, _SIGMA, axis=-1, mode="constant", truncate=_TRUNCATE)
+    rows = ndimage.correlate1d(planes, _KERNEL, axis=-1, mode="constant")
     height = planes.shape[0]
     flat = rows.reshape(height, -1)
     blurred: Any = _column_blur(height) @ flat
     return np.asarray(blurred, dtype=np.float32).reshape(planes.shape)
 
 
-def _norms(values: Planes) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per channel: the mean and the 4-norm of a non-negative map."""
-    count = values.shape[0] * values.shape[2]
-    mean = values.sum(axis=(0, 2), dtype=np.float64) / count
-    squared = values * values
-    fourth = np.einsum("hcw,hcw->c", squared, squared, dtype=np.float64) / count
-    return mean, np.sqrt(np.sqrt(fourth))
+def _sums(values: Planes) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per channel: the sum of a map, and the sum of its fourth power (``values`` is
+    overwritten)."""
+    total = values.sum(axis=0).sum(axis=-1, dtype=np.float64)  # rows first: contiguous adds
+    np.multiply(values, values, out=values)
+    np.multiply(values, values, out=values)
+    return total, values.sum(axis=0).sum(axis=-1, dtype=np.float64)
+
+
+def _weights(scales: int) -> NDArray[np.float64]:
+    """The weights for an image of ``scales`` scales, as (channel, scale, norm, kind).
+
+    Like libjxl, the table is read in order, so an image too small for six scales uses
+    its first weights."""
+    return _WEIGHTS.reshape(-1)[: _CHANNELS * scales * 6].reshape(_CHANNELS, scales, 2, 3)
+
+
+def _channels(scales: int) -> list[list[int]]:
+    """Per scale, the channels whose features weigh enough to compute."""
+    weights = _weights(scales)
+    return [
+        [c for c in range(_CHANNELS) if weights[c, scale].sum() >= _NEGLIGIBLE]
+        for scale in range(scales)
+    ]
+
+
+def _count_scales(width: int, height: int) -> int:
+    """How many scales an image of this size has (each at least 8 x 8)."""
+    count = 0
+    while count < _SCALES and min(width, height) >= 8:
+        count += 1
+        width, height = (width + 1) // 2, (height + 1) // 2
+    return count
 
 
 class _Scale:
-    """One scale of the original: its XYB planes, blurred mean, variance and detail."""
+    """One scale of the original: its XYB planes, blurred mean, variance and detail, in
+    the channels that count at this scale."""
 
-    __slots__ = ("detail", "mean", "variance", "xyb")
+    __slots__ = ("channels", "inverse_detail", "mean", "variance", "xyb")
 
-    def __init__(self, xyb: Planes) -> None:
+    def __init__(self, xyb: Planes, channels: list[int]) -> None:
+        self.channels = channels
+        xyb = xyb[:, channels]
         self.xyb = xyb
+        if not channels:
+            return
+        used = len(channels)
         blurred = _blur(np.concatenate([xyb, xyb * xyb], axis=1))
-        self.mean = blurred[:, :_CHANNELS]
-        self.variance = blurred[:, _CHANNELS:] - self.mean * self.mean
-        self.detail = 1.0 + np.abs(xyb - self.mean)
+        self.mean = blurred[:, :used]
+        # sigma1^2 + C2, the original's half of SSIM's denominator
+        self.variance = blurred[:, used:] - self.mean * self.mean + _C2
+        self.inverse_detail = 1.0 / (1.0 + np.abs(xyb - self.mean))
 
     def features(self, xyb: Planes) -> NDArray[np.float64]:
-        """The six (channel by norm by kind) summaries of a candidate at this scale."""
-        blurred = _blur(np.concatenate([xyb, xyb * xyb, xyb * self.xyb], axis=1))
-        mean = blurred[:, :_CHANNELS]
-        mean_sq = mean * mean
-        distance = self.mean - mean
-        structure = 1.0 - distance * distance  # 1 - (mu1 - mu2)^2
-        numerator = 2.0 * (blurred[:, 2 * _CHANNELS :] - self.mean * mean) + _C2
-        denominator = self.variance + (blurred[:, _CHANNELS : 2 * _CHANNELS] - mean_sq) + _C2
-        ssim = 1.0 - structure * numerator / denominator
-        np.maximum(ssim, 0.0, out=ssim)
-        edge = (1.0 + np.abs(xyb - mean)) / self.detail - 1.0
-        ringing = np.maximum(edge, 0.0)
-        blurring = np.maximum(-edge, 0.0)
-        found = np.empty((_CHANNELS, 2, 3))
-        for kind, values in enumerate((ssim, ringing, blurring)):
-            found[:, 0, kind], found[:, 1, kind] = _norms(values)
+        """The (channel, norm, kind) summaries of a candidate at this scale (zero in the
+        channels that do not count)."""
+        if not self.channels:
+            return np.zeros((_CHANNELS, 2, 3))
+        xyb = xyb[:, self.channels]
+        height, used, width = xyb.shape
+        stack = np.empty((height, 3 * used, width), dtype=np.float32)
+        stack[:, :used] = xyb
+        np.multiply(xyb, xyb, out=stack[:, used : 2 * used])
+        np.multiply(xyb, self.xyb, out=stack[:, 2 * used :])
+        blurred = _blur(stack)
+        mean = blurred[:, :used]
+        denominator = blurred[:, used : 2 * used]  # E[x2^2], then the denominator
+        numerator = blurred[:, 2 * used :]  # E[x1 x2], then the numerator
+        work = mean * mean
+        denominator -= work
+        denominator += self.variance  # sigma1^2 + sigma2^2 + C2
+        np.multiply(mean, self.mean, out=work)
+        numerator -= work
+        numerator *= 2.0
+        numerator += _C2  # 2 sigma12 + C2
+        np.subtract(self.mean, mean, out=work)
+        np.multiply(work, work, out=work)
+        np.subtract(1.0, work, out=work)  # 1 - (mu1 - mu2)^2
+        work *= numerator
+        work /= denominator
+        np.subtract(1.0, work, out=work)
+        np.maximum(work, 0.0, out=work)  # the SSIM distance map
+        count = height * width
+        found = np.zeros((_CHANNELS, 2, 3))
+        ssim, ssim4 = _sums(work)
+        # Edges: the candidate's local detail against the original's, less one; above
+        # zero is ringing (detail added), below is blurring (detail lost).
+        edge = numerator
+        np.subtract(xyb, mean, out=edge)
+        np.abs(edge, out=edge)
+        edge += 1.0
+        edge *= self.inverse_detail
+        edge -= 1.0
+        signed, fourth = _sums(edge.copy())
+        np.maximum(edge, 0.0, out=edge)
+        ringing, ringing4 = _sums(edge)
+        sums = np.array([ssim, ringing, ringing - signed], dtype=np.float64)
+        sums4 = np.array([ssim4, ringing4, fourth - ringing4], dtype=np.float64)
+        found[self.channels, 0] = (sums / count).T
+        found[self.channels, 1] = np.sqrt(np.sqrt(np.maximum(sums4, 0.0) / count)).T
         return found
 
 
@@ -224,12 +302,12 @@ class _Side:
     def __init__(self, image: Image.Image, shade: float | None) -> None:
         self.shade = shade
         self.scales: list[_Scale] = []
+        channels = _channels(_count_scales(*image.size))
+        self.weights = _weights(len(channels))
         linear = _linear_rgb(image, shade)
-        for level in range(_SCALES):
-            if min(linear.shape[0], linear.shape[2]) < 8:
-                break
-            self.scales.append(_Scale(_xyb(linear)))
-            if level < _SCALES - 1:
+        for level, needed in enumerate(channels):
+            self.scales.append(_Scale(_xyb(linear), needed))
+            if level < len(channels) - 1:
                 linear = _half(linear)
 
     def score(self, candidate: Image.Image) -> float:
@@ -237,18 +315,14 @@ class _Side:
         linear = _linear_rgb(candidate, self.shade)
         found = []
         for level, scale in enumerate(self.scales):
-            found.append(scale.features(_xyb(linear)))
+            found.append(scale.features(_xyb(linear)) if scale.channels else np.zeros((3, 2, 3)))
             if level < len(self.scales) - 1:
                 linear = _half(linear)
-        return _to_score(np.stack(found, axis=1))
+        return _to_score(np.stack(found, axis=1), self.weights)
 
 
-def _to_score(features: NDArray[np.float64]) -> float:
+def _to_score(features: NDArray[np.float64], weights: NDArray[np.float64]) -> float:
     """The weighted distance of (channel, scale, norm, kind) features, as a score."""
-    used = features.shape[1]
-    # Like libjxl, the weights are taken in order, so an image with fewer than six
-    # scales uses the first weights of the table.
-    weights = _WEIGHTS.reshape(-1)[: features.size].reshape(_CHANNELS, used, 2, 3)
     distance = float(np.sum(weights * np.abs(features))) * 0.9562382616834844
     distance = (
         2.326765642916932 * distance
