@@ -45,6 +45,7 @@ _CLOSE_ENOUGH = 2  # stop the target search when the bracket is this many rungs 
 _SLACK = 1.0  # or when a rung reaches the target by at most this many points
 _AIM = 0.5  # aim this far above the target, to land between it and _SLACK
 _MAX_TRIES = 6  # sample encodes per target search, at most
+_MIN_SLOPE = 0.05  # score points per quality step, at least, when extrapolating
 # Each codec's typical curve: the median estimate over the corpus photos at each quality
 # (benchmarks/policy.py --only curves). The search starts where it reaches the target and
 # moves it up or down to go through the scores it finds.
@@ -129,8 +130,8 @@ def search(image: Image.Image, fmt: str, want: Search, extra: Mapping[str, objec
     data = encode(image, fmt, rungs[index], extra)
     if want.max_bytes is not None and len(data) > want.max_bytes:
         index, data = _fit(image, fmt, rungs, index, want.max_bytes, extra, len(data))
-        if score is not None:
-            score = _Sample(image, fmt).estimate(rungs[index], extra)
+        if score is not None and want.target is not None:
+            score = _Sample(image, fmt, want.target).estimate(rungs[index], extra)
             notes.append(f"max_bytes lowered the quality below target_quality (score {score:.1f})")
     return Encoded(data, fmt, rungs[index], score, tuple(notes))
 
@@ -174,7 +175,7 @@ def _search_target(
     """The lowest rung whose sample scores at least ``target`` (a rung scoring at most
     ``_SLACK`` above it will do), and its score; the top rung and its lower score when
     none reaches the target."""
-    sample = _Sample(image, fmt)
+    sample = _Sample(image, fmt, target)
     scores: dict[int, float] = {}
 
     def tried(index: int) -> float:
@@ -183,7 +184,7 @@ def _search_target(
         return scores[index]
 
     low, high = 0, len(rungs) - 1  # the answer is in [low, high]
-    guess = len(rungs) - 2 if fmt == "png" else _quality_for(fmt, target + _AIM) - 1
+    guess = len(rungs) - 2 if fmt == "png" else int(_quality_for(fmt, target + _AIM)) - 1
     for _ in range(_MAX_TRIES):
         if tried(guess) >= target:
             high = guess
@@ -201,53 +202,48 @@ def _search_target(
 
 
 def _next_guess(fmt: str, scores: Mapping[int, float], low: int, high: int, target: float) -> int:
-    """The next rung to try in [low, high): between the nearest rungs tried on each side
-    of the target, on the straight line through them; from one side, on the codec's
-    typical curve moved to go through the nearest score."""
+    """The next rung to try in [low, high): on the straight line through the two nearest
+    rungs tried (on each side of the target, or else on the one side); after a single
+    rung, on the codec's typical curve shifted along the qualities to go through it."""
     aim = target + _AIM
-    below = [i for i in scores if i < low]
-    above = [i for i in scores if i >= high]
+    below = sorted(i for i in scores if i < low)
+    above = sorted(i for i in scores if i >= high)
     if below and above:
-        a, b = max(below), min(above)
-        estimate = a + (aim - scores[a]) * (b - a) / max(scores[b] - scores[a], 1e-6)
-        rung = math.ceil(estimate)
+        a, b = below[-1], above[0]
+    elif len(below) >= 2:
+        a, b = below[-2], below[-1]
+    elif len(above) >= 2:
+        a, b = above[0], above[1]
     else:
-        nearest = max(below) if below else min(above)
-        offset = scores[nearest] - _score_at(fmt, nearest + 1)
-        rung = _quality_for(fmt, aim - offset) - 1
-    return max(low, min(high - 1, rung))
+        nearest = (below or above)[0]
+        shift = nearest + 1 - _quality_for(fmt, scores[nearest], exact=True)
+        return max(low, min(high - 1, math.ceil(_quality_for(fmt, aim, exact=True) + shift) - 1))
+    slope = max((scores[b] - scores[a]) / (b - a), _MIN_SLOPE)
+    return max(low, min(high - 1, math.ceil(a + (aim - scores[a]) / slope)))
 
 
-def _score_at(fmt: str, quality: float) -> float:
-    """The codec's typical score at ``quality``, between the points of its curve."""
+def _quality_for(fmt: str, score: float, exact: bool = False) -> float:
+    """The quality at which the codec's typical curve reaches ``score`` (rounded up to a
+    whole quality unless ``exact``)."""
     curve = _CURVES[fmt]
-    for (q0, s0), (q1, s1) in itertools.pairwise(curve):
-        if quality <= q1:
-            return s0 + (s1 - s0) * (max(quality, q0) - q0) / (q1 - q0)
-    return curve[-1][1]
-
-
-def _quality_for(fmt: str, score: float) -> int:
-    """The lowest quality whose typical score reaches ``score`` (100 when none does)."""
-    curve = _CURVES[fmt]
+    found: float = curve[-1][0]
     for (q0, s0), (q1, s1) in itertools.pairwise(curve):
         if score <= s1:
-            if score <= s0:
-                return q0
-            return math.ceil(q0 + (q1 - q0) * (score - s0) / (s1 - s0))
-    return curve[-1][0]
+            found = q0 if score <= s0 else q0 + (q1 - q0) * (score - s0) / (s1 - s0)
+            break
+    return found if exact else math.ceil(found)
 
 
 class _Sample:
     """What a target search scores: the image's tiles, their mosaic prepared as the
-    reference, and the bias of the sample's score for the codec."""
+    reference, and the bias of the sample's score for the codec near the target."""
 
-    def __init__(self, image: Image.Image, fmt: str) -> None:
+    def __init__(self, image: Image.Image, fmt: str, target: float) -> None:
         self.fmt = fmt
         self.tiles = _score.tiles(image)
         self.mode = self.tiles[0].mode
         self.reference = _score.reference(_score.mosaic(self.tiles, self.mode))
-        self.bias = _score.SAMPLE_BIAS.get(fmt, 0.0) if len(self.tiles) > 1 else 0.0
+        self.bias = _score.sample_bias(fmt, target) if len(self.tiles) > 1 else 0.0
 
     def estimate(self, level: int, extra: Mapping[str, object]) -> float:
         """Encode each tile at ``level``, and return the estimated score of the whole

@@ -23,17 +23,23 @@ search then meets targets on the whole corpus is in ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from collections.abc import Mapping
 from typing import Protocol
 
 from PIL import Image
 
-__all__ = ["SAMPLE_BIAS", "Scorer", "available", "mosaic", "reference", "score", "tiles"]
+__all__ = ["Scorer", "available", "mosaic", "reference", "sample_bias", "score", "tiles"]
 
 TILE = 256  # a tile's side, a multiple of 16
 GRID = 2  # tiles per side of the sample
-# How much higher the sample scores than the whole image, on average, per codec.
-SAMPLE_BIAS: Mapping[str, float] = {"jpeg": 1.7, "webp": 1.7, "avif": 1.7}
+# How much higher the sample scores than the whole image, on average, per codec and by
+# the whole image's score (benchmarks/policy.py --only curves): more at low scores.
+_SAMPLE_BIAS: Mapping[str, tuple[tuple[float, float], ...]] = {
+    "jpeg": ((40.0, 1.7), (100.0, 0.0)),
+    "webp": ((40.0, 1.7), (100.0, 0.0)),
+    "avif": ((40.0, 1.7), (100.0, 0.0)),
+}
 
 
 class Scorer(Protocol):
@@ -71,6 +77,18 @@ def mosaic(parts: list[Image.Image], mode: str) -> Image.Image:
     for index, part in enumerate(parts):
         joined.paste(part.convert(mode), ((index % GRID) * TILE, (index // GRID) * TILE))
     return joined
+
+
+def sample_bias(fmt: str, score: float) -> float:
+    """Return how much higher the sample of an image scores, on average, than the whole
+    image when it is encoded as ``fmt`` to about ``score``."""
+    points = _SAMPLE_BIAS.get(fmt, ((0.0, 0.0),))
+    if score <= points[0][0]:
+        return points[0][1]
+    for (s0, b0), (s1, b1) in itertools.pairwise(points):
+        if score <= s1:
+            return b0 + (b1 - b0) * (score - s0) / (s1 - s0)
+    return points[-1][1]
 
 
 def _aligned(start: int, extent: int) -> int:
