@@ -42,17 +42,18 @@ _PALETTES = (2, 4, 8, 16, 32, 64, 128, 256)
 LOSSLESS = 0  # the PNG rung above every palette
 _QUALITIES = tuple(range(1, 101))
 _CLOSE_ENOUGH = 2  # stop the target search when the bracket is this many rungs wide
-_SLACK = 1.0  # or when a rung reaches the target by at most this many points
+_SLACK = 1.5  # or when a rung reaches the target by at most this many points
 _AIM = 0.5  # aim this far above the target, to land between it and _SLACK
 _MAX_TRIES = 6  # sample encodes per target search, at most
 _MIN_SLOPE = 0.05  # score points per quality step, at least, when extrapolating
-# Each codec's typical curve: the median estimate over the corpus photos at each quality
-# (benchmarks/policy.py --only curves). The search starts where it reaches the target and
-# moves it up or down to go through the scores it finds.
-_CURVES: Mapping[str, tuple[tuple[int, float], ...]] = {
-    "jpeg": ((1, 0.0), (100, 100.0)),
-    "webp": ((1, 0.0), (100, 100.0)),
-    "avif": ((1, 0.0), (100, 100.0)),
+# Each codec's typical curve: the median whole-image score of the corpus images (1200 px)
+# at each of these qualities (benchmarks/policy.py --only curves). The search starts where
+# the curve reaches the target.
+_CURVE_QUALITIES = (15, 25, 35, 45, 55, 62, 70, 78, 85, 92, 97)
+_CURVES: Mapping[str, tuple[float, ...]] = {
+    "jpeg": (13.6, 40.9, 54.0, 61.6, 68.1, 71.6, 75.3, 80.4, 84.1, 88.8, 92.4),
+    "webp": (38.6, 46.7, 53.8, 59.7, 63.5, 65.8, 69.0, 73.2, 78.8, 85.0, 88.5),
+    "avif": (25.0, 40.9, 56.1, 67.2, 74.9, 78.7, 82.0, 84.6, 86.8, 89.3, 90.5),
 }
 
 
@@ -88,12 +89,21 @@ def _rung(fmt: str, quality: int) -> int:
     return LOSSLESS if quality >= 100 else 256
 
 
-def encode(image: Image.Image, fmt: str, level: int, extra: Mapping[str, object]) -> bytes:
+def encode(
+    image: Image.Image,
+    fmt: str,
+    level: int,
+    extra: Mapping[str, object],
+    *,
+    smallest: bool = True,
+) -> bytes:
     """Encode ``image`` as ``fmt`` at rung ``level`` with ``extra`` save parameters (ICC
-    profile, metadata); raise CompressionError when the encoder fails."""
+    profile, metadata); raise CompressionError when the encoder fails. ``smallest=False``
+    skips what only makes the file smaller, not the pixels different (JPEG's Huffman
+    optimisation): for encodes that are only decoded and scored."""
     params: dict[str, object] = dict(extra)
     if fmt == "jpeg":
-        params.update(quality=level, optimize=True, progressive=False)
+        params.update(quality=level, optimize=smallest, progressive=False)
     elif fmt == "webp":  # libwebp's effort 3 of 6: a fifth faster than its default 4
         params.update(quality=level, method=3)
     elif fmt == "avif":  # one thread: the pool already runs one image per CPU
@@ -225,7 +235,7 @@ def _next_guess(fmt: str, scores: Mapping[int, float], low: int, high: int, targ
 def _quality_for(fmt: str, score: float, exact: bool = False) -> float:
     """The quality at which the codec's typical curve reaches ``score`` (rounded up to a
     whole quality unless ``exact``)."""
-    curve = _CURVES[fmt]
+    curve = tuple(zip(_CURVE_QUALITIES, _CURVES[fmt], strict=True))
     found: float = curve[-1][0]
     for (q0, s0), (q1, s1) in itertools.pairwise(curve):
         if score <= s1:
@@ -251,7 +261,8 @@ class _Sample:
         light = {k: v for k, v in extra.items() if k == "icc_profile"}  # no metadata to score
         decoded = []
         for tile in self.tiles:
-            with Image.open(io.BytesIO(encode(tile, self.fmt, level, light))) as out:
+            encoded = encode(tile, self.fmt, level, light, smallest=False)
+            with Image.open(io.BytesIO(encoded)) as out:
                 out.load()
                 decoded.append(_as_reference(out, self.mode))
         return self.reference.score(_score.mosaic(decoded, self.mode)) - self.bias

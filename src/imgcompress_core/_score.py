@@ -36,9 +36,9 @@ GRID = 2  # tiles per side of the sample
 # How much higher the sample scores than the whole image, on average, per codec and by
 # the whole image's score (benchmarks/policy.py --only curves): more at low scores.
 _SAMPLE_BIAS: Mapping[str, tuple[tuple[float, float], ...]] = {
-    "jpeg": ((40.0, 1.7), (100.0, 0.0)),
-    "webp": ((40.0, 1.7), (100.0, 0.0)),
-    "avif": ((40.0, 1.7), (100.0, 0.0)),
+    "jpeg": ((40.0, 1.8), (70.0, 0.75), (90.0, 0.15)),
+    "webp": ((40.0, 2.4), (70.0, 1.1), (90.0, 0.3)),
+    "avif": ((40.0, 1.6), (70.0, 0.9), (90.0, 0.2)),
 }
 
 

@@ -14,8 +14,8 @@ A quality search scores many candidates against one original, so :class:`Referen
 keeps the original's XYB pyramid with its blurred means and variances, and each
 :meth:`Reference.score` computes only the candidate's side and the cross term: three
 blurred planes per channel and scale, in float32, without files. The blur is separable:
-along rows by :func:`scipy.ndimage.correlate1d` (zero beyond the left and right
-edges), down columns by one sparse band-matrix product over every plane at once (mirrored
+along rows by small matrix products over overlapping blocks (zero beyond the left and
+right edges), down columns by one sparse band-matrix product over every plane at once (mirrored
 at the top and bottom): the borders of the ``ssimulacra2`` package, which the tests use as
 the oracle. In float64 this computes that package's scores to 1e-11; in float32 they
 agree to a few hundredths of a point.
@@ -27,7 +27,8 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import ndimage, sparse
+from numpy.lib.stride_tricks import as_strided
+from scipy import sparse
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -255,9 +256,42 @@ def _column_blur(height: int) -> sparse.csr_array:
     return sparse.csr_array(band, dtype=np.float32)  # duplicates (mirrored taps) are summed
 
 
+_BLOCK = 16  # columns per block of the row blur
+
+
+@lru_cache(maxsize=1)
+def _row_block() -> Planes:
+    """The row blur of one block: ``_BLOCK`` outputs from ``_BLOCK`` + 10 inputs."""
+    radius = _KERNEL.size // 2
+    block = np.zeros((_BLOCK + 2 * radius, _BLOCK), dtype=np.float32)
+    for column in range(_BLOCK):
+        block[column : column + _KERNEL.size, column] = _KERNEL
+    return block
+
+
+def _row_blur(planes: Planes) -> Planes:
+    """The horizontal Gaussian (zero beyond the first and last columns): every row cut in
+    overlapping blocks, each block multiplied by one small matrix (a BLAS product, about
+    twice as fast as :func:`scipy.ndimage.correlate1d` here)."""
+    height, count, width = planes.shape
+    radius = _KERNEL.size // 2
+    blocks = -(-width // _BLOCK)
+    padded = np.zeros((height * count, blocks * _BLOCK + 2 * radius), dtype=np.float32)
+    padded[:, radius : radius + width] = planes.reshape(height * count, width)
+    item = padded.itemsize
+    windows = as_strided(
+        padded,
+        shape=(padded.shape[0], blocks, _BLOCK + 2 * radius),
+        strides=(padded.strides[0], _BLOCK * item, item),
+        writeable=False,
+    )
+    rows: Planes = np.matmul(windows, _row_block()).reshape(padded.shape[0], -1)
+    return rows[:, :width].reshape(planes.shape)
+
+
 def _blur(planes: Planes) -> Planes:
     """Gaussian blur (sigma 1.5) of every plane of a rows x planes x columns array."""
-    rows = ndimage.correlate1d(planes, _KERNEL, axis=-1, mode="constant")
+    rows = _row_blur(planes)
     height = planes.shape[0]
     flat = rows.reshape(height, -1)
     blurred: Any = _column_blur(height) @ flat
