@@ -18,7 +18,7 @@ Three measurements, every one printed as a table (and with ``--json FILE`` writt
 4. **curves** (not run by default): for each codec and a grid of qualities, the sample's
    score (the search's estimate before the bias is taken off) and the whole image's
    score, on the same scaled images: the median curves and the sample's mean bias are
-   the constants of the search (``_encode._CURVES``, ``_score.SAMPLE_BIAS``).
+   the constants of the search (``_encode._CURVES``, ``_score._SAMPLE_BIAS``).
 
 The whole-image scores of measurements 1 and 2 are the ``ssimulacra2`` package's (part of
 the test extra), not our scorer's, so the search is judged by the reference
@@ -155,10 +155,10 @@ CURVE_QUALITIES = (15, 25, 35, 45, 55, 62, 70, 78, 85, 92, 97)
 def curve_run(path: Path) -> list[dict[str, Any]]:
     """Measurement 4 for one image: sample and whole scores over the quality grid."""
     image = scaled(path)
-    tiles = _score.tiles(image)
-    sample = _score.reference(_score.mosaic(tiles, "RGB"))
     rows: list[dict[str, Any]] = []
     for fmt in FORMATS:
+        tiles = _score.tiles(image, fmt)
+        sample = _score.reference(_score.mosaic(tiles, "RGB"))
         for quality in CURVE_QUALITIES:
             whole = encode(image, fmt, quality, {})
             parts = [decoded(encode(tile, fmt, quality, {})) for tile in tiles]
@@ -297,10 +297,16 @@ def cpu_cost(paths: list[Path], args: argparse.Namespace, report: dict[str, Any]
         (f"jpeg, target {args.target:g}", OutputPolicy(target_quality=args.target)),
         ("webp, quality 50", OutputPolicy(format="webp")),
         (f"webp, target {args.target:g}", OutputPolicy(format="webp", target_quality=args.target)),
+        ("avif, quality 50", OutputPolicy(format="avif")),
+        (f"avif, target {args.target:g}", OutputPolicy(format="avif", target_quality=args.target)),
     ):
         cpu[name] = sum(parallel(cpu_run, [(p, policy) for p in paths], args.workers))
     report["cpu"] = cpu
-    base = {"jpeg": cpu["jpeg, quality 50 (default)"], "webp": cpu["webp, quality 50"]}
+    base = {
+        "jpeg": cpu["jpeg, quality 50 (default)"],
+        "webp": cpu["webp, quality 50"],
+        "avif": cpu["avif, quality 50"],
+    }
     for name, seconds in cpu.items():
         print(f"| {name} | {seconds:.1f} | {seconds / base[name[:4]]:.1f}x |")
 

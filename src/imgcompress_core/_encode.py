@@ -51,9 +51,9 @@ _MIN_SLOPE = 0.05  # score points per quality step, at least, when extrapolating
 # the curve reaches the target.
 _CURVE_QUALITIES = (15, 25, 35, 45, 55, 62, 70, 78, 85, 92, 97)
 _CURVES: Mapping[str, tuple[float, ...]] = {
-    "jpeg": (13.6, 40.9, 54.0, 61.6, 68.1, 71.6, 75.3, 80.4, 84.1, 88.8, 92.4),
-    "webp": (38.6, 46.7, 53.8, 59.7, 63.5, 65.8, 69.0, 73.2, 78.8, 85.0, 88.5),
-    "avif": (25.0, 40.9, 56.1, 67.2, 74.9, 78.7, 82.0, 84.6, 86.8, 89.3, 90.5),
+    "jpeg": (13.9, 41.4, 54.4, 62.0, 68.2, 71.6, 75.6, 80.5, 84.3, 88.8, 92.4),
+    "webp": (38.0, 46.2, 54.3, 59.5, 63.3, 65.6, 68.9, 73.0, 78.8, 85.0, 88.7),
+    "avif": (26.7, 42.2, 56.9, 67.4, 74.9, 78.7, 82.0, 84.7, 86.9, 89.3, 91.0),
 }
 
 
@@ -250,7 +250,7 @@ class _Sample:
 
     def __init__(self, image: Image.Image, fmt: str, target: float) -> None:
         self.fmt = fmt
-        self.tiles = _score.tiles(image)
+        self.tiles = _score.tiles(image, fmt)
         self.mode = self.tiles[0].mode
         self.reference = _score.reference(_score.mosaic(self.tiles, self.mode))
         self.bias = _score.sample_bias(fmt, target) if len(self.tiles) > 1 else 0.0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import math
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -31,14 +32,20 @@ from PIL import Image
 
 __all__ = ["Scorer", "available", "mosaic", "reference", "sample_bias", "score", "tiles"]
 
-TILE = 256  # a tile's side, a multiple of 16
-GRID = 2  # tiles per side of the sample
+TILE = 256  # a tile's side (a multiple of 16), unless the codec's layout says otherwise
+GRID = 2  # tiles per side of the sample, unless the codec's layout says otherwise
+# (tiles per side, side) by codec. Tiles spread over more of the image err less: at
+# 1200 px, 3 x 3 tiles of 160 px cost JPEG's search no more than 2 x 2 of 256 and err
+# half as much; WebP's and AVIF's own encodes cost several times JPEG's, so their
+# searches can afford 3 x 3 tiles of 256. An image too small for its layout gets fewer
+# tiles per side (at least 2).
+LAYOUTS: Mapping[str, tuple[int, int]] = {"jpeg": (3, 160), "webp": (3, 256), "avif": (3, 256)}
 # How much higher the sample scores than the whole image, on average, per codec and by
 # the whole image's score (benchmarks/policy.py --only curves): more at low scores.
 _SAMPLE_BIAS: Mapping[str, tuple[tuple[float, float], ...]] = {
-    "jpeg": ((40.0, 1.8), (70.0, 0.75), (90.0, 0.15)),
-    "webp": ((40.0, 2.4), (70.0, 1.1), (90.0, 0.3)),
-    "avif": ((40.0, 1.6), (70.0, 0.9), (90.0, 0.2)),
+    "jpeg": ((40.0, 3.0), (70.0, 1.55), (90.0, 0.5)),
+    "webp": ((40.0, 2.4), (70.0, 1.3), (90.0, 0.35)),
+    "avif": ((40.0, 1.2), (70.0, 0.75), (90.0, 0.2)),
 }
 
 
@@ -55,17 +62,20 @@ def available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("numpy", "scipy"))
 
 
-def tiles(image: Image.Image) -> list[Image.Image]:
-    """Return the tiles the search scores (the image itself when it is not much larger)."""
+def tiles(image: Image.Image, fmt: str = "jpeg") -> list[Image.Image]:
+    """Return the tiles the search for ``fmt`` scores (the image itself when it is not
+    much larger than 2 x 2 tiles)."""
     width, height = image.size
-    if width < GRID * TILE or height < GRID * TILE or width * height <= 2 * (GRID * TILE) ** 2:
+    grid, side = LAYOUTS.get(fmt, (GRID, TILE))
+    grid = min(grid, width // side, height // side)
+    if grid < 2 or width * height <= 2 * (GRID * TILE) ** 2:
         return [image]
     found = []
-    for row in range(GRID):
-        top = _aligned((height * (2 * row + 1)) // (2 * GRID) - TILE // 2, height)
-        for column in range(GRID):
-            left = _aligned((width * (2 * column + 1)) // (2 * GRID) - TILE // 2, width)
-            found.append(image.crop((left, top, left + TILE, top + TILE)))
+    for row in range(grid):
+        top = _aligned((height * (2 * row + 1)) // (2 * grid) - side // 2, height, side)
+        for column in range(grid):
+            left = _aligned((width * (2 * column + 1)) // (2 * grid) - side // 2, width, side)
+            found.append(image.crop((left, top, left + side, top + side)))
     return found
 
 
@@ -73,9 +83,10 @@ def mosaic(parts: list[Image.Image], mode: str) -> Image.Image:
     """Put ``tiles``' output side by side again (one image: itself, in ``mode``)."""
     if len(parts) == 1:
         return parts[0] if parts[0].mode == mode else parts[0].convert(mode)
-    joined = Image.new(mode, (GRID * TILE, GRID * TILE))
+    grid, side = math.isqrt(len(parts)), parts[0].width
+    joined = Image.new(mode, (grid * side, grid * side))
     for index, part in enumerate(parts):
-        joined.paste(part.convert(mode), ((index % GRID) * TILE, (index // GRID) * TILE))
+        joined.paste(part.convert(mode), ((index % grid) * side, (index // grid) * side))
     return joined
 
 
@@ -91,9 +102,9 @@ def sample_bias(fmt: str, score: float) -> float:
     return points[-1][1]
 
 
-def _aligned(start: int, extent: int) -> int:
+def _aligned(start: int, extent: int, side: int) -> int:
     """A tile's start on the 16-pixel grid, inside the image."""
-    return max(0, min(start, extent - TILE)) // 16 * 16
+    return max(0, min(start, extent - side)) // 16 * 16
 
 
 def reference(original: Image.Image) -> Scorer:
