@@ -5,19 +5,21 @@ score is asked for, so compression workers that never see a ``target_quality`` d
 load them. :func:`available` says whether they are installed. :func:`reference`
 prepares an original once for the many candidates a search scores against it.
 
-Scoring a whole photo costs about 0.1 s per megapixel, several times a whole JPEG
-compression. So the quality search scores a *sample*: four tiles of 256 x 256 cut
-from the image at its own resolution (:func:`tiles`), one in the middle of each quarter,
-their corners on the 16-pixel grid of JPEG's 4:2:0 blocks. Each tile is encoded on its
-own (as a small image, so the encoder sees real picture content, not seams between
-tiles), decoded, and the tiles are put side by side (:func:`mosaic`) to be scored
-against the same mosaic of the original tiles. Compression artefacts are local, so
-tiles at full resolution show the ringing, blocking and blurring of the whole image;
-scoring a downscaled copy would hide them. Measured on 8 corpus photos (1200 px) in JPEG,
-WebP and AVIF at qualities 30-85, the sample scores on average 1.7 points above the whole
-image (``SAMPLE_BIAS``; the mean absolute error is the same 1.7, so the sample is high,
-rarely low), so the search asks the sample for ``target + SAMPLE_BIAS``. How well the
-search then meets targets on the whole corpus is in ``benchmarks/RESULTS.md``.
+Scoring a whole photo costs about 0.05 s per megapixel, as much as a whole JPEG
+compression, and a search scores two or three candidates. So the quality search scores a
+*sample*: tiles cut from the image at its own resolution (:func:`tiles`), spread evenly
+over it (the middle of each cell of a 3 x 3 grid), their corners on the 16-pixel grid of
+JPEG's 4:2:0 blocks; 160 px tiles for JPEG, 256 px for WebP and AVIF, whose own encodes
+cost several times more (``LAYOUTS``). Each tile is encoded on its own (as a small
+image, so the encoder sees real picture content, not seams between tiles), decoded, and
+the tiles are put side by side (:func:`mosaic`) to be scored against the same mosaic of
+the original tiles, prepared once per search (:func:`reference`). Compression artefacts
+are local, so tiles at full resolution show the ringing, blocking and blurring of the
+whole image; scoring a downscaled copy would hide them. The sample scores a little
+higher than the whole image, more so at low scores; :func:`sample_bias` is that excess
+as measured on the corpus (1200 px), per codec, and the search takes it off. An image
+not much larger than 512 x 512 is scored whole. How well the search then meets targets
+on the whole corpus is in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ GRID = 2  # tiles per side of the sample, unless the codec's layout says otherwi
 # searches can afford 3 x 3 tiles of 256. An image too small for its layout gets fewer
 # tiles per side (at least 2).
 LAYOUTS: Mapping[str, tuple[int, int]] = {"jpeg": (3, 160), "webp": (3, 256), "avif": (3, 256)}
-# How much higher the sample scores than the whole image, on average, per codec and by
-# the whole image's score (benchmarks/policy.py --only curves): more at low scores.
+# How much higher the sample scores than the whole image, on average, per codec, at a few
+# whole-image scores (measured at 63-76 on 9-13 corpus photos, 1200 px; the ends of each
+# table follow the 2 x 2 sample's trend, benchmarks/policy.py --only curves).
 _SAMPLE_BIAS: Mapping[str, tuple[tuple[float, float], ...]] = {
     "jpeg": ((40.0, 3.0), (70.0, 1.55), (90.0, 0.5)),
     "webp": ((40.0, 2.4), (70.0, 1.3), (90.0, 0.35)),
