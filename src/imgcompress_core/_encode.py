@@ -9,7 +9,7 @@ walk a ladder:
 - ``target_quality``: the lowest rung whose estimated SSIMULACRA2 score reaches the
   target (one that passes it by at most 1.5 points will do): the first try is where the
   codec's typical quality-to-score curve reaches the target, the next ones on the line
-  through the scores found (usually 2 encodes of the sample's tiles in all, at most 6,
+  through the scores found (2 or 3 encodes of the sample's tiles in all, at most 6,
   never of the image). The estimate is the score of a sample of the image
   (:mod:`._score`) less the sample's measured bias; the whole image, when it is small;
 - ``max_bytes``: from the rung chosen, the highest rung at or below it whose full
