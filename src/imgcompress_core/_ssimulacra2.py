@@ -17,8 +17,9 @@ blurred planes per channel and scale, in float32, without files. The blur is sep
 along rows by small matrix products over overlapping blocks (zero beyond the left and
 right edges), down columns by one sparse band-matrix product over every plane at once (mirrored
 at the top and bottom): the borders of the ``ssimulacra2`` package, which the tests use as
-the oracle. In float64 this computes that package's scores to 1e-11; in float32 they
-agree to a few hundredths of a point.
+the oracle. With every channel computed and in float64, this gave that package's scores to
+1e-11 while it was written; in float32 and without the negligible channels (``_NEGLIGIBLE``)
+the two agree to within 0.03 points on corpus images.
 """
 
 from __future__ import annotations
