@@ -15,10 +15,20 @@ Three measurements, every one printed as a table (and with ``--json FILE`` writt
    it is reached, how often within 2 points below).
 3. **CPU cost**: CPU seconds of ``compress_image`` on the full-size corpus with
    ``target_quality`` against the default fixed quality.
+4. **curves** (not run by default): for each codec and a grid of qualities, the sample's
+   score (the search's estimate before the bias is taken off) and the whole image's
+   score, on the same scaled images: the median curves and the sample's mean bias are
+   the constants of the search (``_encode._CURVES``, ``_score._SAMPLE_BIAS``).
+
+The whole-image scores of measurements 1 and 2 are the ``ssimulacra2`` package's (part of
+the test extra), not our scorer's, so the search is judged by the reference
+implementation; measurement 4 scores 33 encodes per image and uses ours (the same to
+within 0.05 points, ``tests/integration/test_ssimulacra2.py``).
 
 Usage::
 
     .venv/bin/python benchmarks/policy.py [FOLDER] [--target 70] [--limit N] [--json policy.json]
+    .venv/bin/python benchmarks/policy.py --only curves --json curves.json
 """
 
 from __future__ import annotations
@@ -75,7 +85,16 @@ def decoded(data: bytes) -> Image.Image:
 
 
 def whole_score(reference: Image.Image, data: bytes) -> float:
-    return _score.score(reference, decoded(data))
+    """The whole image's score, by the reference implementation (the package)."""
+    from ssimulacra2 import compute_ssimulacra2
+
+    def ppm(image: Image.Image) -> io.BytesIO:
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="PPM")
+        out.seek(0)
+        return out
+
+    return float(compute_ssimulacra2(ppm(reference), ppm(decoded(data))))
 
 
 def equal_score(path: Path) -> dict[str, Any]:
@@ -128,6 +147,32 @@ def cpu_run(job: tuple[Path, OutputPolicy]) -> float:
     started = time.process_time()
     compress_image(data, CompressOptions(policy=policy))
     return time.process_time() - started
+
+
+CURVE_QUALITIES = (15, 25, 35, 45, 55, 62, 70, 78, 85, 92, 97)
+
+
+def curve_run(path: Path) -> list[dict[str, Any]]:
+    """Measurement 4 for one image: sample and whole scores over the quality grid."""
+    image = scaled(path)
+    rows: list[dict[str, Any]] = []
+    for fmt in FORMATS:
+        tiles = _score.tiles(image, fmt)
+        sample = _score.reference(_score.mosaic(tiles, "RGB"))
+        for quality in CURVE_QUALITIES:
+            whole = encode(image, fmt, quality, {})
+            parts = [decoded(encode(tile, fmt, quality, {})) for tile in tiles]
+            rows.append(
+                {
+                    "name": path.name,
+                    "format": fmt,
+                    "quality": quality,
+                    "tiles": len(tiles),
+                    "sample": sample.score(_score.mosaic(parts, "RGB")),
+                    "whole": _score.score(image, decoded(whole)),
+                }
+            )
+    return rows
 
 
 def sharp_defaults(paths: list[Path], workdir: Path) -> dict[str, Any]:
@@ -189,6 +234,8 @@ def main() -> None:
         target(paths, args, report)
     if "cpu" in only:
         cpu_cost(paths, args, report)
+    if "curves" in only:
+        curves(paths, args, report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 
@@ -250,12 +297,36 @@ def cpu_cost(paths: list[Path], args: argparse.Namespace, report: dict[str, Any]
         (f"jpeg, target {args.target:g}", OutputPolicy(target_quality=args.target)),
         ("webp, quality 50", OutputPolicy(format="webp")),
         (f"webp, target {args.target:g}", OutputPolicy(format="webp", target_quality=args.target)),
+        ("avif, quality 50", OutputPolicy(format="avif")),
+        (f"avif, target {args.target:g}", OutputPolicy(format="avif", target_quality=args.target)),
     ):
         cpu[name] = sum(parallel(cpu_run, [(p, policy) for p in paths], args.workers))
     report["cpu"] = cpu
-    base = {"jpeg": cpu["jpeg, quality 50 (default)"], "webp": cpu["webp, quality 50"]}
+    base = {
+        "jpeg": cpu["jpeg, quality 50 (default)"],
+        "webp": cpu["webp, quality 50"],
+        "avif": cpu["avif, quality 50"],
+    }
     for name, seconds in cpu.items():
         print(f"| {name} | {seconds:.1f} | {seconds / base[name[:4]]:.1f}x |")
+
+
+def curves(paths: list[Path], args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Measurement 4, printed: median scores per quality and the sample's bias."""
+    rows = [row for found in parallel(curve_run, paths, args.workers) for row in found]
+    report["curves"] = rows
+    print(f"\n4. Median sample and whole-image scores per quality ({len(paths)} images)\n")
+    print("| format | quality | median sample | median whole | mean sample - whole |")
+    print("| --- | --- | --- | --- | --- |")
+    for fmt in FORMATS:
+        for quality in CURVE_QUALITIES:
+            mine = [r for r in rows if r["format"] == fmt and r["quality"] == quality]
+            tiled = [r for r in mine if r["tiles"] > 1]
+            bias = mean(r["sample"] - r["whole"] for r in tiled) if tiled else 0.0
+            print(
+                f"| {fmt} | {quality} | {median(r['sample'] for r in mine):.1f} | "
+                f"{median(r['whole'] for r in mine):.1f} | {bias:+.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ walk a ladder:
 
 - a fixed quality is one rung;
 - ``target_quality``: the lowest rung whose estimated SSIMULACRA2 score reaches the
-  target, found by interpolating between the rungs tried (3 to 6 encodes of the sample's
-  tiles, not of the image). The estimate is the score of a sample of the image
+  target (one that passes it by at most 1.5 points will do): the first try is where the
+  codec's typical quality-to-score curve reaches the target, the next ones on the line
+  through the scores found (2 or 3 encodes of the sample's tiles in all, at most 6,
+  never of the image). The estimate is the score of a sample of the image
   (:mod:`._score`) less the sample's measured bias; the whole image, when it is small;
 - ``max_bytes``: from the rung chosen, the highest rung at or below it whose full
   output fits (bisection over full encodes); none fitting raises
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -53,11 +57,19 @@ _PALETTES = (2, 4, 8, 16, 32, 64, 128, 256)
 LOSSLESS = 0  # the PNG rung above every palette
 _QUALITIES = tuple(range(1, 101))
 _CLOSE_ENOUGH = 2  # stop the target search when the bracket is this many rungs wide
+_SLACK = 1.5  # or when a rung reaches the target by at most this many points
+_AIM = 0.5  # aim this far above the target, to land between it and _SLACK
 _MAX_TRIES = 6  # sample encodes per target search, at most
-# Near a score of 70 on photos (benchmarks/policy.py): the quality that reaches it, and the
-# score points one quality step adds there.
-_AT_70 = {"jpeg": 55, "webp": 65, "avif": 45}
-_SLOPES = {"jpeg": 0.5, "webp": 0.4, "avif": 0.8}
+_MIN_SLOPE = 0.05  # score points per quality step, at least, when extrapolating
+# Each codec's typical curve: the median whole-image score of the corpus images (1200 px)
+# at each of these qualities (benchmarks/policy.py --only curves). The search starts where
+# the curve reaches the target.
+_CURVE_QUALITIES = (15, 25, 35, 45, 55, 62, 70, 78, 85, 92, 97)
+_CURVES: Mapping[str, tuple[float, ...]] = {
+    "jpeg": (13.9, 41.4, 54.4, 62.0, 68.2, 71.6, 75.6, 80.5, 84.3, 88.8, 92.4),
+    "webp": (38.0, 46.2, 54.3, 59.5, 63.3, 65.6, 68.9, 73.0, 78.8, 85.0, 88.7),
+    "avif": (26.7, 42.2, 56.9, 67.4, 74.9, 78.7, 82.0, 84.7, 86.9, 89.3, 91.0),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +110,14 @@ def encode(
     fmt: str,
     level: int,
     extra: Mapping[str, object],
+    *,
+    smallest: bool = True,
     jpeg_encoder: str = "libjpeg-turbo",
 ) -> bytes:
     """Encode ``image`` as ``fmt`` at rung ``level`` with ``extra`` save parameters (ICC
-    profile, metadata); raise CompressionError when the encoder fails.
+    profile, metadata); raise CompressionError when the encoder fails. ``smallest=False``
+    skips what only makes the file smaller, not the pixels different (JPEG's Huffman
+    optimisation): for encodes that are only decoded and scored.
 
     With ``jpeg_encoder="jpegli"``, an RGB JPEG is written by jpegli; Pillow's
     libjpeg-turbo writes every other mode (grey, CMYK) and format.
@@ -111,7 +127,7 @@ def encode(
         return _jpegli(image, level, extra)
     params: dict[str, object] = dict(extra)
     if fmt == "jpeg":
-        params.update(quality=level, optimize=True, progressive=False)
+        params.update(quality=level, optimize=smallest, progressive=False)
     elif fmt == "webp":  # libwebp's effort 3 of 6: a fifth faster than its default 4
         params.update(quality=level, method=3)
     elif fmt == "avif":  # one thread: the pool already runs one image per CPU
@@ -158,8 +174,8 @@ def _jpegli(image: Image.Image, level: int, extra: Mapping[str, object]) -> byte
 
 def search(image: Image.Image, fmt: str, want: Search, extra: Mapping[str, object]) -> Encoded:
     """Return the output of ``image`` as ``fmt`` that ``want`` asks for."""
-    codec = want.jpeg_encoder
     rungs = ladder(fmt)
+    codec = want.jpeg_encoder
     notes: list[str] = []
     score = None
     if want.target is None:
@@ -171,11 +187,11 @@ def search(image: Image.Image, fmt: str, want: Search, extra: Mapping[str, objec
                 f"target_quality {want.target:g} was not reached even at the highest "
                 f"{fmt} quality (score {score:.1f})"
             )
-    data = encode(image, fmt, rungs[index], extra, codec)
+    data = encode(image, fmt, rungs[index], extra, jpeg_encoder=codec)
     if want.max_bytes is not None and len(data) > want.max_bytes:
         index, data = _fit(image, fmt, rungs, index, want.max_bytes, extra, len(data), codec)
-        if score is not None:
-            score = _estimate(_score.tiles(image), fmt, rungs[index], extra, codec)
+        if score is not None and want.target is not None:
+            score = _Sample(image, fmt, want.target, codec).estimate(rungs[index], extra)
             notes.append(f"max_bytes lowered the quality below target_quality (score {score:.1f})")
     return Encoded(data, fmt, rungs[index], score, tuple(notes))
 
@@ -191,7 +207,7 @@ def _fit(
     codec: str,
 ) -> tuple[int, bytes]:
     """The highest rung below ``above`` whose output fits ``cap`` bytes, and the output."""
-    lowest = encode(image, fmt, rungs[0], extra, codec)
+    lowest = encode(image, fmt, rungs[0], extra, jpeg_encoder=codec)
     if len(lowest) > cap:
         raise CompressionError(
             f"the image cannot fit max_bytes ({cap} bytes) without changing its dimensions: "
@@ -202,7 +218,7 @@ def _fit(
     low, low_data, high = 0, lowest, above  # low fits, high does not
     while high - low > 1:
         middle = (low + high) // 2
-        data = encode(image, fmt, rungs[middle], extra, codec)
+        data = encode(image, fmt, rungs[middle], extra, jpeg_encoder=codec)
         if len(data) <= cap:
             low, low_data = middle, data
         else:
@@ -216,77 +232,93 @@ def _search_target(
     rungs: tuple[int, ...],
     target: float,
     extra: Mapping[str, object],
-    codec: str,
+    codec: str = "libjpeg-turbo",
 ) -> tuple[int, float]:
-    """The lowest rung whose sample scores at least ``target``, and its score (the top
-    rung and its lower score when none does)."""
-    reference = _score.tiles(image)
+    """The lowest rung whose sample scores at least ``target`` (a rung scoring at most
+    ``_SLACK`` above it will do), and its score; the top rung and its lower score when
+    none reaches the target."""
+    sample = _Sample(image, fmt, target, codec)
     scores: dict[int, float] = {}
 
     def tried(index: int) -> float:
         if index not in scores:
-            scores[index] = _estimate(reference, fmt, rungs[index], extra, codec)
+            scores[index] = sample.estimate(rungs[index], extra)
         return scores[index]
 
     low, high = 0, len(rungs) - 1  # the answer is in [low, high]
-    guess = _first_guess(fmt, target, rungs)
+    guess = len(rungs) - 2 if fmt == "png" else int(_quality_for(fmt, target + _AIM)) - 1
     for _ in range(_MAX_TRIES):
         if tried(guess) >= target:
             high = guess
         else:
             low = guess + 1
-        if high - low <= (_CLOSE_ENOUGH if fmt != "png" else 0):
-            break
         if fmt == "png":
+            if high == low:
+                break
             guess = (low + high) // 2
-        else:
-            guess = _interpolate(scores, low, high, target, _SLOPES[fmt])
+            continue
+        if high - low <= _CLOSE_ENOUGH or scores.get(high, 1000.0) - target <= _SLACK:
+            break
+        guess = _next_guess(fmt, scores, low, high, target)
     return high, tried(high)
 
 
-def _first_guess(fmt: str, target: float, rungs: tuple[int, ...]) -> int:
-    """A first rung to try: from how quality and score relate on photos (benchmarks)."""
-    if fmt == "png":
-        return len(rungs) - 2  # 256 colours
-    quality = round(_AT_70[fmt] + (target - 70) / _SLOPES[fmt])
-    return max(0, min(len(rungs) - 1, quality - 1))
-
-
-def _interpolate(
-    scores: Mapping[int, float], low: int, high: int, target: float, slope: float
-) -> int:
-    """The next rung to try in [low, high): on the line through the nearest rungs tried
-    on each side of the target; from the one side tried, a step of the usual slope."""
-    below = [i for i in scores if i < low and scores[i] < target]
-    above = [i for i in scores if i >= high and scores[i] >= target]
-    estimate: float = (low + high) // 2
+def _next_guess(fmt: str, scores: Mapping[int, float], low: int, high: int, target: float) -> int:
+    """The next rung to try in [low, high): on the straight line through the two nearest
+    rungs tried (on each side of the target, or else on the one side); after a single
+    rung, on the codec's typical curve shifted along the qualities to go through it."""
+    aim = target + _AIM
+    below = sorted(i for i in scores if i < low)
+    above = sorted(i for i in scores if i >= high)
     if below and above:
-        a, b = max(below), min(above)
-        if scores[b] > scores[a]:
-            estimate = a + (target - scores[a]) * (b - a) / (scores[b] - scores[a])
-    elif above:
-        b = min(above)
-        estimate = b - (scores[b] - target) / slope
-    elif below:
-        a = max(below)
-        estimate = a + (target - scores[a]) / slope
-    return max(low, min(high - 1, round(estimate)))
+        a, b = below[-1], above[0]
+    elif len(below) >= 2:
+        a, b = below[-2], below[-1]
+    elif len(above) >= 2:
+        a, b = above[0], above[1]
+    else:
+        nearest = (below or above)[0]
+        shift = nearest + 1 - _quality_for(fmt, scores[nearest], exact=True)
+        return max(low, min(high - 1, math.ceil(_quality_for(fmt, aim, exact=True) + shift) - 1))
+    slope = max((scores[b] - scores[a]) / (b - a), _MIN_SLOPE)
+    return max(low, min(high - 1, math.ceil(a + (aim - scores[a]) / slope)))
 
 
-def _estimate(
-    tiles: list[Image.Image], fmt: str, level: int, extra: Mapping[str, object], codec: str
-) -> float:
-    """Encode each tile at ``level``, and return the estimated score of the whole image:
-    the tiles' score less the sample's bias (the exact score when the tile is the image)."""
-    light = {k: v for k, v in extra.items() if k == "icc_profile"}  # no metadata to score
-    mode = tiles[0].mode
-    decoded = []
-    for tile in tiles:
-        with Image.open(io.BytesIO(encode(tile, fmt, level, light, codec))) as out:
-            out.load()
-            decoded.append(_as_reference(out, mode))
-    found = _score.score(_score.mosaic(tiles, mode), _score.mosaic(decoded, mode))
-    return found - _score.SAMPLE_BIAS if len(tiles) > 1 else found
+def _quality_for(fmt: str, score: float, exact: bool = False) -> float:
+    """The quality at which the codec's typical curve reaches ``score`` (rounded up to a
+    whole quality unless ``exact``)."""
+    curve = tuple(zip(_CURVE_QUALITIES, _CURVES[fmt], strict=True))
+    found: float = curve[-1][0]
+    for (q0, s0), (q1, s1) in itertools.pairwise(curve):
+        if score <= s1:
+            found = q0 if score <= s0 else q0 + (q1 - q0) * (score - s0) / (s1 - s0)
+            break
+    return found if exact else math.ceil(found)
+
+
+class _Sample:
+    """What a target search scores: the image's tiles, their mosaic prepared as the
+    reference, and the bias of the sample's score for the codec near the target."""
+
+    def __init__(self, image: Image.Image, fmt: str, target: float, codec: str) -> None:
+        self.fmt = fmt
+        self.codec = codec
+        self.tiles = _score.tiles(image, fmt)
+        self.mode = self.tiles[0].mode
+        self.reference = _score.reference(_score.mosaic(self.tiles, self.mode))
+        self.bias = _score.sample_bias(fmt, target) if len(self.tiles) > 1 else 0.0
+
+    def estimate(self, level: int, extra: Mapping[str, object]) -> float:
+        """Encode each tile at ``level``, and return the estimated score of the whole
+        image: the tiles' score less the sample's bias (exact when the tile is the image)."""
+        light = {k: v for k, v in extra.items() if k == "icc_profile"}  # no metadata to score
+        decoded = []
+        for tile in self.tiles:
+            encoded = encode(tile, self.fmt, level, light, smallest=False, jpeg_encoder=self.codec)
+            with Image.open(io.BytesIO(encoded)) as out:
+                out.load()
+                decoded.append(_as_reference(out, self.mode))
+        return self.reference.score(_score.mosaic(decoded, self.mode)) - self.bias
 
 
 def _as_reference(decoded: Image.Image, mode: str) -> Image.Image:

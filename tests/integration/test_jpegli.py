@@ -141,5 +141,5 @@ def test_an_icc_profile_too_large_for_a_jpeg_fails_cleanly() -> None:
     image = photo((64, 48))
     huge = SRGB[:128] + bytes(255 * 65_000)
     with pytest.raises(CompressionError) as caught:
-        encode(image, "jpeg", 50, {"icc_profile": huge}, "jpegli")
+        encode(image, "jpeg", 50, {"icc_profile": huge}, jpeg_encoder="jpegli")
     assert caught.value.code == "compression_failed"
