@@ -36,10 +36,11 @@ free and the decoded sizes of the images in progress add up to at most the budge
 other instead of decoding together; a smaller image may go ahead of a waiting large one
 if it leaves room for it (so the large one never waits longer than for the images in
 progress when it arrived). An image larger than the budget runs alone; one larger than
-``max_decode_bytes`` fails at once with ``image_too_large``. Compressing takes more than the decoded image -- measured peaks:
-about 2x for JPEG, 4.5x for a transparent image encoded to WebP, 8x for WebP input
-(libwebp's decoder keeps two canvases) -- so the memory the pool uses at its peak is a
-small multiple of the budget, never a sum over the images in flight. In processes, a
+``max_decode_bytes`` fails at once with ``image_too_large``. Compressing takes more
+than the decoded image -- measured peaks: about 2x for JPEG, 4.5x for a transparent
+image encoded to WebP, 8x for WebP input (libwebp's decoder keeps two canvases) -- so
+the memory the pool uses at its peak is a small multiple of the budget, never a sum over
+the images in flight. In processes, a
 backstop: while a child compresses an image, its address space (``RLIMIT_AS``) may
 grow by at most ``10 x`` that image's decoded size plus four times its file size plus
 256 MiB, so an image whose decoding takes far more than its header said fails with
