@@ -292,6 +292,20 @@ async def test_images_within_the_budget_together_are_decoded_at_once() -> None:
     assert compressor.peak_decoding_bytes == 2 * decoded_size(image)
 
 
+async def test_the_decode_budget_holds_below_max_decode_bytes() -> None:
+    """``decode_budget`` (the setting decode_budget_bytes) bounds images in progress
+    together; an image over it alone still runs (only max_decode_bytes refuses one)."""
+    image = png(1000, 1000)  # 4 MB decoded
+    Overlap.reset()
+    compressor = Compressor(
+        "threads", workers=2, function=overlapping, decode_budget=decoded_size(image) // 2
+    )
+    with anyio.fail_after(30):
+        await compress_all(compressor, [image, image], OPTIONS)
+    assert Overlap.calls == 2 and Overlap.most == 1
+    assert compressor.peak_decoding_bytes == decoded_size(image)
+
+
 async def test_an_image_over_the_budget_alone_fails_before_the_pool() -> None:
     options = CompressOptions(max_decode_bytes=MIB)
     Overlap.reset()
