@@ -35,9 +35,9 @@ M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
-# Compression workers: blocks up to 64 MiB come from the heap, not fresh mmaps (a decoded
-# image is 16 MiB blocks, libjpeg's coefficient buffer one block of up to 2x the image's
-# pixels); once more than 64 MiB at the top of the heap is free, the heap shrinks to
+# Compression workers: blocks up to 64 MiB come from the heap, not fresh mmaps (Pillow
+# keeps a decoded image in blocks of 16 MiB, libjpeg's coefficient buffers are one block
+# per colour component); once more than 64 MiB at the top of the heap is free, it shrinks to
 # 32 MiB of free room: enough for the images most catalogues hold (about 4 megapixels
 # or less) to reuse, while a worker that just compressed a 12-megapixel photo does not
 # keep its 80 MB.
