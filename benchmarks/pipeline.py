@@ -6,9 +6,11 @@
 In one process tree: first the compress benchmark's parallel approaches on the corpus
 (the reference rate, same run, same images), then a loopback image server serving the
 corpus from memory (HTTP/1.1 keep-alive), a CSV of N distinct URLs cycling through the
-corpus (``/NAME?i=K``, one image per product row), and ``imgcompress serve`` as a
-subprocess on a free port with a fresh store in a temp dir. The clock starts just before
-the upload POST and stops at the status document's ``finishedAt``.
+corpus (``/NAME?i=K``, one image per product row; each URL's body ends with its own
+trailer after the image, so no two have the same bytes and none is reused), and
+``imgcompress serve`` as a subprocess on a free port with a fresh store in a temp dir.
+The clock starts just before the upload POST and stops at the status document's
+``finishedAt``.
 
 Per-image latency: the status document has no per-image timestamps, so the benchmark
 polls it every ``--poll`` seconds (0.25) and takes, for each image, the time from the
@@ -81,7 +83,12 @@ def image_server(corpus: Corpus) -> ThreadingHTTPServer:
         protocol_version = "HTTP/1.1"  # keep-alive
 
         def do_GET(self) -> None:
-            body, kind = files.get(self.path.split("?", 1)[0], (b"not found", "text/plain"))
+            path, _, query = self.path.partition("?")
+            body, kind = files.get(path, (b"not found", "text/plain"))
+            if kind != "text/plain" and query:
+                # Every URL its own bytes (a trailer after the end marker, which decoders
+                # ignore), so the service compresses each one instead of reusing outputs.
+                body += b"\0pipeline " + query.encode()
             self.send_response(200 if kind != "text/plain" else 404)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
@@ -326,6 +333,8 @@ def run_job(
         "detail_get_mean_s": round(sum(detail_times) / max(1, len(detail_times)), 4),
         "service_rss_sampled_peak_mb": round(memory.peak_rss_mb, 1),
         "service_pss_sampled_peak_mb": round(memory.peak_pss_mb, 1),
+        "service_pss_at_peak_mb": memory.at_peak,
+        "service_pss_peak_each_mb": {k: round(v, 1) for k, v in memory.peak_each.items() if v},
         "service_cpu_s": round(service_cpu, 2),
         "benchmark_cpu_s": round(own_cpu, 2),
     }
@@ -421,6 +430,8 @@ def print_report(r: dict[str, Any]) -> None:
             f"{r['service_rss_sampled_peak_mb']} MB RSS, {r['service_pss_sampled_peak_mb']} MB"
             " PSS (sampled peaks of the sums)",
         ),
+        ("PSS at that moment", f"{r['service_pss_at_peak_mb']}"),
+        ("peak PSS, each", f"{r['service_pss_peak_each_mb']}"),
         ("peak RSS benchmark", f"{rss['benchmark_job_phase']} MB (job phase)"),
         ("store files", f"{r['store_file_mb']} MB"),
         ("service CPU", f"{r['service_cpu_s']} s = {cores:.2f} cores busy on average"),

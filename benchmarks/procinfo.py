@@ -54,19 +54,34 @@ class TreeMemorySampler:
     peak at the same moment, and pages they share (forked children share the libraries
     their parent loaded) count in each. The sampled peaks are the tree's at one moment:
     RSS summed (shared pages counted once per process) and PSS summed (counted once).
+    ``at_peak`` is each process's PSS in the sample with the highest sum, ``peak_each``
+    each process's highest PSS in any sample (both by "pid name", MB).
     """
 
     def __init__(self, root: int, interval: float = 0.2) -> None:
         self.root, self.interval = root, interval
         self.peak_rss_mb = self.peak_pss_mb = 0.0
+        self.at_peak: dict[str, float] = {}
+        self.peak_each: dict[str, float] = {}
+        self._names: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _name(self, pid: int) -> str:
+        if pid not in self._names:
+            self._names[pid] = f"{pid} {process_name(pid)}"
+        return self._names[pid]
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             pids = process_tree(self.root)
             self.peak_rss_mb = max(self.peak_rss_mb, sum(vm_mb(p, "VmRSS") for p in pids))
-            self.peak_pss_mb = max(self.peak_pss_mb, sum(pss_mb(p) for p in pids))
+            each = {self._name(p): pss_mb(p) for p in pids}
+            for name, mb in each.items():
+                self.peak_each[name] = max(self.peak_each.get(name, 0.0), mb)
+            if sum(each.values()) > self.peak_pss_mb:
+                self.peak_pss_mb = sum(each.values())
+                self.at_peak = {name: round(mb, 1) for name, mb in each.items() if mb}
 
     def __enter__(self) -> TreeMemorySampler:
         self._thread.start()

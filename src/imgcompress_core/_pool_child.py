@@ -6,7 +6,6 @@ The forkserver preloads this module, so every child starts with Pillow and
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import select
@@ -15,8 +14,9 @@ import time
 from collections.abc import Callable
 
 from .compress import CompressedImage, CompressOptions
+from .heap import keep_image_memory
 
-__all__ = ["address_space_in_use", "start_child", "within_limits"]
+__all__ = ["address_space_in_use", "keep_image_memory", "start_child", "within_limits"]
 
 CompressFunction = Callable[[bytes, CompressOptions], tuple[CompressedImage, float]]
 
@@ -67,40 +67,14 @@ def address_space_in_use() -> int | None:
     return pages * resource.getpagesize()
 
 
-# glibc's mallopt parameters, and the sizes that keep an image's buffers in the heap.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_KEEP_MAPPED = 64 << 20  # allocate blocks up to 64 MiB from the heap, not fresh mmaps
-_KEEP_FREE = 128 << 20  # give free heap memory back to the kernel only above 128 MiB
-
-
 def start_child(owner: int) -> None:
-    """Set up a new worker process: no core dumps, keep freed image memory, exit with
-    the owner."""
+    """Set up a new worker process: no core dumps, keep freed image memory (within a
+    ceiling, see :mod:`.heap`), exit with the owner."""
     # A child killed for its CPU time (SIGXCPU) or a decoder crash would otherwise dump
     # its whole heap wherever the host's core_pattern says.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     keep_image_memory()
     exit_with_owner(owner)
-
-
-def keep_image_memory() -> bool:
-    """Make glibc reuse freed image buffers instead of returning them to the kernel.
-
-    By default glibc serves allocations above a threshold (at most 32 MiB) with fresh
-    mmaps and unmaps them when freed, so every image's decode and encode buffers are
-    page-faulted in and zeroed again by the kernel: about a fifth of a JPEG's CPU time
-    on a fresh worker process (see benchmarks/RESULTS.md). A worker's peak memory is set
-    by its largest image either way; between images it now holds that much instead of
-    dropping back. Returns False (and changes nothing) where libc has no mallopt.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    mapped = mallopt(_M_MMAP_THRESHOLD, _KEEP_MAPPED)
-    trimmed = mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE)
-    return bool(mapped and trimmed)
 
 
 def exit_with_owner(owner: int) -> None:

@@ -29,14 +29,18 @@ retried like any transient failure.
 
 Memory is bounded the same way in both pools. Each image's decoded size is read from
 its header before any decoder runs (``compress.decoded_size``: width x height x bytes
-per pixel), and images are admitted first come, first served, only while the decoded
-sizes of the images in progress add up to at most ``CompressOptions.max_decode_bytes``
-(the setting ``max_decode_bytes``): large images wait for each other instead of
-decoding together. An image larger than that on its own fails at once with
-``image_too_large``. Compressing takes more than the decoded image -- measured peaks:
-about 2x for JPEG, 4.5x for a transparent image encoded to WebP, 8x for WebP input
-(libwebp's decoder keeps two canvases) -- so the memory the pool uses at its peak is a
-small multiple of the budget, never a sum over the images in flight. In processes, a
+per pixel), and images are admitted first come, first served, only while a worker is
+free and the decoded sizes of the images in progress add up to at most the budget:
+``decode_budget`` (the setting ``decode_budget_bytes``, 64 MiB) or
+``CompressOptions.max_decode_bytes``, whichever is smaller. Large images wait for each
+other instead of decoding together; a smaller image may go ahead of a waiting large one
+if it leaves room for it (so the large one never waits longer than for the images in
+progress when it arrived). An image larger than the budget runs alone; one larger than
+``max_decode_bytes`` fails at once with ``image_too_large``. Compressing takes more
+than the decoded image -- measured peaks: about 2x for JPEG, 4.5x for a transparent
+image encoded to WebP, 8x for WebP input (libwebp's decoder keeps two canvases) -- so
+the memory the pool uses at its peak is a small multiple of the budget, never a sum over
+the images in flight. In processes, a
 backstop: while a child compresses an image, its address space (``RLIMIT_AS``) may
 grow by at most ``10 x`` that image's decoded size plus four times its file size plus
 256 MiB, so an image whose decoding takes far more than its header said fails with
@@ -86,56 +90,78 @@ class _Ticket:
     size: int
     budget: int
     granted: anyio.Event = field(default_factory=anyio.Event)
+    passed: _Ticket | None = None  # the waiting image this one was let in ahead of
 
 
 class _MemoryBudget:
-    """Admits images by decoded size, first come first served, while they fit."""
+    """Admits images to ``slots`` workers by decoded size, while they fit in the budget.
 
-    def __init__(self) -> None:
+    First come, first served, with one exception that keeps both workers busy: while
+    the first waiting image does not fit beside those in progress, a later one may go
+    ahead of it if it fits now *and* the images that went ahead, it included, leave
+    room for the waiting one. So the waiting image runs as soon as the images that were
+    in progress when it started waiting are done, never later.
+    """
+
+    def __init__(self, slots: int | None = None) -> None:
+        self.slots = slots
         self.in_use = 0
         self.peak = 0
+        self._running: list[_Ticket] = []
         self._queue: deque[_Ticket] = deque()
 
     @asynccontextmanager
     async def hold(self, size: int, budget: int) -> AsyncIterator[None]:
-        """Wait until ``size`` more bytes fit in ``budget`` (and no earlier image still
-        waits), hold them for the block, then give them back."""
+        """Wait until ``size`` more bytes fit in ``budget`` (and a worker is free), hold
+        them for the block, then give them back."""
         ticket = _Ticket(size, budget)
-        if self._queue or not self._fits(ticket):
-            self._queue.append(ticket)
+        self._queue.append(ticket)
+        self._admit()
+        if not ticket.granted.is_set():
             try:
                 await ticket.granted.wait()
             except BaseException:  # cancelled while waiting (or just as it was admitted)
                 if ticket.granted.is_set():
-                    self._release(size)
+                    self._release(ticket)
                 else:
                     self._queue.remove(ticket)
                     self._admit()
                 raise
-        else:
-            self._take(size)
         try:
             yield
         finally:
-            self._release(size)
+            self._release(ticket)
 
     def _fits(self, ticket: _Ticket) -> bool:
-        # Alone, an image always fits: one over the budget was refused before asking.
+        if self.slots is not None and len(self._running) >= self.slots:
+            return False
+        # Alone, an image always fits (one over max_decode_bytes was refused before).
         return self.in_use == 0 or self.in_use + ticket.size <= ticket.budget
 
-    def _take(self, size: int) -> None:
-        self.in_use += size
+    def _take(self, ticket: _Ticket) -> None:
+        self._running.append(ticket)
+        self.in_use += ticket.size
         self.peak = max(self.peak, self.in_use)
+        ticket.granted.set()
 
-    def _release(self, size: int) -> None:
-        self.in_use -= size
+    def _release(self, ticket: _Ticket) -> None:
+        self._running.remove(ticket)
+        self.in_use -= ticket.size
         self._admit()
 
     def _admit(self) -> None:
         while self._queue and self._fits(self._queue[0]):
-            ticket = self._queue.popleft()
-            self._take(ticket.size)
-            ticket.granted.set()
+            self._take(self._queue.popleft())
+        if not self._queue:
+            return
+        head = self._queue[0]
+        ahead = sum(t.size for t in self._running if t.passed is head)
+        for ticket in list(self._queue)[1:]:
+            if ahead + ticket.size + head.size <= head.budget and self._fits(ticket):
+                self._queue.remove(ticket)
+                ticket.passed = head
+                ahead += ticket.size
+                self._take(ticket)
 
 
 class _Pool:
@@ -180,7 +206,8 @@ class _Pool:
 
 class Compressor:
     """Runs ``compress_image`` in a thread or process pool, ``workers`` images at a time,
-    within the memory budget ``options.max_decode_bytes``."""
+    within the memory budget: ``decode_budget`` (if given) or ``options.max_decode_bytes``,
+    whichever is smaller."""
 
     def __init__(
         self,
@@ -190,16 +217,17 @@ class Compressor:
         function: CompressFunction = timed_compress,  # module-level, so processes can pickle it
         *,
         cpu_seconds: int = 60,
+        decode_budget: int | None = None,
     ) -> None:
         self.pool = pool
         self.function = function
         self.cpu_seconds = cpu_seconds
         self.workers = workers
         self.tasks_per_child = tasks_per_child
-        self._limiter = anyio.CapacityLimiter(workers)
+        self.decode_budget = decode_budget
         # Threads that wait for a worker process: our own, not anyio's shared 40.
         self._waiters = anyio.CapacityLimiter(workers)
-        self._budget = _MemoryBudget()
+        self._budget = _MemoryBudget(workers)
         self._current: _Pool | None = None
         self._closed = False
 
@@ -223,7 +251,10 @@ class Compressor:
         ImageFailure(``compression_crashed``) when a worker process died on this image.
         """
         size = await anyio.to_thread.run_sync(decoded_size, data, options)
-        async with self._budget.hold(size, options.max_decode_bytes), self._limiter:
+        budget = options.max_decode_bytes
+        if self.decode_budget is not None:
+            budget = min(budget, self.decode_budget)
+        async with self._budget.hold(size, budget):
             if self.pool == "threads":
                 return await anyio.to_thread.run_sync(self.function, data, options)
             space = _SPACE_PER_DECODED_BYTE * size + _SPACE_PER_FILE_BYTE * len(data) + _SPACE_BASE

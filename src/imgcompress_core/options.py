@@ -103,6 +103,8 @@ class WorkerConfig:
     cpu_workers: int = field(default_factory=available_cpus)
     cpu_pool: CpuPool = "threads"
     max_compress_seconds: int = 60  # CPU time one image may take; enforced in processes only
+    # Decoded bytes of the images compressed at once (one larger image runs alone).
+    decode_budget: int = 64 << 20
     max_attempts: int = 3
     retry_base_delay: float = 1.0
     retry_max_delay: float = 60.0
@@ -198,6 +200,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         cpu_workers=settings.cpu_workers,
         cpu_pool=resolve_cpu_pool(settings.cpu_pool, embedded=True),
         max_compress_seconds=settings.max_compress_seconds,
+        decode_budget=settings.decode_budget_bytes,
         max_attempts=settings.max_attempts,
         retry_base_delay=settings.retry_base_delay,
         retry_max_delay=settings.retry_max_delay,

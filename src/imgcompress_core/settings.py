@@ -175,8 +175,14 @@ class Settings(BaseSettings):
     max_decode_bytes: int = Field(
         _compress("max_decode_bytes"),
         ge=1,
-        description="memory budget for decoded pixels: images whose decoded sizes together "
-        "exceed it are not decoded at once; one image over it fails",
+        description="largest decoded image (width x height x bytes a pixel): one over it "
+        "fails; images compressed at once never exceed it together either",
+    )
+    decode_budget_bytes: int = Field(
+        _worker("decode_budget"),
+        ge=1,
+        description="decoded bytes of the images compressed at once: an image that would "
+        "take them past this waits (alone, any image up to max_decode_bytes runs)",
     )
     max_compress_seconds: int = Field(
         _worker("max_compress_seconds"),

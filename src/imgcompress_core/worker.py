@@ -107,7 +107,10 @@ class Worker:
         self.metrics: Metrics = metrics or NullMetrics()
         self._clock = clock
         self._compressor = Compressor(
-            config.cpu_pool, config.cpu_workers, cpu_seconds=config.max_compress_seconds
+            config.cpu_pool,
+            config.cpu_workers,
+            cpu_seconds=config.max_compress_seconds,
+            decode_budget=config.decode_budget,
         )
         self._wake_images = Signal()
         self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on

@@ -30,6 +30,7 @@ from imgcompress_core import (
     Settings,
 )
 from imgcompress_core.errors import InvalidPolicy
+from imgcompress_core.heap import lean_service_heap
 from imgcompress_core.options import POLICY_SETTINGS, default_policy, resolve_cpu_pool
 
 from .app import create_app
@@ -130,6 +131,7 @@ def main() -> None:
 @click.option("--verbose", is_flag=True, help="log debug messages")
 def serve(verbose: bool, **values: Any) -> None:
     """Run the HTTP service (and, unless --no-run-worker, a worker in the same process)."""
+    lean_service_heap()  # before any thread starts (see imgcompress_core.heap)
     _logging(verbose)
     settings = load_settings(values)
     log.info("serving on http://%s:%d with %s", settings.host, settings.port, _store(settings))
@@ -154,6 +156,7 @@ def _store(settings: Settings) -> str:
 @click.option("--verbose", is_flag=True, help="log debug messages")
 def worker(verbose: bool, **values: Any) -> None:
     """Run a worker alone: it processes images uploaded through any `serve` on the same store."""
+    lean_service_heap()
     _logging(verbose)
     settings = load_settings(values)
     log.info("worker using %s", _store(settings))

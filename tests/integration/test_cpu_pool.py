@@ -127,6 +127,42 @@ def test_worker_processes_keep_image_memory_on_glibc() -> None:
     assert result.stdout.strip() == str(platform.libc_ver()[0] == "glibc")
 
 
+HEAP_PROBE = """
+from PIL import Image
+from imgcompress_core.heap import keep_image_memory
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
+keep_image_memory()
+before = rss()
+image = Image.new("RGB", (2000, 1500), (1, 2, 3))  # 12 MB, written
+del image
+small = rss()
+image = Image.new("RGB", (6000, 4000), (1, 2, 3))  # 96 MB
+large = rss()
+del image
+print(before, small, large, rss())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_a_worker_process_keeps_a_small_image_memory_but_not_a_large_one() -> None:
+    """Freed image memory stays for the next image (no page faults), but only up to a
+    ceiling: after a 96 MB image the heap shrinks back (the worker does not hold it)."""
+    result = subprocess.run([sys.executable, "-c", HEAP_PROBE], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    before, small, large, after = (int(mb) for mb in result.stdout.split())
+    assert small >= before + 10  # kept for reuse
+    assert large >= before + 90
+    assert after <= before + 40, (before, small, large, after)  # at most 32 MiB kept
+
+
+def test_the_service_heap_is_tuned_on_glibc() -> None:
+    code = "from imgcompress_core.heap import lean_service_heap as h; print(h())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(platform.libc_ver()[0] == "glibc")
+
+
 async def test_the_pool_is_recycled_without_losing_an_image() -> None:
     """After tasks_per_child images per worker a fresh pool takes over; images in flight
     in the old one finish, and every image comes back right (no hang, no broken pool:
@@ -254,6 +290,20 @@ async def test_images_within_the_budget_together_are_decoded_at_once() -> None:
         await compress_all(compressor, [image, image], options)
     assert Overlap.most == 2
     assert compressor.peak_decoding_bytes == 2 * decoded_size(image)
+
+
+async def test_the_decode_budget_holds_below_max_decode_bytes() -> None:
+    """``decode_budget`` (the setting decode_budget_bytes) bounds images in progress
+    together; an image over it alone still runs (only max_decode_bytes refuses one)."""
+    image = png(1000, 1000)  # 4 MB decoded
+    Overlap.reset()
+    compressor = Compressor(
+        "threads", workers=2, function=overlapping, decode_budget=decoded_size(image) // 2
+    )
+    with anyio.fail_after(30):
+        await compress_all(compressor, [image, image], OPTIONS)
+    assert Overlap.calls == 2 and Overlap.most == 1
+    assert compressor.peak_decoding_bytes == decoded_size(image)
 
 
 async def test_an_image_over_the_budget_alone_fails_before_the_pool() -> None:

@@ -53,6 +53,7 @@ MAPPED: list[tuple[str, type[Any], str]] = [
     ("requests_per_second_per_host", FetchOptions, "requests_per_second_per_host"),
     ("contact_url", FetchOptions, "contact_url"),
     ("max_decode_bytes", CompressOptions, "max_decode_bytes"),
+    ("decode_budget_bytes", WorkerConfig, "decode_budget"),
     ("cpu_workers", WorkerConfig, "cpu_workers"),
     ("max_attempts", WorkerConfig, "max_attempts"),
     ("retry_base_delay", WorkerConfig, "retry_base_delay"),

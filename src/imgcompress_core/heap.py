@@ -1,0 +1,83 @@
+"""How glibc's allocator is tuned in the processes the ``imgcompress`` command runs.
+
+Two kinds of process, two opposite needs (measured in ``benchmarks/RESULTS.md``):
+
+- A **compression worker process** allocates tens of MB per image and frees them again.
+  Left alone, glibc serves those with fresh ``mmap``s, so the kernel faults in and zeroes
+  every image's memory anew (a fifth of a JPEG's CPU time); :func:`keep_image_memory`
+  keeps freed image memory for the next image instead, up to a ceiling, above which the
+  heap is given back so an idle worker does not hold its largest image for ever.
+- The **service process** (``serve``, ``worker``) runs many threads that each allocate
+  download buffers, pickled images and status documents of a few MB. Left alone, glibc
+  gives each thread its own arena (up to 8 per CPU) and raises its mmap threshold after
+  every large free, so those buffers end up spread over arenas that rarely shrink.
+  :func:`lean_service_heap` keeps two arenas and a fixed 256 KiB mmap threshold, so large
+  buffers go back to the kernel when freed.
+
+Both change process-wide settings: the library never calls them on its own behalf in a
+host application's process (only in the worker processes it starts and in the command).
+They do nothing, and return False, where libc has no ``mallopt`` (not glibc).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from collections.abc import Callable
+
+__all__ = ["keep_image_memory", "lean_service_heap", "mallopt"]
+
+MIB = 1 << 20
+
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+
+# Compression workers: blocks up to 64 MiB come from the heap, not fresh mmaps (Pillow
+# keeps a decoded image in blocks of 16 MiB, libjpeg's coefficient buffers are one block
+# per colour component); once more than 64 MiB at the top of the heap is free, it shrinks to
+# 32 MiB of free room: enough for the images most catalogues hold (about 4 megapixels
+# or less) to reuse, while a worker that just compressed a 12-megapixel photo does not
+# keep its 80 MB.
+WORKER_MMAP_THRESHOLD = 64 * MIB
+WORKER_TRIM_THRESHOLD = 64 * MIB
+WORKER_TOP_PAD = 32 * MIB
+
+# The service: two arenas, and buffers from 256 KiB up mapped on their own.
+SERVICE_ARENAS = 2
+SERVICE_MMAP_THRESHOLD = 256 * 1024
+
+
+@functools.cache
+def _mallopt() -> Callable[[int, int], int] | None:
+    try:
+        function = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return None
+    function.argtypes, function.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return function
+
+
+def mallopt(*settings: tuple[int, int]) -> bool:
+    """Apply glibc ``mallopt`` (parameter, value) pairs; True if libc took them all."""
+    function = _mallopt()
+    if function is None:
+        return False
+    return all([bool(function(param, value)) for param, value in settings])
+
+
+def keep_image_memory() -> bool:
+    """In a compression worker process: reuse freed image memory, within a ceiling."""
+    return mallopt(
+        (M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD),
+        (M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD),
+        (M_TOP_PAD, WORKER_TOP_PAD),
+    )
+
+
+def lean_service_heap() -> bool:
+    """In the service process, before it starts threads: few arenas, large buffers mapped
+    on their own (returned to the kernel when freed)."""
+    return mallopt((M_ARENA_MAX, SERVICE_ARENAS), (M_MMAP_THRESHOLD, SERVICE_MMAP_THRESHOLD))
