@@ -70,8 +70,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def image_server(corpus: Corpus) -> ThreadingHTTPServer:
-    """Serve the corpus files from memory on a free loopback port, in daemon threads."""
+def image_server(corpus: Corpus, distinct: bool = False) -> ThreadingHTTPServer:
+    """Serve the corpus files from memory on a free loopback port, in daemon threads.
+
+    ``distinct``: every ``?i=K`` gets its own bytes (the file plus a trailer after its end,
+    which decoders ignore), so the service cannot reuse one URL's output for another.
+    """
     files = {
         f"/{p.name}": (data, TYPES.get(p.suffix.lower(), "application/octet-stream"))
         for p, data in zip(corpus.paths, corpus.data, strict=True)
@@ -81,7 +85,10 @@ def image_server(corpus: Corpus) -> ThreadingHTTPServer:
         protocol_version = "HTTP/1.1"  # keep-alive
 
         def do_GET(self) -> None:
-            body, kind = files.get(self.path.split("?", 1)[0], (b"not found", "text/plain"))
+            path, _, query = self.path.partition("?")
+            body, kind = files.get(path, (b"not found", "text/plain"))
+            if distinct and kind != "text/plain":
+                body += b"\0bench-trailer " + query.encode()
             self.send_response(200 if kind != "text/plain" else 404)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
@@ -154,8 +161,9 @@ class Stack:
         mongodb_uri: str | None = None,
         py_spy: Path | None = None,
         blob_url: str | None = None,
+        distinct: bool = False,
     ) -> None:
-        self.server = image_server(corpus)
+        self.server = image_server(corpus, distinct)
         self.images = f"http://127.0.0.1:{self.server.server_address[1]}"
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
