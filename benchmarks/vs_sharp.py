@@ -188,13 +188,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         subset = Subset.of(corpus, suffixes, args.n or n)
         row: dict[str, Any] = {"job": job, "subset": name, "files": len(subset.names)}
         row["urls"] = subset.n
-        wait_quiet(timeout=args.quiet_wait)
-        try:
-            row["sharp"] = run_sharp_row(subset, job, args.quality, args.rounds)
-        except SharpUnavailable as exc:
-            row["sharp"] = {"skipped": str(exc)}
-        wait_quiet(timeout=args.quiet_wait)
-        row["bare"] = run_bare_row(subset, job, args.quality, args.rounds)
+        row["sharp"] = {"skipped": "--no-peers"}
+        row["bare"] = {"images_per_s": float("nan"), "cpu_ms_per_image": "-"}
+        row["bare"] |= {"bytes_out_in": float("nan"), "other_load_cores": "-"}
+        if not args.no_peers:
+            wait_quiet(timeout=args.quiet_wait)
+            try:
+                row["sharp"] = run_sharp_row(subset, job, args.quality, args.rounds)
+            except SharpUnavailable as exc:
+                row["sharp"] = {"skipped": str(exc)}
+            wait_quiet(timeout=args.quiet_wait)
+            row["bare"] = run_bare_row(subset, job, args.quality, args.rounds)
         spy = args.py_spy.with_name(f"{args.py_spy.name}.{job}-{name}") if args.py_spy else None
         row["pipeline"] = run_pipeline_row(subset, job, args.env, spy, args.quiet_wait)
         pipeline = row["pipeline"]["images_per_s"]
@@ -251,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--py-spy", type=Path, help="profile each pipeline run into PREFIX.ROW")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra service env"
+    )
+    parser.add_argument(
+        "--no-peers", action="store_true", help="the pipeline only (to compare its CPU/image)"
     )
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args(argv)
