@@ -19,7 +19,16 @@ from PIL import Image
 from imgcompress_core import CompressionError, CompressOptions, ImageFailure, compress_image
 from imgcompress_core.cpu import Compressor
 
-__all__ = ["KEYS", "PARALLEL", "EngineExecutor", "bare_pillow", "functions", "imgcompress"]
+__all__ = [
+    "KEYS",
+    "PARALLEL",
+    "EngineExecutor",
+    "bare_pillow",
+    "bare_pillow_job",
+    "functions",
+    "imgcompress",
+    "is_transparent",
+]
 
 KEYS = {  # name: (function, how it runs); pools have --workers workers
     "bare-1": ("bare Pillow", "sequential"),
@@ -45,6 +54,37 @@ def bare_pillow(data: bytes, quality: int) -> bytes | None:
         with Image.open(io.BytesIO(data)) as im:
             pixels = im if im.mode in ("L", "RGB", "CMYK") else im.convert("RGB")
             out = io.BytesIO()
+            pixels.save(out, "JPEG", quality=quality, optimize=True)
+            return out.getvalue()
+    except (OSError, ValueError):
+        return None
+
+
+def is_transparent(im: Image.Image) -> bool:
+    """Whether an opened image has real transparency (some alpha below 255): the images
+    imgcompress keeps as WebP with alpha."""
+    if not im.has_transparency_data:
+        return False
+    rgba = im if im.mode == "RGBA" else im.convert("RGBA")
+    return bool(rgba.getchannel("A").getextrema()[0] < 255)
+
+
+def bare_pillow_job(data: bytes, quality: int, flatten: bool = False) -> bytes | None:
+    """Plain Pillow doing imgcompress's default job: a Huffman-optimised JPEG for an opaque
+    image, WebP (Pillow's default effort, 4) for a transparent one; with ``flatten``,
+    transparent images go onto white and to JPEG too. No other imgcompress logic."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            out = io.BytesIO()
+            if is_transparent(im):
+                rgba = im.convert("RGBA")
+                if not flatten:
+                    rgba.save(out, "WEBP", quality=quality)
+                    return out.getvalue()
+                pixels = Image.new("RGB", rgba.size, "#ffffff")
+                pixels.paste(rgba, mask=rgba.getchannel("A"))
+            else:
+                pixels = im if im.mode in ("L", "RGB", "CMYK") else im.convert("RGB")
             pixels.save(out, "JPEG", quality=quality, optimize=True)
             return out.getvalue()
     except (OSError, ValueError):

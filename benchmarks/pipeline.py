@@ -72,8 +72,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def image_server(corpus: Corpus) -> ThreadingHTTPServer:
-    """Serve the corpus files from memory on a free loopback port, in daemon threads."""
+def image_server(corpus: Corpus, distinct: bool = True) -> ThreadingHTTPServer:
+    """Serve the corpus files from memory on a free loopback port, in daemon threads.
+
+    ``distinct``: every ``?i=K`` gets its own bytes (the file plus a trailer after its end,
+    which decoders ignore), so the service cannot reuse one URL's output for another.
+    """
     files = {
         f"/{p.name}": (data, TYPES.get(p.suffix.lower(), "application/octet-stream"))
         for p, data in zip(corpus.paths, corpus.data, strict=True)
@@ -85,7 +89,7 @@ def image_server(corpus: Corpus) -> ThreadingHTTPServer:
         def do_GET(self) -> None:
             path, _, query = self.path.partition("?")
             body, kind = files.get(path, (b"not found", "text/plain"))
-            if kind != "text/plain" and query:
+            if distinct and kind != "text/plain" and query:
                 # Every URL its own bytes (a trailer after the end marker, which decoders
                 # ignore), so the service compresses each one instead of reusing outputs.
                 body += b"\0pipeline " + query.encode()
@@ -161,8 +165,9 @@ class Stack:
         mongodb_uri: str | None = None,
         py_spy: Path | None = None,
         blob_url: str | None = None,
+        distinct: bool = True,
     ) -> None:
-        self.server = image_server(corpus)
+        self.server = image_server(corpus, distinct)
         self.images = f"http://127.0.0.1:{self.server.server_address[1]}"
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"

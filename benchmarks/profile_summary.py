@@ -17,7 +17,15 @@ from pathlib import Path
 
 # A stack whose innermost Python frame is one of these is a thread waiting, not working
 # (py-spy's own idle detection misses some of them).
-IDLE_LEAVES = ("Condition.wait (", "Runner.run (asyncio", "select (selectors", "Event.wait (")
+IDLE_LEAVES = (
+    "Condition.wait (",
+    "Runner.run (asyncio",
+    "select (selectors",
+    "EpollSelector.select (selectors",
+    "_PollLikeSelector.select (selectors",
+    "Event.wait (",
+    "_worker (concurrent/futures/thread.py",
+)
 # (bucket, markers): the first bucket with a marker found in the stack wins. Only frames
 # below the event loop's dispatch (asyncio/events.py) are looked at.
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -26,7 +34,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("compress: encode JPEG", ("JpegImagePlugin.py",)),
     ("compress: encode WebP", ("WebPImagePlugin.py",)),
     ("compress: other (exif_transpose copy, convert)", ("compress_image",)),
-    ("store: SQLite", ("stores/sqlite.py",)),
+    ("store: SQLite", ("stores/sqlite.py", "stores/_sqlite")),
     ("status endpoint (query + JSON)", ("status (imgcompress_web", "to_document", "msgspec")),
     ("upload + CSV parsing", ("manifest.py", "upload (imgcompress_web")),
     ("download (fetch, httpx, httpcore)", ("imgcompress_core/fetch.py", "httpx/", "httpcore/")),

@@ -15,10 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SHARP_HOME", "SharpUnavailable", "run_sharp"]
+__all__ = ["SHARP_HOME", "SharpUnavailable", "run_sharp", "run_sharp_job"]
 
 SHARP_HOME = Path(tempfile.gettempdir()) / "imgcompress-bench-sharp"
 _RUNNER = Path(__file__).with_name("sharp_bench.mjs")
+_JOB_RUNNER = Path(__file__).with_name("sharp_job.mjs")
 
 
 class SharpUnavailable(RuntimeError):
@@ -44,26 +45,46 @@ def _install() -> None:
         raise SharpUnavailable(f"npm install sharp failed: {done.stderr.strip()[-500:]}")
 
 
-def run_sharp(files: list[Path], rounds: int, quality: int, out_dir: Path) -> dict[str, Any]:
-    """Time sharp over ``files`` (in that order); return the runner's JSON document."""
+def _node() -> str:
+    """Return node's path once sharp is installed."""
     node = shutil.which("node")
     if node is None:
         raise SharpUnavailable("node is not on PATH")
     _install()
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as listing:
-        json.dump([str(f) for f in files], listing)
-    command = [node, str(_RUNNER), str(SHARP_HOME), listing.name, str(rounds), str(out_dir)]
-    try:
-        done = subprocess.run(
-            [*command, str(quality)],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=False,
-        )
-    finally:
-        Path(listing.name).unlink()
+    return node
+
+
+def _run(command: list[str]) -> dict[str, Any]:
+    """Run a runner and return the JSON document it prints."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
     if done.returncode != 0:
         raise SharpUnavailable(f"the sharp runner failed: {done.stderr.strip()[-800:]}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def run_sharp(files: list[Path], rounds: int, quality: int, out_dir: Path) -> dict[str, Any]:
+    """Time sharp over ``files`` (in that order); return the runner's JSON document."""
+    node = _node()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as listing:
+        json.dump([str(f) for f in files], listing)
+    command = [node, str(_RUNNER), str(SHARP_HOME), listing.name, str(rounds), str(out_dir)]
+    try:
+        return _run([*command, str(quality)])
+    finally:
+        Path(listing.name).unlink()
+
+
+def run_sharp_job(
+    files: list[Path], tasks: list[tuple[int, str]], recipe: str, quality: int, rounds: int
+) -> dict[str, Any]:
+    """Time sharp doing ``tasks`` (file index, output format) all in flight, ``recipe``
+    "same" (each task's format) or "flatten" (onto white, JPEG); see sharp_job.mjs."""
+    node = _node()
+    job = {"files": [str(f) for f in files], "tasks": tasks, "recipe": recipe, "quality": quality}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as listing:
+        json.dump(job, listing)
+    try:
+        return _run([node, str(_JOB_RUNNER), str(SHARP_HOME), listing.name, str(rounds)])
+    finally:
+        Path(listing.name).unlink()

@@ -1,4 +1,5 @@
-"""A network stream that finds its socket once (private; used by ``_guard``'s backend).
+"""The pinned connections' network stream (private; used by ``_guard``'s backend): it
+finds its socket once, and reads wide.
 
 Before every request, httpcore's connection pool asks each idle keep-alive connection
 whether its socket became readable (the server closed it). With anyio's streams, each
@@ -7,6 +8,11 @@ question rebuilds the stream's table of typed attributes to find the raw socket:
 request and again when its response closes). On a feed re-check where most answers are a
 304, that was a sixth of the service's CPU. :class:`CachedSocketStream` keeps the socket
 it was opened with and answers those two questions itself; everything else is passed on.
+
+httpcore also reads 64 KiB at a time, so a 700 KB image went through h11, httpcore and
+anyio in 11 trips instead of 3 (asyncio itself reads 256 KiB): 20-25 % of a download's
+CPU on loopback (benchmarks/RESULTS.md, section 9). The stream asks for at least
+``READ_BYTES`` per read.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from typing import Any
 
 import httpcore
 
-__all__ = ["CachedSocketStream", "readable"]
+__all__ = ["READ_BYTES", "CachedSocketStream", "readable"]
+
+READ_BYTES = 256 * 1024  # asked of the socket per read, at least
 
 
 def readable(sock: socket.socket | None) -> bool:
@@ -31,15 +39,16 @@ def readable(sock: socket.socket | None) -> bool:
 
 
 class CachedSocketStream(httpcore.AsyncNetworkStream):
-    """Wraps a stream, answering ``socket`` and ``is_readable`` from its socket."""
+    """Wraps a stream, answering ``socket`` and ``is_readable`` from its socket and
+    reading at least ``READ_BYTES`` at a time."""
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
         self._socket: socket.socket | None = inner.get_extra_info("socket")
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        """Read up to ``max_bytes``."""
-        return await self._inner.read(max_bytes, timeout)
+        """Read up to ``READ_BYTES`` (or ``max_bytes`` if larger)."""
+        return await self._inner.read(max(max_bytes, READ_BYTES), timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Write all of ``buffer``."""
