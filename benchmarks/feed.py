@@ -191,6 +191,7 @@ def run_feed(args: argparse.Namespace) -> dict[str, Any]:
             IMGCOMPRESS_PORT=str(port),
             IMGCOMPRESS_REQUESTS_PER_SECOND_PER_HOST="0",
         )
+        env.update(item.split("=", 1) for item in args.env)
         log = tmp / "serve.log"
         service = start_service(env, log, None)
         try:
@@ -256,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--changed", type=float, default=0.05, help="share changed (0.05)")
     parser.add_argument("--corpus", default=str(DEFAULT_FOLDER))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra service env"
+    )
     parser.add_argument(
         "--py-spy", type=Path, help="profile the service during the second run (raw stacks)"
     )

@@ -52,8 +52,6 @@ log = logging.getLogger("imgcompress.worker")
 
 # Failures of our own storage (a bucket or directory down), retried patiently.
 OUTAGE_CODES = frozenset({"blob_store_unavailable"})
-# How long the claim loop may wait for a host's share to free more than one or two images.
-CLAIM_GATHER_SECONDS = 0.005
 
 
 def _with_policy(options: CompressOptions, policy: str) -> CompressOptions:
@@ -114,6 +112,7 @@ class Worker:
         )
         self._wake_images = Signal()
         self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on
+        self._released: set[tuple[str, str]] = set()  # claims whose host share is given back
         self.shares = HostShares(config.connections_per_host)  # images held per host
         self.downloads = Downloader(
             self.workflow, fetcher, self.shares, self.metrics, config.compress.quality
@@ -159,7 +158,6 @@ class Worker:
 
     async def _claim_loop(self, stop: anyio.Event, tasks: anyio.abc.TaskGroup) -> None:
         while not stop.is_set():
-            await self._gather_room()
             free = self.config.download_concurrency - len(self._held)
             claims: list[Claim] = []
             if free > 0:
@@ -172,18 +170,6 @@ class Worker:
                 tasks.start_soon(self._process, claim)
             if len(claims) < free or free <= 0:
                 await self._wake_images.wait(self.config.poll_interval)
-
-    async def _gather_room(self) -> None:
-        """When a host's share has room for only one or two images and others are in
-        flight, give them a few milliseconds to finish too: a claim costs the same store
-        round trips for one image as for several, and images that reuse an earlier output
-        finish in about a millisecond each."""
-        deadline = time.monotonic() + CLAIM_GATHER_SECONDS
-        while self._held and self.shares.room() * 4 <= self.shares.per_host:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            await self._wake_images.wait(left)
 
     async def _heartbeat_loop(self) -> None:
         """Renew the leases of images in flight, so slow work is not taken over."""
@@ -246,8 +232,16 @@ class Worker:
             # A retried image may already be claimed again (by this worker) under a new claim.
             if self._held.get(claim.image_id) is claim:
                 del self._held[claim.image_id]
-            self.shares.give_back(host_of(claim.url))
+            self._release_host(claim)
+            self._released.discard((claim.image_id, claim.token))
             self._wake_images.set()
+
+    def _release_host(self, claim: Claim) -> None:
+        """Give the claim's place in its host's share back, once."""
+        key = (claim.image_id, claim.token)
+        if key not in self._released:
+            self._released.add(key)
+            self.shares.give_back(host_of(claim.url))
 
     async def _process_image(self, claim: Claim) -> None:
         """Process one claimed image; the same URL (for one owner) is never worked on twice
@@ -279,6 +273,10 @@ class Worker:
             if downloaded is None:
                 return
             fetched, input_hash = downloaded
+            # Downloaded: the host's share is for downloads, so the next image of the
+            # host may start while this one waits for (or is in) compression.
+            self._release_host(claim)
+            self._wake_images.set()
             options = _with_policy(self.config.compress, request.policy)
             compressed = await self._compressor.compress(fetched.data, options)
         except ImageFailure as exc:
