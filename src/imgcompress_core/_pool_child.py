@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from .compress import CompressedImage, CompressOptions
-from .heap import keep_image_memory
+from .heap import LARGE_IMAGE_BYTES, keep_image_memory, release_image_memory
 
 __all__ = ["address_space_in_use", "keep_image_memory", "start_child", "within_limits"]
 
@@ -41,13 +41,21 @@ def within_limits(
     _set_soft_limit(resource.RLIMIT_CPU, used + cpu_seconds)
     in_use = address_space_in_use() if address_space is not None else None
     if address_space is None or in_use is None:
-        return function(data, options)
+        return _released_after(function(data, options))
     previous = resource.getrlimit(resource.RLIMIT_AS)
     _set_soft_limit(resource.RLIMIT_AS, in_use + address_space)
     try:
-        return function(data, options)
+        return _released_after(function(data, options))
     finally:
         resource.setrlimit(resource.RLIMIT_AS, previous)
+
+
+def _released_after(result: tuple[CompressedImage, float]) -> tuple[CompressedImage, float]:
+    """Give a large image's freed memory back to the kernel before the next image."""
+    image = result[0]
+    if image.width * image.height * 4 >= LARGE_IMAGE_BYTES:
+        release_image_memory()
+    return result
 
 
 def _set_soft_limit(which: int, soft: int) -> None:

@@ -25,7 +25,13 @@ import ctypes
 import functools
 from collections.abc import Callable
 
-__all__ = ["keep_image_memory", "lean_service_heap", "mallopt"]
+__all__ = [
+    "LARGE_IMAGE_BYTES",
+    "keep_image_memory",
+    "lean_service_heap",
+    "mallopt",
+    "release_image_memory",
+]
 
 MIB = 1 << 20
 
@@ -44,6 +50,11 @@ M_ARENA_MAX = -8
 WORKER_MMAP_THRESHOLD = 64 * MIB
 WORKER_TRIM_THRESHOLD = 64 * MIB
 WORKER_TOP_PAD = 32 * MIB
+
+# An image whose pixels take this much (4 bytes a pixel) is large: after it, a worker gives
+# its freed memory back explicitly. The trim threshold alone shrinks the heap only from
+# its top, which one small block left above the image's blocks prevents.
+LARGE_IMAGE_BYTES = 32 * MIB
 
 # The service: two arenas, and buffers from 256 KiB up mapped on their own.
 SERVICE_ARENAS = 2
@@ -75,6 +86,26 @@ def keep_image_memory() -> bool:
         (M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD),
         (M_TOP_PAD, WORKER_TOP_PAD),
     )
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        function = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return None
+    function.argtypes, function.restype = [ctypes.c_size_t], ctypes.c_int
+    return function
+
+
+def release_image_memory() -> bool:
+    """In a compression worker, after a large image: return the heap's free memory to the
+    kernel, keeping ``WORKER_TOP_PAD`` at its top; True if libc could."""
+    function = _malloc_trim()
+    if function is None:
+        return False
+    function(WORKER_TOP_PAD)
+    return True
 
 
 def lean_service_heap() -> bool:
