@@ -6,7 +6,9 @@ Two kinds of process, two opposite needs (measured in ``benchmarks/RESULTS.md``)
   Left alone, glibc serves those with fresh ``mmap``s, so the kernel faults in and zeroes
   every image's memory anew (a fifth of a JPEG's CPU time); :func:`keep_image_memory`
   keeps freed image memory for the next image instead, up to a ceiling, above which the
-  heap is given back so an idle worker does not hold its largest image for ever.
+  heap is given back so an idle worker does not hold its largest image for ever; after a
+  large image the worker also calls :func:`release_image_memory` (``malloc_trim``), since
+  the ceiling alone shrinks the heap only from its top.
 - The **service process** (``serve``, ``worker``) runs many threads that each allocate
   download buffers, pickled images and status documents of a few MB. Left alone, glibc
   gives each thread its own arena (up to 8 per CPU) and raises its mmap threshold after
