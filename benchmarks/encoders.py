@@ -44,8 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,8 +58,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import DEFAULT_FOLDER, SUFFIXES
-from peers.sharp import SHARP_HOME, SharpUnavailable, _install
-from policy import parallel, scaled, whole_score
+from peers.sharp import SharpUnavailable
+from policy import parallel, run_sharp_on_scaled, scaled, whole_score
 
 from imgcompress_core import _encode, _score
 from imgcompress_core.compress import CompressOptions, compress_image
@@ -266,22 +264,7 @@ def opaque(path: Path) -> bool:
 
 def sharp_qualities(paths: list[Path], workdir: Path) -> dict[str, Any]:
     """Run sharp over the scaled images at every quality; its versions and CPU times."""
-    node = shutil.which("node")
-    if node is None:
-        raise SharpUnavailable("node is not on PATH")
-    _install()
-    inputs = []
-    for index, path in enumerate(paths):
-        target = workdir / f"{index}.png"
-        scaled(path).save(target)
-        inputs.append(str(target))
-    listing = workdir / "files.json"
-    listing.write_text(json.dumps(inputs))
-    command = [node, str(SHARP_RUNNER), str(SHARP_HOME), str(listing), str(workdir / "out")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
-    if done.returncode != 0:
-        raise SharpUnavailable(done.stderr.strip()[-500:])
-    info: dict[str, Any] = json.loads(done.stdout)
+    _, info = run_sharp_on_scaled(SHARP_RUNNER, paths, workdir, workdir / "out", 3600)
     return info
 
 

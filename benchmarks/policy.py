@@ -175,8 +175,11 @@ def curve_run(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def sharp_defaults(paths: list[Path], workdir: Path) -> dict[str, Any]:
-    """sharp's default JPEG, WebP and AVIF of each scaled image: bytes and whole score."""
+def run_sharp_on_scaled(
+    runner: Path, paths: list[Path], workdir: Path, out: Path, timeout: float
+) -> tuple[list[str], dict[str, Any]]:
+    """Scale each image (``scaled``) to a PNG in ``workdir``, run the sharp script
+    ``runner`` over them writing to ``out``; return the inputs and what it printed."""
     node = shutil.which("node")
     if node is None:
         raise SharpUnavailable("node is not on PATH")
@@ -188,12 +191,18 @@ def sharp_defaults(paths: list[Path], workdir: Path) -> dict[str, Any]:
         inputs.append(str(target))
     listing = workdir / "files.json"
     listing.write_text(json.dumps(inputs))
-    out = workdir / "sharp"
-    command = [node, str(SHARP_RUNNER), str(SHARP_HOME), str(listing), str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    command = [node, str(runner), str(SHARP_HOME), str(listing), str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise SharpUnavailable(done.stderr.strip()[-500:])
     info: dict[str, Any] = json.loads(done.stdout)
+    return inputs, info
+
+
+def sharp_defaults(paths: list[Path], workdir: Path) -> dict[str, Any]:
+    """sharp's default JPEG, WebP and AVIF of each scaled image: bytes and whole score."""
+    out = workdir / "sharp"
+    inputs, info = run_sharp_on_scaled(SHARP_RUNNER, paths, workdir, out, 1800)
     rows: dict[str, list[tuple[int, float]]] = {}
     for fmt in FORMATS:
         rows[fmt] = []
