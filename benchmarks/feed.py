@@ -45,6 +45,9 @@ class FeedServer:
 
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = dict(files)  # path -> body (one per product URL)
+        # Computed once per body, as a real server derives its ETag from file metadata
+        # instead of hashing the file on every request (which would load this machine).
+        self.tags = {path: self.tag(body) for path, body in self.files.items()}
         self.requests = 0
         self.not_modified = 0
         self.body_bytes = 0
@@ -63,7 +66,7 @@ class FeedServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                tag = f'"{hashlib.sha256(body).hexdigest()[:20]}"'
+                tag = feed.tags[self.path]
                 if self.headers.get("If-None-Match") == tag:
                     with feed._lock:
                         feed.not_modified += 1
@@ -89,6 +92,15 @@ class FeedServer:
         self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    @staticmethod
+    def tag(body: bytes) -> str:
+        """Return the ETag of a body."""
+        return f'"{hashlib.sha256(body).hexdigest()[:20]}"'
+
+    def change(self, path: str, body: bytes) -> None:
+        """Serve new bytes (so a new ETag) at ``path``."""
+        self.files[path], self.tags[path] = body, self.tag(body)
 
     def counters(self) -> dict[str, int]:
         """Return the counters so far."""
@@ -202,7 +214,8 @@ def run_feed(args: argparse.Namespace) -> dict[str, Any]:
                 : round(args.n * args.changed)
             ]
             for path in changed:  # new bytes (a changed trailer), so a new ETag
-                files[path] = server.files[path] = files[path] + b"\0changed"
+                files[path] = files[path] + b"\0changed"
+                server.change(path, files[path])
             before = server.counters()
             compressed_before = first["compressions"]
             spy = profile(service.pid, args.py_spy) if args.py_spy else None
