@@ -97,6 +97,13 @@ def _stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
+def own_cpu_seconds(pid: int) -> float:
+    """CPU time of one process (all its threads, not its children): ``serve`` without its
+    compression processes, so what the event loop and its threads cost."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_cpu_seconds(root: int) -> float:
     """CPU time of ``root`` and its living descendants, plus what each has reaped."""
     ticks = 0

@@ -49,7 +49,7 @@ from approaches import bare_pillow_job, is_transparent
 from corpus import DEFAULT_FOLDER, Corpus
 from peers.sharp import SharpUnavailable, run_sharp_job
 from pipeline import Stack, make_csv, run_job
-from procinfo import CpuMeter, cpu_count, tree_cpu_seconds, wait_quiet
+from procinfo import CpuMeter, cpu_count, own_cpu_seconds, tree_cpu_seconds, wait_quiet
 
 SUBSETS = {"all": ((".jpg", ".jpeg", ".png"), 300), "jpeg": ((".jpg", ".jpeg"), 300)}
 SUBSETS["png"] = ((".png",), 100)
@@ -169,13 +169,6 @@ def run_pipeline_row(
         "other_load_cores": load,
         "service_env": extra,
     }
-
-
-def own_cpu_seconds(pid: int) -> float:
-    """CPU time of one process (all its threads, not its children): ``serve`` without its
-    compression processes, so what the event loop and its threads cost."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

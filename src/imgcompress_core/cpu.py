@@ -63,12 +63,13 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from typing import Literal
+from typing import Literal, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from ._pool_child import CompressFunction, start_child, within_limits
+from ._threads import ThreadLane
 from .compress import CompressedImage, CompressOptions, decoded_size, timed_compress
 from .errors import ImageFailure
 
@@ -204,6 +205,22 @@ class _Pool:
                 future.cancel()
 
 
+_R = TypeVar("_R")
+
+
+class _NeverStarted(Exception):
+    """The pool was stopped before the image started (its future was cancelled)."""
+
+
+def _result(future: Future[_R]) -> _R:
+    """Wait for a pool future; a cancelled one raises _NeverStarted, not CancelledError
+    (which asyncio would take for the waiting task's own cancellation)."""
+    try:
+        return future.result()
+    except CancelledError as exc:
+        raise _NeverStarted from exc
+
+
 class Compressor:
     """Runs ``compress_image`` in a thread or process pool, ``workers`` images at a time,
     within the memory budget: ``decode_budget`` (if given) or ``options.max_decode_bytes``,
@@ -225,8 +242,9 @@ class Compressor:
         self.workers = workers
         self.tasks_per_child = tasks_per_child
         self.decode_budget = decode_budget
-        # Threads that wait for a worker process: our own, not anyio's shared 40.
-        self._waiters = anyio.CapacityLimiter(workers)
+        # Threads that wait for a worker process, and that read images' headers.
+        self._waiters = ThreadLane(workers, "imgcompress-wait")
+        self._headers = ThreadLane(workers, "imgcompress-header")
         self._budget = _MemoryBudget(workers)
         self._current: _Pool | None = None
         self._closed = False
@@ -250,7 +268,7 @@ class Compressor:
         whose decoded size alone is over ``options.max_decode_bytes``) and
         ImageFailure(``compression_crashed``) when a worker process died on this image.
         """
-        size = await anyio.to_thread.run_sync(decoded_size, data, options)
+        size = await self._headers.run(functools.partial(decoded_size, data, options))
         budget = options.max_decode_bytes
         if self.decode_budget is not None:
             budget = min(budget, self.decode_budget)
@@ -267,8 +285,8 @@ class Compressor:
                     await self._stop(pool)
                     continue
                 try:
-                    return await anyio.to_thread.run_sync(future.result, limiter=self._waiters)
-                except CancelledError:
+                    return await self._waiters.run(functools.partial(_result, future))
+                except _NeverStarted:
                     continue  # its pool broke or closed before it started: try a fresh one
                 except BrokenProcessPool as exc:
                     await self._stop(pool)

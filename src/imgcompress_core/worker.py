@@ -111,6 +111,7 @@ class Worker:
             decode_budget=config.decode_budget,
         )
         self._wake_images = Signal()
+        self._look_again = False  # new work was submitted: ask the store which requests
         self._held: dict[str, Claim] = {}  # image id -> the claim this worker works on
         self._released: set[tuple[str, str]] = set()  # claims whose host share is given back
         self.shares = HostShares(config.connections_per_host)  # images held per host
@@ -124,6 +125,7 @@ class Worker:
 
     def wake(self) -> None:
         """Look for new work now instead of at the next poll."""
+        self._look_again = True
         self._wake_images.set()
 
     async def run(self, stop: anyio.Event) -> None:
@@ -161,8 +163,11 @@ class Worker:
             free = self.config.download_concurrency - len(self._held)
             claims: list[Claim] = []
             if free > 0:
+                look_again, self._look_again = self._look_again, False
                 try:
-                    claims = await self.workflow.claim(self.owner, free, self.leasing, self.shares)
+                    claims = await self.workflow.claim(
+                        self.owner, free, self.leasing, self.shares, look_again=look_again
+                    )
                 except Exception as exc:
                     log.warning("claiming images failed: %s", exc)
             for claim in claims:
@@ -365,10 +370,15 @@ class Worker:
         The loops of :meth:`run` do the same continuously; tests drive a worker on a fake
         clock with this, and one-shot tools can too.
         """
-        handled = 0
+        handled, look_again = 0, True
         while claims := await self.workflow.claim(
-            self.owner, self.config.download_concurrency, self.leasing, self.shares
+            self.owner,
+            self.config.download_concurrency,
+            self.leasing,
+            self.shares,
+            look_again=look_again,
         ):
+            look_again = False
             async with anyio.create_task_group() as tasks:
                 for claim in claims:
                     self._held[claim.image_id] = claim

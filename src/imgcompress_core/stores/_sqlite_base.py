@@ -1,4 +1,4 @@
-"""The SQLite store's plumbing: one connection, a thread per call, one transaction per
+"""The SQLite store's plumbing: one connection, one thread, one transaction per
 change (shared by the store's parts in :mod:`.sqlite` and :mod:`._sqlite_cache`)."""
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import anyio
-import anyio.to_thread
-
+from .._threads import ThreadLane
 from ..errors import StorageError, StorageUnavailable
 from ..model import ImageState, RequestStatus
 from ._sqlite_schema import migrate
@@ -36,14 +34,13 @@ def states_in(states: frozenset[ImageState]) -> tuple[str, list[str]]:
 
 
 def in_thread(method: Callable[_P, _T]) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Run a blocking store method in a worker thread, one at a time per store."""
+    """Run a blocking store method in the store's thread, one at a time."""
 
     @functools.wraps(method)
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         store = args[0]
         assert isinstance(store, SqliteBase)
-        call = functools.partial(method, *args, **kwargs)
-        return await anyio.to_thread.run_sync(call, limiter=store._limiter)
+        return await store._lane.run(functools.partial(method, *args, **kwargs))
 
     return wrapper
 
@@ -56,7 +53,7 @@ class SqliteBase:
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._limiter = anyio.CapacityLimiter(1)
+        self._lane = ThreadLane(1, "imgcompress-sqlite")
 
     # -- plumbing ---------------------------------------------------------------------
 

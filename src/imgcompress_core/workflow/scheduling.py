@@ -21,6 +21,63 @@ def fair_order(candidates: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     return ordered
 
 
+class Turns:
+    """The requests a worker last found with images to claim, in the order of their next
+    turns.
+
+    The store is asked again only when the list is older than ``max_age`` seconds, was
+    found with a host skipped that now has room, or ran dry: claiming then costs one store
+    call instead of two. A request claimed from moves to the back, as in the store's
+    least-recently-claimed order. A request that had nothing to give outside some full
+    hosts waits, without a store call, while those hosts stay full.
+    """
+
+    def __init__(self, max_age: float = 1.0) -> None:
+        self.max_age = max_age
+        self.pairs: list[tuple[str, str]] = []  # (request id, owner), next turn first
+        # request -> the full hosts it had nothing outside of when last asked
+        self.blocked: dict[tuple[str, str], frozenset[str]] = {}
+        self._found_at = float("-inf")
+        self._skipped: frozenset[str] = frozenset()
+
+    def stale(self, now: float, skip_hosts: frozenset[str]) -> bool:
+        """Return True if the list must be looked up again before claiming."""
+        return (
+            not self.pairs
+            or not 0 <= now - self._found_at < self.max_age
+            or not self._skipped <= skip_hosts
+        )
+
+    def found(self, pairs: Sequence[tuple[str, str]], now: float, skipped: frozenset[str]) -> None:
+        """Remember what the store answered (in fair order)."""
+        self.pairs = fair_order(pairs)
+        self.blocked = {}
+        self._found_at, self._skipped = now, skipped
+
+    def forget(self) -> None:
+        """Look again at the next claim (new work was stored)."""
+        self.pairs = []
+
+    def waiting(self, pair: tuple[str, str], full_hosts: frozenset[str]) -> bool:
+        """Return True if the request had nothing outside hosts that are all still full."""
+        blocked = self.blocked.get(pair)
+        return blocked is not None and blocked <= full_hosts
+
+    def gave_less(self, pair: tuple[str, str], skipped: frozenset[str]) -> bool:
+        """A claim from ``pair`` skipping these full hosts gave fewer images than asked:
+        return True if it waits for them, False if it ran dry (nothing was skipped)."""
+        if skipped:
+            self.blocked[pair] = skipped
+        return bool(skipped)
+
+    def played(self, claimed: Sequence[tuple[str, str]], dry: Sequence[tuple[str, str]]) -> None:
+        """Move the requests claimed from to the back and drop those that ran dry."""
+        gone = set(dry)
+        moved = set(claimed) | gone
+        self.pairs = [p for p in self.pairs if p not in moved]
+        self.pairs += [p for p in claimed if p not in gone]
+
+
 def host_of(url: str) -> str:
     """Return the host an image URL is downloaded from (lower case, no port or user)."""
     try:

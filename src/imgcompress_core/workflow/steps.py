@@ -38,9 +38,12 @@ from .rules import (
     progress_of,
     sources,
 )
-from .scheduling import HostShares, fair_order, host_of
+from .scheduling import HostShares, Turns, host_of
 
 __all__ = ["Workflow"]
+
+# How many of an owner's requests with work the claim list holds at most.
+TURNS_PER_OWNER = 16
 
 
 class Workflow:
@@ -64,6 +67,7 @@ class Workflow:
         self._clock = clock
         self._sweep_after = ""  # where the next blob sweep resumes
         self._expired_at = -1.0  # when expired leases were last looked for
+        self._turns = Turns()  # the requests with images to claim, next turn first
 
     @classmethod
     def over(
@@ -83,6 +87,7 @@ class Workflow:
         body returns the earlier id (IdempotencyConflict with another body)."""
         holder = await self.requests.create_request(request)
         if holder is None:
+            self._turns.forget()
             return request.request_id
         if holder.body_hash != request.body_hash:
             raise IdempotencyConflict.reused()
@@ -117,9 +122,11 @@ class Workflow:
             raise RequestNotFinished(
                 f"request {request_id} is still Pending; retry its failed images once it is final"
             )
-        return await self.requests.reopen_request(
+        queued = await self.requests.reopen_request(
             request_id, frozenset({CANCELLED.code}), self._clock()
         )
+        self._turns.forget()
+        return queued
 
     async def list_requests(
         self, owner: str | None, before: tuple[float, str] | None, limit: int
@@ -171,11 +178,20 @@ class Workflow:
     # -- images -----------------------------------------------------------------------
 
     async def claim(
-        self, worker: str, limit: int, leasing: Leasing, shares: HostShares | None = None
+        self,
+        worker: str,
+        limit: int,
+        leasing: Leasing,
+        shares: HostShares | None = None,
+        *,
+        look_again: bool = False,
     ) -> list[Claim]:
         """Lease up to ``limit`` images, taking turns across owners and requests so every
         active request makes progress, and (with ``shares``) never more of one host's
-        images than its share; expired leases past ``max_attempts`` fail first."""
+        images than its share; expired leases past ``max_attempts`` fail first.
+
+        Which requests have work is remembered for a second (:class:`Turns`);
+        ``look_again`` asks the store now (new work was submitted)."""
         now = self._clock()
         # Leases last minutes: looking for expired ones once a second is soon enough, and
         # spares a write on every claim of a busy worker.
@@ -183,35 +199,68 @@ class Workflow:
             await self.images.expire_leases(now, leasing.max_attempts, WORKER_LOST)
             self._expired_at = now
         skip = shares.full() if shares else frozenset()
-        found = await self.images.claimable_requests(now, limit, skip)
-        candidates = fair_order(found)[:limit]
+        fresh = look_again or self._turns.stale(now, skip)
+        if fresh:
+            await self._find_turns(now, limit, skip)
+        claims, waiting = await self._claim_in_turn(worker, limit, leasing, shares, now)
+        if not claims and not waiting and not fresh:  # the requests remembered ran dry
+            await self._find_turns(now, limit, skip)
+            claims, _ = await self._claim_in_turn(worker, limit, leasing, shares, now)
+        return claims
+
+    async def _find_turns(self, now: float, limit: int, skip: frozenset[str]) -> None:
+        """Ask the store which requests have images to claim (enough of them per owner
+        for a whole worker's slots, so the list serves the next claims too)."""
+        found = await self.images.claimable_requests(now, max(limit, TURNS_PER_OWNER), skip)
+        self._turns.found(found, now, skip)
+
+    async def _claim_in_turn(
+        self, worker: str, limit: int, leasing: Leasing, shares: HostShares | None, now: float
+    ) -> tuple[list[Claim], bool]:
+        """Claim from the requests whose turn it is, an even share from each; also say
+        whether some were passed over because their hosts are full."""
+        candidates = self._turns.pairs[:limit]
         claims: list[Claim] = []
+        claimed: dict[tuple[str, str], None] = {}  # requests claimed from, in order
+        dry: list[tuple[str, str]] = []  # requests that may have no images left
+        waiting = False
         while candidates and len(claims) < limit:
             share = max(1, (limit - len(claims)) // len(candidates))
             still_full: list[tuple[str, str]] = []
-            for request_id, owner in candidates:
+            for pair in candidates:
                 # With shares, never more at once than the tightest host has room for: the
                 # hosts of the images claimed are known only once they are claimed.
                 want = min(share, limit - len(claims), shares.room() if shares else limit)
                 if want <= 0:
                     break
+                full = shares.full() if shares else frozenset()
+                if self._turns.waiting(pair, full):
+                    waiting = True
+                    continue
                 got = await self.images.claim_images(
-                    request_id,
+                    pair[0],
                     worker,
                     want,
                     now=now,
                     lease_seconds=leasing.lease_seconds,
                     max_attempts=leasing.max_attempts,
-                    skip_hosts=shares.full() if shares else frozenset(),
+                    skip_hosts=full,
                 )
                 if shares:
                     for claim in got:
                         shares.take(host_of(claim.url))
+                if got:
+                    claimed[pair] = None
                 claims.extend(got)
                 if len(got) == want:
-                    still_full.append((request_id, owner))
+                    still_full.append(pair)
+                elif self._turns.gave_less(pair, full):
+                    waiting = True  # its other images are of full hosts
+                else:
+                    dry.append(pair)
             candidates = still_full
-        return claims
+        self._turns.played(list(claimed), dry)
+        return claims, waiting
 
     async def renew(self, claims: Sequence[Claim], lease_seconds: float) -> list[Claim]:
         """Extend the leases these claims still hold; return those."""
