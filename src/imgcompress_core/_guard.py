@@ -203,6 +203,7 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function, asked before every download
 def refusal_reason(address: str, *, allow_private: bool = False) -> str | None:
     """Return why ``address`` may not be connected to, or None if it may.
 
