@@ -52,7 +52,6 @@ import httpcore
 import httpx
 
 from ._guard import (
-    GuardedClient,
     Resolver,
     check_destination,
     check_url,
@@ -64,6 +63,7 @@ from ._guard import (
     system_resolver,
     vet_destination,
 )
+from ._pinned import GuardedClient
 from ._polite import HostPacer
 from ._version import __version__
 from .errors import FetchError

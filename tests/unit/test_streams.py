@@ -12,7 +12,7 @@ import anyio
 import httpx
 import pytest
 
-from imgcompress_core._guard import GuardedClient
+from imgcompress_core._pinned import GuardedClient
 from imgcompress_core._streams import readable
 
 
