@@ -19,6 +19,7 @@ from typing import Protocol
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from ._fastpng import decode_png
 from ._header import pixel_bytes
 from ._jpeg import count_scans
 from ._meta import Kept, copyright_metadata
@@ -127,20 +128,31 @@ def decode(
         full_width = im.width
         if box is not None and fmt == "JPEG":
             _draft(im, box)
-        im.load()
-        reduced = full_width / im.width
         notes: list[str] = []
+        oriented, rotated = _upright_pixels(im, data, fmt, notes)
         icc = im.info.get("icc_profile")
-        try:
-            oriented = _oriented(im)
-        except Exception:  # unreadable EXIF must not lose an otherwise good image
-            oriented = im
-            notes.append("its EXIF data could not be read, so its orientation was not applied")
+        reduced = full_width / im.width
         work, mode_note = _normalise(oriented)
         if mode_note:
             notes.append(mode_note)
         icc_bytes = icc if isinstance(icc, bytes) and icc else None
-        return Decoded(work, fmt, icc_bytes, oriented is not im, notes, rights, reduced)
+        return Decoded(work, fmt, icc_bytes, rotated, notes, rights, reduced)
+
+
+def _upright_pixels(
+    im: ImageFile.ImageFile, data: bytes, fmt: str, notes: list[str]
+) -> tuple[Image.Image, bool]:
+    """Decode the pixels, EXIF orientation applied; say whether it turned them."""
+    fast = decode_png(data) if fmt == "PNG" else None
+    if fast is not None:  # a PNG libspng takes has no EXIF: nothing to turn
+        return fast, False
+    im.load()
+    try:
+        oriented = _oriented(im)
+    except Exception:  # unreadable EXIF must not lose an otherwise good image
+        notes.append("its EXIF data could not be read, so its orientation was not applied")
+        return im, False
+    return oriented, oriented is not im
 
 
 def _draft(im: ImageFile.ImageFile, box: tuple[int, int]) -> None:

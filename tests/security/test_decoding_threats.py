@@ -241,6 +241,19 @@ def test_running_out_of_memory_names_the_budget(monkeypatch: pytest.MonkeyPatch)
         raise MemoryError
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_memory)
+    message = refused(encode("JPEG"), "image_too_large")
+    assert "max_decode_bytes" in message
+
+
+def test_running_out_of_memory_in_libspng_names_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import imagecodecs
+
+    def no_memory(data: bytes) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(imagecodecs, "spng_decode", no_memory)
     message = refused(encode("PNG"), "image_too_large")
     assert "max_decode_bytes" in message
 
