@@ -22,8 +22,11 @@ from functools import cache
 
 from PIL import Image
 
-__all__ = ["MAX_PIXELS", "available", "decode_png"]
+__all__ = ["MAX_PIXELS", "PRELOAD", "available", "decode_png"]
 
+# What a forkserver should import so that its children share libspng and numpy's pages
+# instead of each importing its own (about 16 MB a process); ignored when not installed.
+PRELOAD = "imagecodecs._spng"
 MAX_PIXELS = 16_000_000  # 48 MB of libspng's array at most, beside Pillow's image
 _PIL_MODES = {2: "RGB", 6: "RGBA"}  # PNG colour type -> Pillow mode, at 8 bits a sample
 _SENT_TO_PILLOW = (b"tRNS", b"eXIf", b"acTL")

@@ -9,8 +9,10 @@ Processes are faster for JPEG (Pillow holds the GIL for part of an encode; see
 that dies fails that one attempt with ``compression_crashed`` (retried within the
 attempt budget) and the pool is rebuilt. The children are forked from a ``forkserver``
 that preloads ``imgcompress_core._pool_child`` (Pillow and ``compress``, nothing else:
-the core's package imports lazily). A child exits as soon as the process that owns the
-pool is gone, even when that one was killed with SIGKILL and could not say goodbye.
+the core's package imports lazily) and libspng's binding when installed (its numpy is
+then shared by the children instead of imported by each). A child exits as soon as the
+process that owns the pool is gone, even when that one was killed with SIGKILL and could
+not say goodbye.
 Like every ``spawn``/``forkserver`` child, each one re-imports the parent's main
 module, so a script that embeds imgcompress with processes needs an ``if __name__ ==
 "__main__":`` guard (``cpu_pool="auto"`` uses threads when embedded for that reason; the
@@ -68,6 +70,7 @@ from typing import Literal, TypeVar
 import anyio
 import anyio.to_thread
 
+from . import _fastpng as fastpng
 from ._pool_child import CompressFunction, start_child, within_limits
 from ._threads import ThreadLane
 from .compress import CompressedImage, CompressOptions, decoded_size, timed_compress
@@ -341,7 +344,7 @@ class Compressor:
             current = None
         if current is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["imgcompress_core._pool_child"])
+            context.set_forkserver_preload(["imgcompress_core._pool_child", fastpng.PRELOAD])
             executor = ProcessPoolExecutor(
                 self.workers, mp_context=context, initializer=start_child, initargs=(os.getpid(),)
             )

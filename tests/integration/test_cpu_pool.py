@@ -51,6 +51,13 @@ def worker_pid(data: bytes, options: CompressOptions) -> tuple[CompressedImage, 
     return dataclasses.replace(image, note=str(os.getpid())), 0.0
 
 
+def preloaded(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
+    """Report whether libspng's binding was loaded before this child decoded anything."""
+    loaded = "imagecodecs._spng" in sys.modules
+    image = compress_image(data, options)
+    return dataclasses.replace(image, note=str(loaded)), 0.0
+
+
 @pytest.mark.parametrize("pool", ["processes", "threads"])
 async def test_pool_gives_the_same_bytes_as_a_direct_call(pool: str) -> None:
     """Where it runs does not change the result: the bytes equal compress_image's."""
@@ -73,6 +80,18 @@ async def test_processes_run_outside_this_process() -> None:
     finally:
         compressor.close()
     assert image.note is not None and int(image.note) != os.getpid()
+
+
+async def test_children_start_with_libspng_loaded_by_the_forkserver() -> None:
+    """The children share the forkserver's libspng and numpy instead of each importing
+    its own on its first PNG."""
+    [photo] = corpus_images(1)
+    compressor = Compressor("processes", workers=1, function=preloaded)
+    try:
+        image, _ = await compressor.compress(photo, OPTIONS)
+    finally:
+        compressor.close()
+    assert image.note == "True"
 
 
 async def test_bad_image_error_keeps_its_code_across_processes() -> None:
