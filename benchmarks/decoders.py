@@ -1,0 +1,138 @@
+"""Decoders and per-image checks: CPU per image of each way of doing the same work.
+
+    .venv/bin/python benchmarks/decoders.py [FOLDER] [--rounds 4]
+
+One thread, this process's CPU clock, the corpus's files read into memory first; each
+variant runs over all its files once per round, the variants alternating within a round,
+and the table gives the mean CPU ms per image over the rounds. Rows:
+
+- PNG decode: Pillow against libspng (``imagecodecs.spng_decode``, then
+  ``Image.fromarray``: what ``imgcompress_core._fastpng`` does), and whether the pixels are
+  the same;
+- JPEG decode, and decode + encode at q50 (Huffman-optimised, 4:2:0): Pillow against
+  ``imagecodecs``' libjpeg-turbo on arrays (no Pillow image at all); Pillow decoding into
+  YCbCr (``draft("YCbCr")``) and encoding from it, which skips both colour conversions;
+- the JPEG scan count that runs before every JPEG decode (``_jpeg.count_scans``), and the
+  same walk with the marker pattern it had before (``\\xff+`` first).
+
+Needs ``imgcompress[fast]`` (imagecodecs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import imagecodecs
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus import DEFAULT_FOLDER
+
+from imgcompress_core._jpeg import count_scans
+
+_OLD_MARKER = re.compile(rb"\xff+([^\x00\xff])")
+
+
+def old_count_scans(data: bytes) -> int:
+    """The scan count with the marker pattern of before (``\\xff+`` first), lengths skipped."""
+    scans, pos = 0, 2
+    while (found := _OLD_MARKER.search(data, pos)) is not None:
+        marker, pos = found.group(1)[0], found.end()
+        if marker == 0xDA:
+            scans += 1
+        if 0xC0 <= marker <= 0xFE and not 0xD0 <= marker <= 0xD9:
+            pos += int.from_bytes(data[pos : pos + 2], "big")
+        if marker == 0xD9:
+            break
+    return scans
+
+
+def pillow_decode(data: bytes) -> Image.Image:
+    """Pillow's decode, as ``_decode`` runs it."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def spng_decode(data: bytes) -> Image.Image:
+    """libspng's decode into a Pillow image, as ``_fastpng`` runs it."""
+    return Image.fromarray(imagecodecs.spng_decode(data))
+
+
+def pillow_jpeg(image: Image.Image) -> bytes:
+    """Pillow's JPEG at q50, as the default policy writes it."""
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=50, optimize=True, subsampling=2)
+    return out.getvalue()
+
+
+def ycbcr_round_trip(data: bytes) -> bytes:
+    """Decode into YCbCr and encode from it: no colour conversion either way."""
+    image = Image.open(io.BytesIO(data))
+    image.draft("YCbCr", image.size)
+    image.load()
+    return pillow_jpeg(image)
+
+
+def arrays_round_trip(data: bytes) -> bytes:
+    """libjpeg-turbo through imagecodecs, on arrays, with no Pillow image."""
+    pixels = imagecodecs.jpeg8_decode(data)
+    return bytes(imagecodecs.jpeg8_encode(pixels, level=50, optimize=True, subsampling="420"))
+
+
+def timed(rounds: int, files: list[bytes], variants: dict[str, Callable[[bytes], object]]) -> None:
+    """Print mean CPU ms per image of each variant, the variants alternating each round."""
+    spent = dict.fromkeys(variants, 0.0)
+    for _ in range(rounds):
+        for name, variant in variants.items():
+            started = time.process_time()
+            for data in files:
+                variant(data)
+            spent[name] += time.process_time() - started
+    for name, seconds in spent.items():
+        print(f"| {name} | {len(files)} | {1000 * seconds / rounds / len(files):.2f} |")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the comparisons and print one Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args(argv)
+    pngs = [path.read_bytes() for path in sorted(args.folder.glob("*.png"))]
+    jpegs = [path.read_bytes() for path in sorted(args.folder.glob("*.jp*g"))]
+    same = sum(pillow_decode(d).tobytes() == spng_decode(d).tobytes() for d in pngs)
+    same_jpeg = sum(
+        pillow_decode(d).tobytes() == imagecodecs.jpeg8_decode(d).tobytes() for d in jpegs
+    )
+    print(f"pixels equal: libspng {same} of {len(pngs)} PNGs, ", end="")
+    print(f"imagecodecs' libjpeg-turbo {same_jpeg} of {len(jpegs)} JPEGs")
+    print(f"Pillow {Image.__version__}, imagecodecs {imagecodecs.__version__}\n")
+    print("| variant | files | CPU ms per image |\n| --- | --- | --- |")
+    timed(
+        args.rounds, pngs, {"PNG decode, Pillow": pillow_decode, "PNG decode, libspng": spng_decode}
+    )
+    timed(
+        args.rounds,
+        jpegs,
+        {
+            "JPEG decode, Pillow": pillow_decode,
+            "JPEG decode, imagecodecs (array)": imagecodecs.jpeg8_decode,
+            "JPEG decode + q50 encode, Pillow": lambda d: pillow_jpeg(pillow_decode(d)),
+            "JPEG decode + q50 encode, Pillow in YCbCr": ycbcr_round_trip,
+            "JPEG decode + q50 encode, imagecodecs (arrays)": arrays_round_trip,
+            "JPEG scan count (`count_scans`)": lambda d: count_scans(d, 100),
+            "JPEG scan count, the pattern before": old_count_scans,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
