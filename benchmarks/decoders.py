@@ -7,7 +7,7 @@ variant runs over all its files once per round, the variants alternating within 
 and the table gives the mean CPU ms per image over the rounds. Rows:
 
 - PNG decode: Pillow against libspng (``imagecodecs.spng_decode``, then
-  ``Image.fromarray``: what ``imgcompress_core._fastpng`` does), and whether the pixels are
+  ``Image.fromarray``: what ``imgcompress_core._fast`` does), and whether the pixels are
   the same;
 - JPEG decode, and decode + encode at q50 (Huffman-optimised, 4:2:0): Pillow against
   ``imagecodecs``' libjpeg-turbo on arrays (no Pillow image at all); Pillow decoding into
@@ -62,7 +62,7 @@ def pillow_decode(data: bytes) -> Image.Image:
 
 
 def spng_decode(data: bytes) -> Image.Image:
-    """libspng's decode into a Pillow image, as ``_fastpng`` runs it."""
+    """libspng's decode into a Pillow image, as ``_fast`` runs it."""
     return Image.fromarray(imagecodecs.spng_decode(data))
 
 

@@ -19,13 +19,22 @@ from typing import Protocol
 
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ._fastpng import decode_png
+from ._fast import decode_png
 from ._header import pixel_bytes
-from ._jpeg import count_scans
+from ._jpeg import Scans, walk_scans
 from ._meta import Kept, copyright_metadata
 from .errors import CompressionError
 
-__all__ = ["ACCEPTED_FORMATS", "MIB", "Animation", "Decoded", "check_size", "decode"]
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "MIB",
+    "Animation",
+    "Decoded",
+    "PlainJpeg",
+    "check_size",
+    "decode",
+    "plain_jpeg",
+]
 
 ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF")
 MIB = 1 << 20
@@ -69,6 +78,11 @@ class Decoded:
     notes: list[str]
     rights: Kept = field(default_factory=Kept)  # with metadata="copyright"
     reduced: float = 1.0  # how many times smaller a reduced JPEG decode made it
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The pixel size, upright."""
+        return self.image.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +153,38 @@ def decode(
         return Decoded(work, fmt, icc_bytes, rotated, notes, rights, reduced)
 
 
+@dataclass(frozen=True, slots=True)
+class PlainJpeg:
+    """A JPEG whose pixels can be re-encoded as they are: no turn, RGB or greyscale."""
+
+    mode: str  # "RGB" or "L"
+    size: tuple[int, int]
+    icc: bytes | None
+    input_format: str = "JPEG"
+    rotated: bool = False
+    rights: Kept = field(default_factory=Kept)  # never kept: copyright goes through decode
+
+
+def plain_jpeg(data: bytes, caps: _Caps) -> PlainJpeg | None:
+    """Check a JPEG as :func:`decode` does (raising what it raises); say what it is if it
+    needs no EXIF turn and is RGB or greyscale, else None (EXIF that cannot be read
+    included: :func:`decode` notes that)."""
+    with _open(data) as im:
+        if im.format not in ("JPEG", "MPO") or im.mode not in ("RGB", "L"):
+            return None
+        check_size(im.width, im.height, pixel_bytes(im.mode, im.has_transparency_data), caps)
+        if not _check_scans(data, caps.max_scans).complete:
+            return None  # libjpeg would run out of data: Pillow calls that truncated
+        try:
+            orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+        except Exception:
+            return None
+        if orientation in _TRANSPOSED_ORIENTATIONS:
+            return None
+        icc = im.info.get("icc_profile")
+        return PlainJpeg(im.mode, im.size, icc if isinstance(icc, bytes) and icc else None)
+
+
 def _upright_pixels(
     im: ImageFile.ImageFile, data: bytes, fmt: str, notes: list[str]
 ) -> tuple[Image.Image, bool]:
@@ -192,19 +238,21 @@ def mib(size: int) -> str:
     return f"{size / MIB:.1f} MiB"
 
 
-def _check_scans(data: bytes, limit: int) -> None:
+def _check_scans(data: bytes, limit: int) -> Scans:
     """Refuse a JPEG with more than ``limit`` scans, counted without decoding.
 
     Each scan of a progressive JPEG makes the decoder pass over the whole image again, so
     a small file with thousands of scans costs minutes of CPU (a "scan bomb"). The scans
     are found the way libjpeg finds them, so stray bytes or fill bytes hide none.
     """
-    if count_scans(data, limit) > limit:
+    scans = walk_scans(data, limit)
+    if scans.number > limit:
         raise CompressionError(
             f"the JPEG has more than {limit} scans (max_jpeg_scans); decoding it would "
             "take far too long",
             code="image_too_complex",
         )
+    return scans
 
 
 def _check_animation(im: Image.Image, caps: _Caps) -> None:

@@ -16,7 +16,15 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
-__all__ = ["Segment", "count_scans", "frame_header", "segments", "strip_jpeg"]
+__all__ = [
+    "Scans",
+    "Segment",
+    "count_scans",
+    "frame_header",
+    "segments",
+    "strip_jpeg",
+    "walk_scans",
+]
 
 # A marker: a 0xFF (the last of a run of them), then a byte that is neither 0x00
 # (stuffing) nor 0xFF (fill). Written without a repeat, the pattern starts with a literal
@@ -76,15 +84,29 @@ def _run_start(data: bytes, pos: int, last: int) -> int:
     return last - (len(gap) - len(gap.rstrip(b"\xff")))
 
 
-def count_scans(data: bytes, limit: int) -> int:
+class Scans(NamedTuple):
+    """What a walk over a JPEG's markers found: its scans, and whether it reached EOI."""
+
+    number: int  # at most limit + 1: the walk stops there
+    complete: bool  # an EOI marker ends it: libjpeg will not run out of data
+
+
+def walk_scans(data: bytes, limit: int) -> Scans:
     """Count the scans (SOS markers) libjpeg could decode, stopping once over ``limit``."""
     scans = 0
     for segment in segments(data):
         if segment.marker == _SOS:
             scans += 1
             if scans > limit:
-                break
-    return scans
+                return Scans(scans, False)
+        elif segment.marker == _EOI:
+            return Scans(scans, True)
+    return Scans(scans, False)
+
+
+def count_scans(data: bytes, limit: int) -> int:
+    """Count the scans (SOS markers) libjpeg could decode, stopping once over ``limit``."""
+    return walk_scans(data, limit).number
 
 
 def frame_header(data: bytes) -> tuple[int, int, int] | None:

@@ -8,11 +8,11 @@ back (:mod:`._meta`).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ._clean import strip_metadata
-from ._decode import Animation, Decoded
-from ._meta import insert_segments
+from ._decode import Animation
+from ._meta import Kept, insert_segments
 from .errors import CompressionError
 from .policy import OutputPolicy
 
@@ -20,6 +20,27 @@ if TYPE_CHECKING:
     from .compress import CompressedImage
 
 __all__ = ["INPUT_TYPES", "keep", "keep_animation", "keep_cleaned"]
+
+
+class Still(Protocol):
+    """What keeping a still original needs to know of it (a Decoded, a PlainJpeg)."""
+
+    @property
+    def input_format(self) -> str:
+        """JPEG, PNG, WEBP or GIF."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The pixel size, upright."""
+
+    @property
+    def rotated(self) -> bool:
+        """Whether its EXIF orientation had to be applied."""
+
+    @property
+    def rights(self) -> Kept:
+        """The rights metadata to keep."""
+
 
 INPUT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
@@ -51,9 +72,7 @@ def keep_animation(data: bytes, animation: Animation, policy: OutputPolicy) -> C
     )
 
 
-def keep_cleaned(
-    data: bytes, decoded: Decoded, encoded_bytes: int | None
-) -> CompressedImage | None:
+def keep_cleaned(data: bytes, decoded: Still, encoded_bytes: int | None) -> CompressedImage | None:
     """Keep a still original, cleaned without re-encoding; None if it cannot be (it needs
     rotating to be upright, or its structure cannot be followed)."""
     if decoded.rotated:
@@ -73,7 +92,7 @@ def keep_cleaned(
         )
     if len(cleaned) < len(data):
         note += f", without its metadata ({len(data) - len(cleaned)} bytes, not re-encoded)"
-    return keep(cleaned, decoded.input_format, decoded.image.size, note, len(data))
+    return keep(cleaned, decoded.input_format, decoded.size, note, len(data))
 
 
 def keep(

@@ -60,7 +60,16 @@ from typing import Literal
 from PIL import Image, ImageChops
 
 from . import _score
-from ._decode import ACCEPTED_FORMATS, MIB, Animation, Decoded, check_size, decode, mib
+from ._decode import (
+    ACCEPTED_FORMATS,
+    MIB,
+    Animation,
+    Decoded,
+    check_size,
+    decode,
+    mib,
+    plain_jpeg,
+)
 from ._encode import (
     CONTENT_TYPES,
     JPEG_ENCODERS,
@@ -70,9 +79,11 @@ from ._encode import (
     jpegli_available,
     search,
 )
+from ._fast import available as fast_available
+from ._fast import jpeg_round_trip
 from ._header import is_accepted_format, read_header
 from ._keep import keep_animation, keep_cleaned
-from ._meta import insert_segments, save_parameters
+from ._meta import MAX_ICC, Kept, insert_segments, save_parameters
 from .errors import CompressionError
 from .policy import PRESETS, OutputPolicy, preflight
 
@@ -212,6 +223,11 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
             "pip install 'imgcompress[target]'",
             code="target_quality_unavailable",
         )
+    quality = policy.quality or options.quality
+    if _as_it_is(policy, options) and data.startswith(b"\xff\xd8\xff"):
+        fast = _plain_jpeg(data, options, quality)
+        if fast is not None:
+            return fast
     box = _box(policy)
     decoded = decode(data, options, box=box, keep_rights=policy.metadata == "copyright")
     if isinstance(decoded, Animation):
@@ -223,7 +239,6 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
     family = _FAMILY[decoded.input_format]
     same_family = policy.format in (None, "original") or formats == [family]
     keep_rule = not resized and not flattened and same_family
-    quality = policy.quality or options.quality
     want = Search(quality, policy.target_quality, policy.max_bytes, options.jpeg_encoder)
     try:
         best = _best(work, formats, want, decoded, notes)
@@ -259,6 +274,53 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
         quality=None if best.format == "png" else best.level,
         score=None if best.score is None else round(best.score, 2),
         warnings=warnings,
+    )
+
+
+def _as_it_is(policy: OutputPolicy, options: CompressOptions) -> bool:
+    """Whether the policy re-encodes a JPEG as it is: JPEG at one quality, by
+    libjpeg-turbo, with nothing to resize, search, check or keep but the ICC profile."""
+    return (
+        policy.format in (None, "original", "jpeg")
+        and policy.max_width is None
+        and policy.max_height is None
+        and policy.target_quality is None
+        and policy.max_bytes is None
+        and policy.preset is None
+        and policy.metadata != "copyright"
+        and options.jpeg_encoder == "libjpeg-turbo"
+    )
+
+
+def _plain_jpeg(data: bytes, options: CompressOptions, quality: int) -> CompressedImage | None:
+    """Re-encode a JPEG that needs no turn through ``imagecodecs`` (:mod:`._fast`), with
+    the result the Pillow path gives; None to take that path instead."""
+    plain = plain_jpeg(data, options)
+    if plain is None or not fast_available():
+        return None
+    icc = plain.icc
+    if icc is not None and (icc[16:20] != _ICC_SPACES[plain.mode] or len(icc) > MAX_ICC):
+        return None  # the Pillow path says why it drops it, or fails
+    encoded = jpeg_round_trip(data, plain.mode, plain.size, quality)
+    if encoded is None:
+        return None
+    if icc is not None:
+        encoded = insert_segments(encoded, Kept(), icc=icc)
+    if len(encoded) >= len(data):
+        kept = keep_cleaned(data, plain, len(encoded))
+        if kept is not None:
+            return kept
+    width, height = plain.size
+    return CompressedImage(
+        data=encoded,
+        content_type="image/jpeg",
+        width=width,
+        height=height,
+        input_format="JPEG",
+        input_bytes=len(data),
+        kept_original=False,
+        note=None,
+        quality=quality,
     )
 
 

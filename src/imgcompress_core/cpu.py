@@ -9,8 +9,8 @@ Processes are faster for JPEG (Pillow holds the GIL for part of an encode; see
 that dies fails that one attempt with ``compression_crashed`` (retried within the
 attempt budget) and the pool is rebuilt. The children are forked from a ``forkserver``
 that preloads ``imgcompress_core._pool_child`` (Pillow and ``compress``, nothing else:
-the core's package imports lazily) and libspng's binding when installed (its numpy is
-then shared by the children instead of imported by each). A child exits as soon as the
+the core's package imports lazily) and the ``imagecodecs`` codecs when installed (they
+and numpy are then shared by the children instead of imported by each). A child exits as soon as the
 process that owns the pool is gone, even when that one was killed with SIGKILL and could
 not say goodbye.
 Like every ``spawn``/``forkserver`` child, each one re-imports the parent's main
@@ -70,7 +70,7 @@ from typing import Literal, TypeVar
 import anyio
 import anyio.to_thread
 
-from . import _fastpng as fastpng
+from . import _fast
 from ._pool_child import CompressFunction, start_child, within_limits
 from ._threads import ThreadLane
 from .compress import CompressedImage, CompressOptions, decoded_size, timed_compress
@@ -344,7 +344,7 @@ class Compressor:
             current = None
         if current is None:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["imgcompress_core._pool_child", fastpng.PRELOAD])
+            context.set_forkserver_preload(["imgcompress_core._pool_child", *_fast.PRELOAD])
             executor = ProcessPoolExecutor(
                 self.workers, mp_context=context, initializer=start_child, initargs=(os.getpid(),)
             )

@@ -241,11 +241,11 @@ def test_running_out_of_memory_names_the_budget(monkeypatch: pytest.MonkeyPatch)
         raise MemoryError
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_memory)
-    message = refused(encode("JPEG"), "image_too_large")
+    message = refused(encode("JPEG", mode="CMYK"), "image_too_large")  # Pillow decodes CMYK
     assert "max_decode_bytes" in message
 
 
-def test_running_out_of_memory_in_libspng_names_the_budget(
+def test_running_out_of_memory_in_imagecodecs_names_the_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import imagecodecs
@@ -254,8 +254,10 @@ def test_running_out_of_memory_in_libspng_names_the_budget(
         raise MemoryError
 
     monkeypatch.setattr(imagecodecs, "spng_decode", no_memory)
-    message = refused(encode("PNG"), "image_too_large")
-    assert "max_decode_bytes" in message
+    monkeypatch.setattr(imagecodecs, "jpeg8_decode", no_memory)
+    for fmt in ("PNG", "JPEG"):
+        message = refused(encode(fmt), "image_too_large")
+        assert "max_decode_bytes" in message
 
 
 # Truncated files fail with corrupt_image

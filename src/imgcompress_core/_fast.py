@@ -1,0 +1,96 @@
+"""The common images through ``imagecodecs`` (imgcompress[fast]), with Pillow's results.
+
+Both paths give exactly what Pillow gives, only sooner (benchmarks/RESULTS.md,
+section 9; ``benchmarks/decoders.py``), and leave everything else to Pillow: they answer
+None whenever an image is not one they take or ``imagecodecs`` refuses it, and Pillow then
+decodes it and judges it, so errors are exactly Pillow's.
+
+PNG (:func:`decode_png`)
+    libspng decodes 8-bit RGB and RGBA PNGs about a third faster than Pillow, with the
+    same pixels. Not taken: a transparent colour (``tRNS``), EXIF (``eXIf``, which may
+    follow the pixels and so would need Pillow's whole decode to be found) or animation
+    chunks (``acTL``); the bytes are searched for those chunk names, so a name that
+    happens to occur in compressed data only sends the image to Pillow. libspng writes
+    its own array (3 bytes a pixel for RGB) before Pillow copies it into its 4-byte
+    form, a brief 7 bytes a pixel where Pillow holds 4: only images up to
+    :data:`MAX_PIXELS` are taken, a bounded overshoot of the decoding budget.
+
+JPEG (:func:`jpeg_round_trip`)
+    A JPEG that is re-encoded as it is (no turn, no resize, RGB or grey) is decoded and
+    encoded by the same libjpeg-turbo as Pillow's, on arrays, never becoming a Pillow
+    image: Pillow's decoder reads one row at a time into 4-byte pixels and its encoder
+    packs them back, about a tenth of the work. The output has the same pixels and
+    markers as Pillow's (baseline, Huffman-optimised, 4:2:0 for colour). The array takes
+    3 bytes a pixel (1 for grey), less than Pillow's image.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import cache
+
+from PIL import Image
+
+__all__ = ["MAX_PIXELS", "PRELOAD", "available", "decode_png", "jpeg_round_trip"]
+
+# What a forkserver should import so that its children share the codecs' and numpy's
+# pages instead of each importing its own (about 16 MB a process); skipped when absent.
+PRELOAD = ("imagecodecs._spng", "imagecodecs._jpeg8")
+MAX_PIXELS = 16_000_000  # 48 MB of libspng's array at most, beside Pillow's image
+_PNG_COLOUR_TYPES = {2: 3, 6: 4}  # PNG colour type -> samples a pixel, at 8 bits a sample
+_SENT_TO_PILLOW = (b"tRNS", b"eXIf", b"acTL")
+
+
+@cache
+def available() -> bool:
+    """Return whether ``imagecodecs`` (imgcompress[fast]) is installed."""
+    return importlib.util.find_spec("imagecodecs") is not None
+
+
+def decode_png(data: bytes) -> Image.Image | None:
+    """Return the PNG's pixels as a Pillow image, or None to let Pillow decode it."""
+    if not available() or len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    bit_depth, colour_type = data[24], data[25]
+    samples = _PNG_COLOUR_TYPES.get(colour_type)
+    if samples is None or bit_depth != 8 or not 0 < width * height <= MAX_PIXELS:
+        return None
+    if any(name in data for name in _SENT_TO_PILLOW):
+        return None
+    import imagecodecs  # imgcompress[fast]
+
+    try:
+        pixels = imagecodecs.spng_decode(data)
+    except MemoryError:
+        raise
+    except Exception:  # Pillow decodes it, and reports what is wrong if anything is
+        return None
+    if pixels.shape != (height, width, samples):
+        return None
+    return Image.fromarray(pixels)  # (height, width, 3 or 4) bytes: RGB or RGBA
+
+
+def jpeg_round_trip(data: bytes, mode: str, size: tuple[int, int], quality: int) -> bytes | None:
+    """Re-encode a ``mode`` (RGB or L) JPEG of ``size`` at ``quality`` as Pillow would, or
+    return None to let Pillow do it. The caller has checked the caps and the scans."""
+    if not available() or mode not in ("RGB", "L"):
+        return None
+    import imagecodecs  # imgcompress[fast]
+
+    width, height = size
+    try:
+        pixels = imagecodecs.jpeg8_decode(data)
+    except MemoryError:
+        raise
+    except Exception:  # Pillow decodes it, and reports what is wrong if anything is
+        return None
+    if pixels.shape != ((height, width, 3) if mode == "RGB" else (height, width)):
+        return None
+    try:
+        encoded = imagecodecs.jpeg8_encode(pixels, level=quality, optimize=True, subsampling="420")
+    except MemoryError:
+        raise
+    except Exception:
+        return None
+    return bytes(encoded)
