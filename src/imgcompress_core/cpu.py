@@ -245,16 +245,25 @@ class Compressor:
         self.workers = workers
         self.tasks_per_child = tasks_per_child
         self.decode_budget = decode_budget
+        # With processes, one image more than there are workers is handed to the pool: it
+        # waits in the pool's queue, already sent, and a worker that finishes an image
+        # starts on it at once instead of idling while its result travels back to the
+        # event loop and the next image is sent (about a sixth of the workers' time on
+        # the corpus's JPEGs, benchmarks/RESULTS.md, section 9). It is not decoded before
+        # a worker takes it, and the budget counts it all the same. Threads start what
+        # they are given, so there the slots are the workers.
+        slots = workers + 1 if pool == "processes" else workers
         # Threads that wait for a worker process, and that read images' headers.
-        self._waiters = ThreadLane(workers, "imgcompress-wait")
+        self._waiters = ThreadLane(slots, "imgcompress-wait")
         self._headers = ThreadLane(workers, "imgcompress-header")
-        self._budget = _MemoryBudget(workers)
+        self._budget = _MemoryBudget(slots)
         self._current: _Pool | None = None
         self._closed = False
 
     @property
     def decoding_bytes(self) -> int:
-        """The decoded bytes of the images admitted now (being compressed)."""
+        """The decoded bytes of the images admitted now (being compressed, or sent to the
+        pool's queue to wait for the next free worker process)."""
         return self._budget.in_use
 
     @property

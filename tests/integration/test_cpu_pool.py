@@ -313,6 +313,30 @@ async def test_images_within_the_budget_together_are_decoded_at_once() -> None:
     assert compressor.peak_decoding_bytes == 2 * decoded_size(image)
 
 
+def slow_compress(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
+    """Compress after half a second, so that others pile up meanwhile."""
+    time.sleep(0.5)
+    return timed_compress(data, options)
+
+
+@pytest.mark.parametrize(("pool", "sent"), [("processes", 2), ("threads", 1)])
+async def test_a_process_pool_is_sent_the_next_image_before_a_worker_is_free(
+    pool: str, sent: int
+) -> None:
+    """With processes, one image more than the workers waits in the pool's own queue, so
+    a worker that finishes starts on it at once; threads are given only what they run."""
+    image = png(300, 200)
+    compressor = Compressor(pool, workers=1, function=slow_compress)  # type: ignore[arg-type]
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(compressor.compress, image, OPTIONS)
+            await anyio.sleep(0.3)  # the first is still in progress
+            assert compressor.decoding_bytes == sent * decoded_size(image)
+    finally:
+        compressor.close()
+
+
 async def test_the_decode_budget_holds_below_max_decode_bytes() -> None:
     """``decode_budget`` (the setting decode_budget_bytes) bounds images in progress
     together; an image over it alone still runs (only max_decode_bytes refuses one)."""
