@@ -60,7 +60,7 @@ import signal
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -290,7 +290,7 @@ class Compressor:
             space = _SPACE_PER_DECODED_BYTE * size + _SPACE_PER_FILE_BYTE * len(data) + _SPACE_BASE
             limited = functools.partial(within_limits, self.function, self.cpu_seconds, space)
             for _ in range(3):
-                pool = self._pool()
+                pool = await self._pool()
                 try:
                     future = pool.submit(limited, data, options)
                 except BrokenProcessPool:  # it broke before this image got in: not its fault
@@ -333,9 +333,12 @@ class Compressor:
             self._current = None
         await anyio.to_thread.run_sync(pool.stop)
 
-    def _pool(self) -> _Pool:
+    async def _pool(self) -> _Pool:
         """The pool for the next image: a fresh one after ``tasks_per_child`` images per
-        worker, while the old one finishes what it holds and exits.
+        worker, once the old one has finished what it holds and its children have exited
+        (else an old child that is done waits, with its memory, for its sibling to finish
+        beside the new pool's two: four children at once; the wait costs at most part of
+        one image's time on one worker, once per ``tasks_per_child`` images).
 
         Recycling is ours, not ``max_tasks_per_child``'s: on Python 3.11 that option can
         hang the pool or break it when a worker retires (CPython gh-115634, gh-119592).
@@ -348,9 +351,11 @@ class Compressor:
             )
         current = self._current
         if current is not None and current.tasks >= self.tasks_per_child * self.workers:
-            retire = functools.partial(current.stop, cancel=False)
-            threading.Thread(target=retire, name="imgcompress-pool-retire", daemon=True).start()
-            current = None
+            await anyio.to_thread.run_sync(wait, current.futures.copy())
+            if self._current is current:  # the first image to get here retires it
+                self._current = None
+                await anyio.to_thread.run_sync(functools.partial(current.stop, cancel=False))
+            return await self._pool()
         if current is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["imgcompress_core._pool_child", *_fast.PRELOAD])

@@ -184,6 +184,39 @@ def test_the_service_heap_is_tuned_on_glibc() -> None:
     assert result.stdout.strip() == str(platform.libc_ver()[0] == "glibc")
 
 
+def timed_span(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
+    """Take 0.3 s; report when it ran (in the note: start, end)."""
+    started = time.time()
+    time.sleep(0.3)
+    image = compress_image(data, options)
+    return dataclasses.replace(image, note=f"{started},{time.time()}"), 0.0
+
+
+async def test_a_new_pool_starts_only_once_the_old_one_is_done() -> None:
+    """Recycling never runs more images at once than there are workers: the next pool
+    waits for the old one's images (else an old child would wait beside the new ones)."""
+    image = png(64, 48)
+    compressor = Compressor("processes", workers=1, tasks_per_child=1, function=timed_span)
+    spans: list[tuple[float, float]] = []
+
+    async def one() -> None:
+        result, _ = await compressor.compress(image, OPTIONS)
+        assert result.note is not None
+        start, end = result.note.split(",")
+        spans.append((float(start), float(end)))
+
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                for _ in range(4):
+                    group.start_soon(one)
+    finally:
+        compressor.close()
+    spans.sort()
+    assert len(spans) == 4
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))
+
+
 async def test_the_pool_is_recycled_without_losing_an_image() -> None:
     """After tasks_per_child images per worker a fresh pool takes over; images in flight
     in the old one finish, and every image comes back right (no hang, no broken pool:
