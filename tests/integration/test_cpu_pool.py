@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import mmap
 import os
 import platform
@@ -214,7 +215,7 @@ async def test_a_new_pool_starts_only_once_the_old_one_is_done() -> None:
         compressor.close()
     spans.sort()
     assert len(spans) == 4
-    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
 async def test_the_pool_is_recycled_without_losing_an_image() -> None:
