@@ -6,6 +6,7 @@ them over real sockets. Nothing here touches the internet.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import threading
@@ -160,6 +161,16 @@ def running_server() -> Iterator[LocalServer]:
         yield server
     finally:
         server.stop()
+
+
+def manifest(rows: list[tuple[str, str, list[str]]]) -> bytes:
+    """Build a classic CSV from (serial, name, urls) rows."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["S. No.", "Product Name", "Input Image Urls"])
+    for serial, name, urls in rows:
+        writer.writerow([serial, name, ",".join(urls)])
+    return out.getvalue().encode()
 
 
 def photo(width: int = 320, height: int = 240, *, seed: int = 0, fmt: str = "JPEG") -> bytes:

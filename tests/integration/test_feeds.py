@@ -16,7 +16,7 @@ import pytest
 from imgcompress_core import Imgcompress, RequestNotFinished, Settings
 from imgcompress_core.model import ImageState, RequestStatus
 from imgcompress_core.ports import NullMetrics
-from servers import LocalServer, photo
+from servers import LocalServer, manifest, photo
 
 pytestmark = pytest.mark.anyio
 
@@ -30,13 +30,6 @@ class CountingMetrics(NullMetrics):
     def compress_seconds(self, seconds: float) -> None:
         """Count one compression."""
         self.compressions += 1
-
-
-def csv_of(rows: list[tuple[str, str, list[str]]]) -> bytes:
-    """A CSV with one row per (serial, name, urls)."""
-    lines = ["S. No.,Product Name,Input Image Urls"]
-    lines += [f'{serial},{name},"{",".join(urls)}"' for serial, name, urls in rows]
-    return ("\n".join(lines) + "\n").encode()
 
 
 @pytest.fixture
@@ -76,7 +69,7 @@ async def test_a_url_repeated_in_a_request_is_fetched_and_compressed_once(
     metrics = CountingMetrics()
     async with service(feed_settings, metrics) as ic:
         rows = [("1", "A", [shared]), ("2", "B", [shared, other]), ("3", "C", [shared])]
-        request_id = await ic.submit(csv_of(rows))
+        request_id = await ic.submit(manifest(rows))
         report = await ic.wait(request_id, timeout=30)
     assert report.request.status is RequestStatus.COMPLETED
     assert all(i.state is ImageState.DONE for i in report.images)
@@ -99,10 +92,10 @@ async def test_a_feed_sent_again_is_neither_downloaded_nor_compressed(
     rows = [(str(n + 1), f"P{n}", [url]) for n, url in enumerate(urls)]
     metrics = CountingMetrics()
     async with service(feed_settings, metrics) as ic:
-        first = await ic.wait(await ic.submit(csv_of(rows)), timeout=30)
+        first = await ic.wait(await ic.submit(manifest(rows)), timeout=30)
         sent_first = image_server.body_bytes_sent
         image_server.add("/p2.jpg", photo(seed=99), headers={"ETag": '"v2-2"'})  # changed
-        second = await ic.wait(await ic.submit(csv_of(rows)), timeout=30)
+        second = await ic.wait(await ic.submit(manifest(rows)), timeout=30)
     assert metrics.compressions == 3 + 1
     assert image_server.not_modified == 2
     changed = len(image_server.routes["/p2.jpg"].responses[0][2])
@@ -124,8 +117,8 @@ async def test_the_same_bytes_at_a_new_url_reuse_the_output(
     new = image_server.add("/new.jpg", data)
     metrics = CountingMetrics()
     async with service(feed_settings, metrics) as ic:
-        first = await ic.wait(await ic.submit(csv_of([("1", "A", [old])])), timeout=30)
-        second = await ic.wait(await ic.submit(csv_of([("1", "A", [new])])), timeout=30)
+        first = await ic.wait(await ic.submit(manifest([("1", "A", [old])])), timeout=30)
+        second = await ic.wait(await ic.submit(manifest([("1", "A", [new])])), timeout=30)
     assert metrics.compressions == 1
     [image] = second.images
     assert image.reused == "same-content"
@@ -141,9 +134,9 @@ async def test_tenants_never_share_outputs(
     metrics = CountingMetrics()
     async with service(feed_settings, metrics) as ic:
         alice = await ic.wait(
-            await ic.submit(csv_of([("1", "A", [url])]), owner="alice"), timeout=30
+            await ic.submit(manifest([("1", "A", [url])]), owner="alice"), timeout=30
         )
-        bob = await ic.wait(await ic.submit(csv_of([("1", "A", [url])]), owner="bob"), timeout=30)
+        bob = await ic.wait(await ic.submit(manifest([("1", "A", [url])]), owner="bob"), timeout=30)
     assert metrics.compressions == 2
     assert [i.reused for i in bob.images] == [None]
     assert outputs_by_url(alice)[url] != outputs_by_url(bob)[url]
@@ -160,7 +153,7 @@ async def test_retry_queues_only_the_failed_images_and_sends_a_new_webhook(
     metrics = CountingMetrics()
     async with service(feed_settings, metrics) as ic:
         request_id = await ic.submit(
-            csv_of([("1", "A", [good, missing])]), webhook_receiver.url("/hook")
+            manifest([("1", "A", [good, missing])]), webhook_receiver.url("/hook")
         )
         first = await ic.wait(request_id, timeout=30)
         assert (first.progress.done, first.progress.failed) == (1, 1)
@@ -186,8 +179,8 @@ async def test_history_is_newest_first_and_per_owner(
     async with service(
         feed_settings.model_copy(update={"run_worker": False}), CountingMetrics()
     ) as ic:
-        mine = [await ic.submit(csv_of([("1", "A", [url])]), owner="me") for _ in range(3)]
-        theirs = await ic.submit(csv_of([("1", "A", [url])]), owner="them")
+        mine = [await ic.submit(manifest([("1", "A", [url])]), owner="me") for _ in range(3)]
+        theirs = await ic.submit(manifest([("1", "A", [url])]), owner="them")
         page = await ic.history(owner="me", limit=2)
         assert [r.request_id for r, _ in page] == [mine[2], mine[1]]
         last = page[-1][0]
@@ -207,7 +200,7 @@ async def test_zip_holds_every_output_under_its_row_name(
     missing = image_server.url("/nope.jpg")
     async with service(feed_settings, CountingMetrics()) as ic:
         request_id = await ic.submit(
-            csv_of([("7", "Red Chair/XL", [a, b]), ("8", "Lamp", [missing])])
+            manifest([("7", "Red Chair/XL", [a, b]), ("8", "Lamp", [missing])])
         )
         report = await ic.wait(request_id, timeout=30)
         data = b"".join([chunk async for chunk in await ic.stream_zip(request_id)])
@@ -230,9 +223,9 @@ async def test_a_new_default_quality_is_not_served_from_the_cache(
     url = image_server.add("/q.jpg", photo(seed=13), headers={"ETag": '"q"'})
     metrics = CountingMetrics()
     async with service(feed_settings, metrics) as ic:
-        await ic.wait(await ic.submit(csv_of([("1", "A", [url])])), timeout=30)
+        await ic.wait(await ic.submit(manifest([("1", "A", [url])])), timeout=30)
     raised = feed_settings.model_copy(update={"jpeg_quality": 80})
     async with service(raised, metrics) as ic:
-        report = await ic.wait(await ic.submit(csv_of([("1", "A", [url])])), timeout=30)
+        report = await ic.wait(await ic.submit(manifest([("1", "A", [url])])), timeout=30)
     assert metrics.compressions == 2
     assert [i.reused for i in report.images] == [None]

@@ -24,7 +24,7 @@ from imgcompress_core import (
     Settings,
     WebhookNotifier,
 )
-from servers import LocalServer, corpus_images, photo
+from servers import LocalServer, corpus_images, manifest, photo
 
 pytestmark = pytest.mark.anyio
 
@@ -35,16 +35,6 @@ def q50_tables() -> dict[int, list[int]]:
     Image.new("RGB", (16, 16), "gray").save(out, "JPEG", quality=50)
     with Image.open(out) as reference:
         return dict(reference.quantization)  # type: ignore[attr-defined]
-
-
-def manifest(rows: list[tuple[str, str, list[str]]]) -> bytes:
-    """Build a classic CSV from (serial, name, urls) rows."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["S. No.", "Product Name", "Input Image Urls"])
-    for serial, name, urls in rows:
-        writer.writerow([serial, name, ",".join(urls)])
-    return out.getvalue().encode()
 
 
 POOLS = pytest.mark.parametrize("cpu_pool", ["processes", "threads"])
