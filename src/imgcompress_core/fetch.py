@@ -333,17 +333,18 @@ class HttpxFetcher:
                 f"the server sent the body with Content-Encoding {encoding!r}, which is not "
                 "accepted (identity, gzip and deflate are)"
             )
-        body = bytearray()
+        chunks: list[bytes] = []  # joined once at the end: one copy of the body
+        inflated = bytearray()
         wire = 0
         async for chunk in response.aiter_raw():
             wire += len(chunk)
             if wire > cap:
                 raise _too_large(cap)
             if inflater is None:
-                body += chunk
+                chunks.append(chunk)
             else:
-                inflater.feed(chunk, body, cap)
-        return bytes(body)
+                inflater.feed(chunk, inflated, cap)
+        return b"".join(chunks) if inflater is None else bytes(inflated)
 
 
 def _redirect_target(base: httpx.URL, status: int, location: str | None) -> httpx.URL:
