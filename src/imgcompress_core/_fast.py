@@ -27,7 +27,9 @@ JPEG (:func:`jpeg_round_trip`)
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from functools import cache
+from typing import Any, TypeVar
 
 from PIL import Image
 
@@ -39,6 +41,20 @@ PRELOAD = ("imagecodecs._spng", "imagecodecs._jpeg8")
 MAX_PIXELS = 16_000_000  # 48 MB of libspng's array at most, beside Pillow's image
 _PNG_COLOUR_TYPES = {2: 3, 6: 4}  # PNG colour type -> samples a pixel, at 8 bits a sample
 _SENT_TO_PILLOW = (b"tRNS", b"eXIf", b"acTL")
+
+_T = TypeVar("_T")
+
+
+def _or_none(codec: Callable[..., _T], *args: Any, **options: Any) -> _T | None:
+    """Call an ``imagecodecs`` function; None if it refuses the image (Pillow then decodes
+    it, and reports what is wrong if anything is). Running out of memory is not a refusal:
+    it propagates, as from Pillow."""
+    try:
+        return codec(*args, **options)
+    except MemoryError:
+        raise
+    except Exception:
+        return None
 
 
 @cache
@@ -60,13 +76,8 @@ def decode_png(data: bytes) -> Image.Image | None:
         return None
     import imagecodecs  # imgcompress[fast]
 
-    try:
-        pixels = imagecodecs.spng_decode(data)
-    except MemoryError:
-        raise
-    except Exception:  # Pillow decodes it, and reports what is wrong if anything is
-        return None
-    if pixels.shape != (height, width, samples):
+    pixels = _or_none(imagecodecs.spng_decode, data)
+    if pixels is None or pixels.shape != (height, width, samples):
         return None
     return Image.fromarray(pixels)  # (height, width, 3 or 4) bytes: RGB or RGBA
 
@@ -79,18 +90,10 @@ def jpeg_round_trip(data: bytes, mode: str, size: tuple[int, int], quality: int)
     import imagecodecs  # imgcompress[fast]
 
     width, height = size
-    try:
-        pixels = imagecodecs.jpeg8_decode(data)
-    except MemoryError:
-        raise
-    except Exception:  # Pillow decodes it, and reports what is wrong if anything is
+    pixels = _or_none(imagecodecs.jpeg8_decode, data)
+    if pixels is None or pixels.shape != ((height, width, 3) if mode == "RGB" else (height, width)):
         return None
-    if pixels.shape != ((height, width, 3) if mode == "RGB" else (height, width)):
-        return None
-    try:
-        encoded = imagecodecs.jpeg8_encode(pixels, level=quality, optimize=True, subsampling="420")
-    except MemoryError:
-        raise
-    except Exception:
-        return None
-    return bytes(encoded)
+    encoded = _or_none(
+        imagecodecs.jpeg8_encode, pixels, level=quality, optimize=True, subsampling="420"
+    )
+    return None if encoded is None else bytes(encoded)

@@ -223,6 +223,26 @@ def test_the_service_heap_reuses_download_buffers_and_returns_large_ones() -> No
     assert after <= before + 5, (before, after)
 
 
+async def compress_together(
+    compressor: Compressor, data: bytes, count: int
+) -> list[CompressedImage]:
+    """Compress ``count`` copies of ``data`` at once (60 s at most), then close the pool."""
+    results: list[CompressedImage] = []
+
+    async def one() -> None:
+        image, _ = await compressor.compress(data, OPTIONS)
+        results.append(image)
+
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                for _ in range(count):
+                    group.start_soon(one)
+    finally:
+        compressor.close()
+    return results
+
+
 def timed_span(data: bytes, options: CompressOptions) -> tuple[CompressedImage, float]:
     """Take 0.3 s; report when it ran (in the note: start, end)."""
     started = time.time()
@@ -234,24 +254,9 @@ def timed_span(data: bytes, options: CompressOptions) -> tuple[CompressedImage, 
 async def test_a_new_pool_starts_only_once_the_old_one_is_done() -> None:
     """Recycling never runs more images at once than there are workers: the next pool
     waits for the old one's images (else an old child would wait beside the new ones)."""
-    image = png(64, 48)
     compressor = Compressor("processes", workers=1, tasks_per_child=1, function=timed_span)
-    spans: list[tuple[float, float]] = []
-
-    async def one() -> None:
-        result, _ = await compressor.compress(image, OPTIONS)
-        assert result.note is not None
-        start, end = result.note.split(",")
-        spans.append((float(start), float(end)))
-
-    try:
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as group:
-                for _ in range(4):
-                    group.start_soon(one)
-    finally:
-        compressor.close()
-    spans.sort()
+    results = await compress_together(compressor, png(64, 48), 4)
+    spans = sorted(tuple(float(t) for t in (image.note or "").split(",")) for image in results)
     assert len(spans) == 4
     assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
 
@@ -263,19 +268,7 @@ async def test_the_pool_is_recycled_without_losing_an_image() -> None:
     [photo] = corpus_images(1)
     expected = compress_image(photo, OPTIONS).data
     compressor = Compressor("processes", workers=2, tasks_per_child=2, function=worker_pid)
-    results: list[CompressedImage] = []
-
-    async def one() -> None:
-        image, _ = await compressor.compress(photo, OPTIONS)
-        results.append(image)
-
-    try:
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as group:
-                for _ in range(16):
-                    group.start_soon(one)
-    finally:
-        compressor.close()
+    results = await compress_together(compressor, photo, 16)
     assert len(results) == 16 and all(image.data == expected for image in results)
     pids = {image.note for image in results}
     assert len(pids) >= 16 // (2 * 2)  # at least one pool of 2 workers per 4 images
