@@ -295,8 +295,10 @@ def _as_it_is(policy: OutputPolicy, options: CompressOptions) -> bool:
 def _plain_jpeg(data: bytes, options: CompressOptions, quality: int) -> CompressedImage | None:
     """Re-encode a JPEG that needs no turn through ``imagecodecs`` (:mod:`._fast`), with
     the result the Pillow path gives; None to take that path instead."""
+    if not fast_available():  # checked first: without imagecodecs decode() does it all
+        return None
     plain = plain_jpeg(data, options)
-    if plain is None or not fast_available():
+    if plain is None:
         return None
     icc = plain.icc
     if icc is not None and (icc[16:20] != _ICC_SPACES[plain.mode] or len(icc) > MAX_ICC):

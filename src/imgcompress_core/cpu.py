@@ -10,9 +10,9 @@ that dies fails that one attempt with ``compression_crashed`` (retried within th
 attempt budget) and the pool is rebuilt. The children are forked from a ``forkserver``
 that preloads ``imgcompress_core._pool_child`` (Pillow and ``compress``, nothing else:
 the core's package imports lazily) and the ``imagecodecs`` codecs when installed (they
-and numpy are then shared by the children instead of imported by each). A child exits as soon as the
-process that owns the pool is gone, even when that one was killed with SIGKILL and could
-not say goodbye.
+and numpy are then shared by the children instead of imported by each). A child exits
+as soon as the process that owns the pool is gone, even when that one was killed with
+SIGKILL and could not say goodbye.
 Like every ``spawn``/``forkserver`` child, each one re-imports the parent's main
 module, so a script that embeds imgcompress with processes needs an ``if __name__ ==
 "__main__":`` guard (``cpu_pool="auto"`` uses threads when embedded for that reason; the
