@@ -123,9 +123,10 @@ class CompressOptions:
     # it), and so of any one image; checked from the header before decoding.
     max_decode_bytes: int = 512 * MIB
     policy: OutputPolicy = field(default_factory=OutputPolicy)  # the request's, per image
-    # Who writes RGB JPEGs: libjpeg-turbo (Pillow) or jpegli (imgcompress[jpegli]); Pillow
-    # writes grey and CMYK JPEGs either way.
-    jpeg_encoder: Literal["libjpeg-turbo", "jpegli"] = "libjpeg-turbo"
+    # Who writes JPEGs: libjpeg-turbo (Pillow) with libjpeg's quantisation tables or with
+    # N. Robidoux's (smaller at the same perceptual quality, not at the same quality
+    # number), or jpegli for RGB ones (imgcompress[jpegli]; Pillow writes grey and CMYK).
+    jpeg_encoder: Literal["libjpeg-turbo", "libjpeg-turbo-robidoux", "jpegli"] = "libjpeg-turbo"
 
     def __post_init__(self) -> None:
         if isinstance(self.quality, bool) or not 1 <= self.quality <= 95:

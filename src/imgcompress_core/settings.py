@@ -149,10 +149,11 @@ class Settings(BaseSettings):
     jpeg_quality: int = Field(
         _compress("quality"), ge=1, le=95, description="JPEG/WebP quality of the output"
     )
-    jpeg_encoder: Literal["libjpeg-turbo", "jpegli"] = Field(
+    jpeg_encoder: Literal["libjpeg-turbo", "libjpeg-turbo-robidoux", "jpegli"] = Field(
         _compress("jpeg_encoder"),
-        description="who writes RGB JPEGs: libjpeg-turbo (Pillow) or jpegli (needs "
-        "imgcompress[jpegli]; grey and CMYK JPEGs stay with Pillow)",
+        description="who writes JPEGs: libjpeg-turbo (Pillow), libjpeg-turbo with "
+        "N. Robidoux's quantisation tables, or jpegli (needs imgcompress[jpegli]; grey and "
+        "CMYK JPEGs stay with Pillow)",
     )
     max_image_pixels: int = Field(
         _compress("max_pixels"),
