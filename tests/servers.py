@@ -30,6 +30,7 @@ class Route:
 
     responses: list[tuple[int, dict[str, str], bytes]]
     hits: int = 0
+    hold: threading.Event | None = None  # when set, answers wait for it (30 s at most)
 
 
 @dataclass
@@ -75,16 +76,23 @@ class LocalServer:
         status: int = 200,
         content_type: str = "image/jpeg",
         headers: dict[str, str] | None = None,
+        hold: threading.Event | None = None,
     ) -> str:
-        """Serve ``body`` at ``path``; return its URL."""
+        """Serve ``body`` at ``path`` (once ``hold`` is set, if given); return its URL."""
         return self.script(
-            path, [(status, {"Content-Type": content_type, **(headers or {})}, body)]
+            path, [(status, {"Content-Type": content_type, **(headers or {})}, body)], hold=hold
         )
 
-    def script(self, path: str, responses: list[tuple[int, dict[str, str], bytes]]) -> str:
+    def script(
+        self,
+        path: str,
+        responses: list[tuple[int, dict[str, str], bytes]],
+        *,
+        hold: threading.Event | None = None,
+    ) -> str:
         """Answer ``path`` with each response in turn (the last one repeats)."""
         with self.lock:
-            self.routes[path] = Route(list(responses))
+            self.routes[path] = Route(list(responses), hold=hold)
         return self.url(path)
 
     def hits(self, path: str) -> int:
@@ -102,6 +110,10 @@ class LocalServer:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         path = handler.path.split("?", 1)[0]
+        with self.lock:
+            held = self.routes.get(path)
+        if held is not None and held.hold is not None:
+            held.hold.wait(30)
         with self.lock:
             self.received.append(
                 Recorded(handler.command, handler.path, dict(handler.headers.items()), body)

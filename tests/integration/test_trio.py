@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import anyio
 import pytest
@@ -63,7 +64,11 @@ async def test_cancelling_under_trio_leaves_work_for_the_next_start(
 ) -> None:
     """A trio cancel scope stops the service mid-job; a new one on the same store finishes it."""
     photos = corpus_images(6)
-    urls = [image_server.add(f"/c{i}.jpg", data) for i, data in enumerate(photos)]
+    later = threading.Event()  # all but the first photo wait for it: the cancel comes first
+    urls = [
+        image_server.add(f"/c{i}.jpg", data, hold=later if i else None)
+        for i, data in enumerate(photos)
+    ]
     test_settings = test_settings.model_copy(update={"lease_seconds": 1.0})
 
     with trio.move_on_after(30) as scope:  # a backstop: the test fails if it is ever hit
@@ -73,7 +78,8 @@ async def test_cancelling_under_trio_leaves_work_for_the_next_start(
                 await anyio.sleep(0.02)
             scope.cancel()  # leave the context with compressions in flight
     assert scope.cancelled_caught
-    assert done < len(urls)  # six photos on two workers: most were still to do
+    assert done < len(urls)  # five photos were still downloading
+    later.set()
 
     async with Imgcompress(test_settings) as ic:
         report = await ic.wait(request_id, timeout=60)
