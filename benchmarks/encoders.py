@@ -32,6 +32,8 @@ Encoders:
   ImageMagick, which MozJPEG uses by default (its table 3), for luma and chroma, scaled
   by quality as libjpeg scales its own (Pillow's ``qtables``). Same encoder, same cost;
   only the tables differ (and the ``imagecodecs`` fast path, which cannot take tables).
+- ``robidoux-progressive``: the same, written as a progressive JPEG (libjpeg's default
+  scan script, Huffman-optimised per scan).
 - ``sharp``: sharp's default ``jpeg({quality})`` (libjpeg-turbo-compatible settings) at
   every quality 1..100 by ``peers/sharp_qualities.mjs``, from the same scaled pixels.
 
@@ -70,7 +72,7 @@ from imgcompress_core import _encode, _score
 from imgcompress_core.compress import CompressOptions, compress_image
 
 SHARP_RUNNER = Path(__file__).with_name("peers") / "sharp_qualities.mjs"
-ENCODERS = ("turbo", "robidoux", "jpegli", "mozjpeg", "sharp")
+ENCODERS = ("turbo", "robidoux", "robidoux-progressive", "jpegli", "mozjpeg", "sharp")
 SHARP_DEFAULT = 80
 SLOPE = 0.5  # score points per quality step near 50-80 (first steps of the search)
 
@@ -81,23 +83,14 @@ def _turbo(image: Image.Image, quality: int) -> bytes:
     return _encode.encode(image, "jpeg", quality, {})
 
 
-# N. Robidoux's table for ImageMagick (MozJPEG's default, table 3), in row order.
-ROBIDOUX = (
-    (16, 16, 16, 18, 25, 37, 56, 85),
-    (16, 17, 20, 27, 34, 40, 53, 75),
-    (16, 20, 24, 31, 43, 62, 91, 135),
-    (18, 27, 31, 40, 53, 74, 106, 156),
-    (25, 34, 43, 53, 69, 94, 131, 189),
-    (37, 40, 62, 74, 94, 124, 169, 238),
-    (56, 53, 91, 106, 131, 169, 226, 311),
-    (85, 75, 135, 156, 189, 238, 311, 418),
-)
-
-
 def _robidoux(image: Image.Image, quality: int) -> bytes:
-    table = [value for row in ROBIDOUX for value in row]  # Pillow scales it by quality
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=quality, qtables=[table, table], optimize=True, subsampling=2)
+    return _encode.encode(image, "jpeg", quality, {}, jpeg_encoder="libjpeg-turbo-robidoux")
+
+
+def _robidoux_progressive(image: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()  # the core's tables (Pillow scales them by quality), progressive
+    tables = [list(_encode.ROBIDOUX)] * 2
+    image.save(out, "JPEG", quality=quality, qtables=tables, optimize=True, progressive=True)
     return out.getvalue()
 
 
@@ -126,6 +119,7 @@ def _mozjpeg(image: Image.Image, quality: int) -> bytes:
 PYTHON_ENCODERS: dict[str, Encoder] = {
     "turbo": _turbo,
     "robidoux": _robidoux,
+    "robidoux-progressive": _robidoux_progressive,
     "jpegli": _jpegli,
     "mozjpeg": _mozjpeg,
 }
@@ -133,12 +127,11 @@ PYTHON_ENCODERS: dict[str, Encoder] = {
 
 def available() -> dict[str, str | None]:
     """Each Python encoder's version, or None when it does not import."""
-    found: dict[str, str | None] = {"turbo": None, "robidoux": None, "jpegli": None}
-    found["mozjpeg"] = None
+    found: dict[str, str | None] = dict.fromkeys(PYTHON_ENCODERS)
     from PIL import __version__, features
 
     found["turbo"] = f"Pillow {__version__}, libjpeg-turbo {features.version('libjpeg_turbo')}"
-    found["robidoux"] = found["turbo"]
+    found["robidoux"] = found["robidoux-progressive"] = found["turbo"]
     try:
         from importlib.metadata import version
 
