@@ -23,7 +23,7 @@ import importlib.util
 import io
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from PIL import Image
@@ -107,6 +107,7 @@ class Search:
     target: float | None = None
     max_bytes: int | None = None
     jpeg_encoder: str = "libjpeg-turbo"  # one of JPEG_ENCODERS
+    progressive: bool = False  # JPEGs by libjpeg-turbo written progressive
 
 
 def ladder(fmt: str) -> tuple[int, ...]:
@@ -129,11 +130,12 @@ def encode(
     *,
     smallest: bool = True,
     jpeg_encoder: str = "libjpeg-turbo",
+    progressive: bool = False,
 ) -> bytes:
     """Encode ``image`` as ``fmt`` at rung ``level`` with ``extra`` save parameters (ICC
     profile, metadata); raise CompressionError when the encoder fails. ``smallest=False``
     skips what only makes the file smaller, not the pixels different (JPEG's Huffman
-    optimisation): for encodes that are only decoded and scored.
+    optimisation and ``progressive`` scans): for encodes that are only decoded and scored.
 
     With ``jpeg_encoder="jpegli"``, an RGB JPEG is written by jpegli; Pillow's
     libjpeg-turbo writes every other mode (grey, CMYK) and format. With
@@ -144,7 +146,7 @@ def encode(
         return _jpegli(image, level, extra)
     params: dict[str, object] = dict(extra)
     if fmt == "jpeg":
-        params.update(quality=level, optimize=smallest, progressive=False)
+        params.update(quality=level, optimize=smallest, progressive=progressive and smallest)
         if jpeg_encoder == "libjpeg-turbo-robidoux":  # one table per component that needs it
             params["qtables"] = [list(ROBIDOUX)] * min(len(image.getbands()), 2)
     elif fmt == "webp":  # libwebp's effort 3 of 6: a fifth faster than its default 4
@@ -206,9 +208,13 @@ def search(image: Image.Image, fmt: str, want: Search, extra: Mapping[str, objec
                 f"target_quality {want.target:g} was not reached even at the highest "
                 f"{fmt} quality (score {score:.1f})"
             )
-    data = encode(image, fmt, rungs[index], extra, jpeg_encoder=codec)
+
+    def full(level: int) -> bytes:
+        return encode(image, fmt, level, extra, jpeg_encoder=codec, progressive=want.progressive)
+
+    data = full(rungs[index])
     if want.max_bytes is not None and len(data) > want.max_bytes:
-        index, data = _fit(image, fmt, rungs, index, want.max_bytes, extra, len(data), codec)
+        index, data = _fit(full, fmt, rungs, index, want.max_bytes, len(data))
         if score is not None and want.target is not None:
             score = _Sample(image, fmt, want.target, codec).estimate(rungs[index], extra)
             notes.append(f"max_bytes lowered the quality below target_quality (score {score:.1f})")
@@ -216,17 +222,16 @@ def search(image: Image.Image, fmt: str, want: Search, extra: Mapping[str, objec
 
 
 def _fit(
-    image: Image.Image,
+    full: Callable[[int], bytes],
     fmt: str,
     rungs: tuple[int, ...],
     above: int,
     cap: int,
-    extra: Mapping[str, object],
     size_above: int,
-    codec: str,
 ) -> tuple[int, bytes]:
-    """The highest rung below ``above`` whose output fits ``cap`` bytes, and the output."""
-    lowest = encode(image, fmt, rungs[0], extra, jpeg_encoder=codec)
+    """The highest rung below ``above`` whose output (``full(rung)``) fits ``cap`` bytes,
+    and the output."""
+    lowest = full(rungs[0])
     if len(lowest) > cap:
         raise CompressionError(
             f"the image cannot fit max_bytes ({cap} bytes) without changing its dimensions: "
@@ -237,7 +242,7 @@ def _fit(
     low, low_data, high = 0, lowest, above  # low fits, high does not
     while high - low > 1:
         middle = (low + high) // 2
-        data = encode(image, fmt, rungs[middle], extra, jpeg_encoder=codec)
+        data = full(rungs[middle])
         if len(data) <= cap:
             low, low_data = middle, data
         else:

@@ -14,10 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ._encode import jpegli_available
 from .compress import CompressOptions
 from .fetch import FetchOptions
 from .manifest import ManifestLimits
@@ -26,6 +25,7 @@ from .options import (
     CpuPoolSetting,
     WorkerConfig,
     available_cpus,
+    compress_options,
     option_default,
     parameter_default,
 )
@@ -154,6 +154,11 @@ class Settings(BaseSettings):
         description="who writes JPEGs: libjpeg-turbo (Pillow), libjpeg-turbo with "
         "N. Robidoux's quantisation tables, or jpegli (needs imgcompress[jpegli]; grey and "
         "CMYK JPEGs stay with Pillow)",
+    )
+    jpeg_progressive: bool = Field(
+        _compress("jpeg_progressive"),
+        description="write progressive JPEGs (libjpeg-turbo only): a few per cent smaller "
+        "near quality 80, about twice the encode time",
     )
     max_image_pixels: int = Field(
         _compress("max_pixels"),
@@ -350,13 +355,12 @@ class Settings(BaseSettings):
         _worker("webhook_retry_max"), ge=0, description="longest webhook retry delay, s"
     )
 
-    @field_validator("jpeg_encoder")
-    @classmethod
-    def _jpegli_installed(cls, value: str) -> str:
-        """Refuse jpegli at start-up, not image by image, when it is not installed."""
-        if value == "jpegli" and not jpegli_available():
-            raise ValueError("jpegli needs pyjpegli: pip install 'imgcompress[jpegli]'")
-        return value
+    @model_validator(mode="after")
+    def _compression_options_hold(self) -> Settings:
+        """Refuse at start-up, not image by image, compression options that do not go
+        together (jpegli not installed, progressive jpegli): CompressOptions' own checks."""
+        compress_options(self)
+        return self
 
     def api_key_set(self) -> frozenset[str]:
         """Return the accepted API keys (empty: the API is open)."""
