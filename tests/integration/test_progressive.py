@@ -63,8 +63,8 @@ def test_other_formats_ignore_it() -> None:
 
 @needs_corpus
 def test_photos_at_quality_80_are_smaller() -> None:
-    """Progressive scans code the same coefficients in fewer bytes (2-6 % on these photos
-    at quality 80, sharp's default)."""
+    """Progressive scans code the same coefficients in fewer bytes near quality 80
+    (sharp's default): 3 % fewer over these photos, per photo from 5 % fewer to 3 % more."""
     sizes = {False: 0, True: 0}
     for name in NAMES:
         with Image.open(CORPUS / name) as im:
