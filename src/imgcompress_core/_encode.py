@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from . import _score
+from . import _score, _webp_alpha
 from ._meta import MAX_ICC, Kept, insert_segments
 from .errors import CompressionError
 
@@ -69,6 +69,7 @@ ROBIDOUX = (
     *(85, 75, 135, 156, 189, 238, 311, 418),
 )
 _JPEGLI_EXTRA = frozenset({"icc_profile", "exif", "xmp"})  # what _jpegli can write
+_WEBP_METHOD = 3  # libwebp's effort 3 of 6: a fifth faster than its default 4
 _PALETTES = (2, 4, 8, 16, 32, 64, 128, 256)
 LOSSLESS = 0  # the PNG rung above every palette
 _QUALITIES = tuple(range(1, 101))
@@ -149,8 +150,8 @@ def encode(
         params.update(quality=level, optimize=smallest, progressive=progressive and smallest)
         if jpeg_encoder == "libjpeg-turbo-robidoux":  # one table per component that needs it
             params["qtables"] = [list(ROBIDOUX)] * min(len(image.getbands()), 2)
-    elif fmt == "webp":  # libwebp's effort 3 of 6: a fifth faster than its default 4
-        params.update(quality=level, method=3)
+    elif fmt == "webp":
+        params.update(quality=level, method=_WEBP_METHOD)
     elif fmt == "avif":  # one thread: the pool already runs one image per CPU
         params.update(quality=level, speed=8, max_threads=1)
     elif fmt == "png":
@@ -160,6 +161,10 @@ def encode(
             image = image.quantize(level, method=method, dither=Image.Dither.FLOYDSTEINBERG)
     buffer = io.BytesIO()
     try:
+        if fmt == "webp" and (
+            cheaper := _webp_alpha.encode_rgba(image, level, _WEBP_METHOD, extra)
+        ):
+            return cheaper
         image.save(buffer, format=fmt.upper(), **params)
     except MemoryError:
         raise
