@@ -135,6 +135,7 @@ class Worker:
         self.alive = True
         try:
             async with anyio.create_task_group() as tasks:
+                tasks.start_soon(self._compressor.start)  # its processes, before any image
                 tasks.start_soon(self._wake_on, stop)
                 tasks.start_soon(self.webhooks.run, stop)
                 tasks.start_soon(self._heartbeat_loop)

@@ -95,6 +95,31 @@ async def test_children_start_with_libspng_loaded_by_the_forkserver() -> None:
     assert image.note == "True"
 
 
+async def test_start_runs_every_worker_process_before_any_image() -> None:
+    """``start`` brings up all the children ahead of work (the service calls it when its
+    worker starts); the images then run in those same processes."""
+    [photo] = corpus_images(1)
+    compressor = Compressor("processes", workers=2, function=worker_pid)
+    try:
+        await compressor.start()
+        pool = compressor._current
+        assert pool is not None and pool.tasks == 0  # the start is not counted as images
+        started = {pid for pid, child in pool.children.items() if child.is_alive()}
+        assert len(started) == 2 and os.getpid() not in started
+        results = [await compressor.compress(photo, OPTIONS) for _ in range(4)]
+        assert {int(image.note or 0) for image, _ in results} <= started
+        assert compressor._current is pool
+    finally:
+        compressor.close()
+
+
+async def test_start_does_nothing_for_threads() -> None:
+    compressor = Compressor("threads", workers=2)
+    await compressor.start()
+    assert compressor._current is None
+    compressor.close()
+
+
 async def test_bad_image_error_keeps_its_code_across_processes() -> None:
     """A CompressionError raised in a child arrives as itself, with its stable code."""
     compressor = Compressor("processes", workers=1)
