@@ -1,7 +1,7 @@
 """Benchmark the whole pipeline against sharp and bare Pillow doing the same job.
 
     .venv/bin/python benchmarks/vs_sharp.py [--only same:all,flatten:all] [--rounds 3]
-        [--env NAME=VALUE] [--py-spy PREFIX] [--json out.json]
+        [--alternate K] [--env NAME=VALUE] [--py-spy PREFIX] [--json out.json]
 
 Rows (job:subset): ``same`` is imgcompress's default job (JPEG q50 for opaque images,
 WebP q50 for transparent ones), ``flatten`` its job with ``output_background=#ffffff``
@@ -9,15 +9,19 @@ WebP q50 for transparent ones), ``flatten`` its job with ``output_background=#ff
 Subsets of the corpus: ``all`` (300 URLs), ``jpeg`` (the JPEGs, 300 URLs), ``png`` (the
 PNGs, 100 URLs). For every row, in this order and in one process tree:
 
-1. sharp (``peers/sharp_job.mjs``): the same N tasks (the CSV's files, in its order) all
+1. bare Pillow (``approaches.bare_pillow_job``) in a process pool of one process per CPU,
+   the same N tasks; median of ``--rounds`` after a warm-up;
+2. sharp (``peers/sharp_job.mjs``): the same N tasks (the CSV's files, in its order) all
    in flight, sharp's default effort, after an untimed warm-up; median of ``--rounds``.
    It is told which files are transparent (it does not pay for finding out);
-2. bare Pillow (``approaches.bare_pillow_job``) in a process pool of one process per CPU,
-   the same N tasks; median of ``--rounds`` after a warm-up;
 3. the pipeline: ``imgcompress serve`` (``pipeline.Stack``: fresh SQLite store, defaults,
    pacing off) given a CSV of N URLs, timed from the upload to ``finishedAt`` (one run).
    Every URL serves distinct bytes (a trailer after the image), so the service compresses
    each one as sharp does, instead of reusing an earlier identical download's output.
+
+With ``--alternate K`` (bare Pillow first, once), sharp and the pipeline run K times each,
+one after the other (sharp, pipeline, sharp, pipeline, ...), so a machine whose speed
+drifts slows both alike; the row reports the medians, and the JSON each pair.
 
 CPU ms per image: sharp's whole process (all its threads), bare Pillow's process tree, the
 service's process tree (compression children included). The machine is shared: compare
@@ -97,6 +101,17 @@ class Subset:
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def _medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's report, or several runs' with every number the median of theirs."""
+    merged = dict(runs[0])
+    if len(runs) > 1:
+        for key, value in runs[0].items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                merged[key] = round(_median([run[key] for run in runs]), 4)
+        merged["runs"] = len(runs)
+    return merged
 
 
 def run_sharp_row(subset: Subset, job: str, quality: int, rounds: int) -> dict[str, Any]:
@@ -186,14 +201,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         row["bare"] |= {"bytes_out_in": float("nan"), "other_load_cores": "-"}
         if not args.no_peers:
             wait_quiet(timeout=args.quiet_wait)
-            try:
-                row["sharp"] = run_sharp_row(subset, job, args.quality, args.rounds)
-            except SharpUnavailable as exc:
-                row["sharp"] = {"skipped": str(exc)}
-            wait_quiet(timeout=args.quiet_wait)
             row["bare"] = run_bare_row(subset, job, args.quality, args.rounds)
         spy = args.py_spy.with_name(f"{args.py_spy.name}.{job}-{name}") if args.py_spy else None
-        row["pipeline"] = run_pipeline_row(subset, job, args.env, spy, args.quiet_wait)
+        sharps, pipelines = [], []
+        for _ in range(args.alternate):  # sharp, then the pipeline, then again: both see
+            if not args.no_peers and "skipped" not in (sharps or [{}])[0]:  # the drift alike
+                wait_quiet(timeout=args.quiet_wait)
+                try:
+                    sharps.append(run_sharp_row(subset, job, args.quality, args.rounds))
+                except SharpUnavailable as exc:
+                    sharps = [{"skipped": str(exc)}]
+            pipelines.append(run_pipeline_row(subset, job, args.env, spy, args.quiet_wait))
+        row["sharp"] = _medians(sharps) if sharps else row["sharp"]
+        row["pipeline"] = _medians(pipelines)
+        if len(pipelines) > 1:
+            row["pairs"] = [
+                {"pipeline": p["images_per_s"], "sharp": s.get("images_per_s")}
+                for p, s in zip(pipelines, sharps + [{}] * len(pipelines), strict=False)
+            ]
         pipeline = row["pipeline"]["images_per_s"]
         sharp = row["sharp"].get("images_per_s")
         row["vs_sharp"] = round(pipeline / sharp, 3) if sharp else None
@@ -254,6 +279,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
     parser.add_argument("-n", type=int, help="URLs per row (default: 300, 100 for png)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of sharp and bare Pillow")
+    parser.add_argument(
+        "--alternate",
+        type=int,
+        default=1,
+        help="run sharp and the pipeline this many times each, alternately (medians)",
+    )
     parser.add_argument("--quality", type=int, default=50)
     parser.add_argument("--quiet-wait", type=float, default=20.0, help="max s to wait for quiet")
     parser.add_argument("--py-spy", type=Path, help="profile each pipeline run into PREFIX.ROW")
