@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._header import gif_colour_table
 from ._jpeg import strip_jpeg
+from ._riff import webp_chunks, webp_file
 
 __all__ = ["strip_metadata"]
 
@@ -61,28 +62,16 @@ def _strip_png(data: bytes) -> bytes:
 
 
 def _strip_webp(data: bytes) -> bytes:
-    if not data.startswith(b"RIFF") or data[8:12] != b"WEBP":
-        raise ValueError("not a WebP")
-    riff_end = 8 + int.from_bytes(data[4:8], "little")
-    if riff_end > len(data):
-        raise ValueError("the WebP is truncated")
-    chunks, pos = [], 12
-    while pos + 8 <= riff_end:
-        kind, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
-        end = pos + 8 + size
-        if end > riff_end:
-            raise ValueError(f"the WebP's {kind!r} chunk is truncated")
-        if kind in _WEBP_KEEP:
-            chunk = data[pos:end] + (b"\x00" if size % 2 else b"")
-            if kind == b"VP8X" and size >= 1:
-                flags = chunk[8] & ~_WEBP_EXIF_XMP_FLAGS
-                chunk = chunk[:8] + bytes([flags]) + chunk[9:]
-            chunks.append(chunk)
-        pos = end + size % 2
-    if not chunks:
+    kept = []
+    for name, payload in webp_chunks(data):
+        if name not in _WEBP_KEEP:
+            continue
+        if name == b"VP8X" and payload:
+            payload = bytes([payload[0] & ~_WEBP_EXIF_XMP_FLAGS]) + payload[1:]
+        kept.append((name, payload))
+    if not kept:
         raise ValueError("the WebP has no image chunk")
-    body = b"WEBP" + b"".join(chunks)
-    return b"RIFF" + len(body).to_bytes(4, "little") + body
+    return webp_file(kept)
 
 
 def _strip_gif(data: bytes) -> bytes:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING
 
 from PIL import Image
+
+from ._riff import webp_chunks, webp_file
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,7 +56,7 @@ def encode_rgba(
         return None
     buffer = io.BytesIO()
     image.save(buffer, format="WEBP", quality=quality, method=method, alpha_quality=0, **extra)
-    chunks = list(_chunks(buffer.getvalue()))
+    chunks = webp_chunks(buffer.getvalue())
     if not any(name == b"ALPH" for name, _ in chunks):  # fully opaque: libwebp wrote no plane
         return buffer.getvalue()
     import numpy as np
@@ -64,11 +65,11 @@ def encode_rgba(
     residuals = Image.fromarray(gradient_residuals(alpha))
     lossless = io.BytesIO()
     residuals.save(lossless, format="WEBP", lossless=True, quality=0, method=1)
-    stream = dict(_chunks(lossless.getvalue())).get(b"VP8L", b"")
+    stream = dict(webp_chunks(lossless.getvalue())).get(b"VP8L", b"")
     if len(stream) <= _VP8L_HEADER or stream[0] != 0x2F:
         return None
     plane = bytes((_GRADIENT_LOSSLESS,)) + stream[_VP8L_HEADER:]
-    return _riff([(name, plane if name == b"ALPH" else body) for name, body in chunks])
+    return webp_file((name, plane if name == b"ALPH" else body) for name, body in chunks)
 
 
 def gradient_residuals(alpha: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -90,21 +91,3 @@ def gradient_residuals(alpha: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         np.clip(predicted, 0, 255, out=predicted)
         out[top:bottom, 1:] = (rows[:, 1:] - predicted).astype(np.uint8)
     return out
-
-
-def _chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """The chunks of a RIFF WebP file libwebp wrote, as (name, payload)."""
-    at = 12
-    while at + 8 <= len(data):
-        name, size = data[at : at + 4], struct.unpack_from("<I", data, at + 4)[0]
-        yield name, data[at + 8 : at + 8 + size]
-        at += 8 + size + (size & 1)  # payloads are padded to an even length
-
-
-def _riff(chunks: list[tuple[bytes, bytes]]) -> bytes:
-    """A RIFF WebP file of ``chunks``."""
-    body = b"".join(
-        name + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) & 1)
-        for name, payload in chunks
-    )
-    return b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body
