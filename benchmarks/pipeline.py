@@ -34,12 +34,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from approaches import PARALLEL
 from compress import run_benchmark
 from corpus import DEFAULT_FOLDER, Corpus
+from imageserver import ImageServer
 from procinfo import (
     CpuMeter,
     TreeMemorySampler,
@@ -72,8 +71,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def image_server(corpus: Corpus, distinct: bool = True) -> ThreadingHTTPServer:
-    """Serve the corpus files from memory on a free loopback port, in daemon threads.
+def image_server(corpus: Corpus, distinct: bool = True) -> ImageServer:
+    """Serve the corpus files from memory on a free loopback port (``imageserver``).
 
     ``distinct``: every ``?i=K`` gets its own bytes (the file plus a trailer after its end,
     which decoders ignore), so the service cannot reuse one URL's output for another.
@@ -82,30 +81,7 @@ def image_server(corpus: Corpus, distinct: bool = True) -> ThreadingHTTPServer:
         f"/{p.name}": (data, TYPES.get(p.suffix.lower(), "application/octet-stream"))
         for p, data in zip(corpus.paths, corpus.data, strict=True)
     }
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive
-
-        def do_GET(self) -> None:
-            path, _, query = self.path.partition("?")
-            body, kind = files.get(path, (b"not found", "text/plain"))
-            if distinct and kind != "text/plain" and query:
-                # Every URL its own bytes (a trailer after the end marker, which decoders
-                # ignore), so the service compresses each one instead of reusing outputs.
-                body += b"\0pipeline " + query.encode()
-            self.send_response(200 if kind != "text/plain" else 404)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return ImageServer(files, distinct=distinct)
 
 
 def make_csv(base: str, names: list[str], n: int) -> bytes:
@@ -234,7 +210,6 @@ class Stack:
             self.mongo.terminate()
             self.mongo.wait(30)
         self.server.shutdown()
-        self.server.server_close()
         if self.moto is not None:
             self.moto.stop()
 
@@ -268,20 +243,26 @@ def full_status(client: httpx.Client, request_id: str) -> dict[str, Any]:
 
 
 def run_job(
-    base: str, csv: bytes, poll: float, detail_every: float, tree_root: int
+    base: str,
+    csv: bytes,
+    poll: float,
+    detail_every: float,
+    tree_root: int,
+    memory_every: float | None = 0.2,
 ) -> dict[str, Any]:
     """Upload, poll until final, and return the timings and the final document.
 
     Every ``poll`` s the cheap summary (``?products=false``) says whether the request is
     final; every ``detail_every`` s the full document says which images have finished
-    (the per-image latency, to that resolution).
+    (the per-image latency, to that resolution); every ``memory_every`` s the service
+    tree's memory is sampled (None: not sampled, the memory fields are left out).
     """
     seen: dict[str, float] = {}
     status_times: list[float] = []
     detail_times: list[float] = []
     with (
         httpx.Client(base_url=base, timeout=120) as client,
-        TreeMemorySampler(tree_root) as memory,
+        TreeMemorySampler(tree_root, memory_every) as memory,
     ):
         service_cpu0, own0 = tree_cpu_seconds(tree_root), time.process_time()
         start = time.time()
@@ -336,13 +317,9 @@ def run_job(
         "status_get_mean_s": round(sum(status_times) / max(1, len(status_times)), 4),
         "detail_polls": len(detail_times),
         "detail_get_mean_s": round(sum(detail_times) / max(1, len(detail_times)), 4),
-        "service_rss_sampled_peak_mb": round(memory.peak_rss_mb, 1),
-        "service_pss_sampled_peak_mb": round(memory.peak_pss_mb, 1),
-        "service_pss_at_peak_mb": memory.at_peak,
-        "service_pss_peak_each_mb": {k: round(v, 1) for k, v in memory.peak_each.items() if v},
         "service_cpu_s": round(service_cpu, 2),
         "benchmark_cpu_s": round(own_cpu, 2),
-    }
+    } | ({} if memory_every is None else memory.report())
 
 
 def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "CpuMeter",
@@ -55,10 +56,11 @@ class TreeMemorySampler:
     their parent loaded) count in each. The sampled peaks are the tree's at one moment:
     RSS summed (shared pages counted once per process) and PSS summed (counted once).
     ``at_peak`` is each process's PSS in the sample with the highest sum, ``peak_each``
-    each process's highest PSS in any sample (both by "pid name", MB).
+    each process's highest PSS in any sample (both by "pid name", MB). An ``interval`` of
+    None samples nothing (the sampler's own CPU stays out of a throughput run).
     """
 
-    def __init__(self, root: int, interval: float = 0.2) -> None:
+    def __init__(self, root: int, interval: float | None = 0.2) -> None:
         self.root, self.interval = root, interval
         self.peak_rss_mb = self.peak_pss_mb = 0.0
         self.at_peak: dict[str, float] = {}
@@ -72,8 +74,17 @@ class TreeMemorySampler:
             self._names[pid] = f"{pid} {process_name(pid)}"
         return self._names[pid]
 
+    def report(self) -> dict[str, Any]:
+        """The sampled peaks, as ``pipeline.run_job`` reports them."""
+        return {
+            "service_rss_sampled_peak_mb": round(self.peak_rss_mb, 1),
+            "service_pss_sampled_peak_mb": round(self.peak_pss_mb, 1),
+            "service_pss_at_peak_mb": self.at_peak,
+            "service_pss_peak_each_mb": {k: round(v, 1) for k, v in self.peak_each.items() if v},
+        }
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while self.interval and not self._stop.wait(self.interval):
             pids = process_tree(self.root)
             self.peak_rss_mb = max(self.peak_rss_mb, sum(vm_mb(p, "VmRSS") for p in pids))
             each = {self._name(p): pss_mb(p) for p in pids}
