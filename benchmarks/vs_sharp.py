@@ -21,7 +21,8 @@ PNGs, 100 URLs). For every row, in this order and in one process tree:
 
 With ``--alternate K`` (bare Pillow first, once), sharp and the pipeline run K times each,
 one after the other (sharp, pipeline, sharp, pipeline, ...), so a machine whose speed
-drifts slows both alike; the row reports the medians, and the JSON each pair.
+drifts slows both alike; the row reports the medians, each pair's ratio and the median of
+those ratios (the figure drift moves least), and the JSON each pair.
 
 CPU ms per image: sharp's whole process (all its threads), bare Pillow's process tree, the
 service's process tree (compression children included). The machine is shared: compare
@@ -221,6 +222,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 {"pipeline": p["images_per_s"], "sharp": s.get("images_per_s")}
                 for p, s in zip(pipelines, sharps + [{}] * len(pipelines), strict=False)
             ]
+            ratios = [p["pipeline"] / p["sharp"] for p in row["pairs"] if p["sharp"]]
+            # Each pair ran back to back, so its ratio is what drift moves least.
+            row["pair_ratios"] = [round(r, 3) for r in ratios]
+            row["vs_sharp_pairs"] = round(_median(ratios), 3) if ratios else None
         pipeline = row["pipeline"]["images_per_s"]
         sharp = row["sharp"].get("images_per_s")
         row["vs_sharp"] = round(pipeline / sharp, 3) if sharp else None
@@ -261,6 +266,9 @@ def print_row(row: dict[str, Any]) -> None:
         print_row.headed = True  # type: ignore[attr-defined]
     p, s, b = row["pipeline"], row["sharp"], row["bare"]
     ratio = f"**{row['vs_sharp']:.2f}x**" if row["vs_sharp"] else s.get("skipped", "-")
+    if row.get("vs_sharp_pairs"):
+        pairs = ", ".join(f"{r:.2f}" for r in row["pair_ratios"])
+        ratio += f" (pairs {pairs}; median **{row['vs_sharp_pairs']:.2f}x**)"
     cpu = f"{p['cpu_ms_per_image']} ({p['serve_cpu_ms_per_image']}), "
     cpu += f"{s.get('cpu_ms_per_image', '-')}, {b['cpu_ms_per_image']}"
     out = f"{p['bytes_out_in']:.3f}, {s.get('bytes_out_in', '-')}, {b['bytes_out_in']:.3f}"
