@@ -11,6 +11,7 @@ URL's trailer (no copy), one thread per connection.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Mapping
@@ -90,4 +91,5 @@ class ImageServer:
         self._socket.close()
         with self._lock:
             for connection in self._connections:
-                connection.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):  # its client hung up meanwhile
+                    connection.shutdown(socket.SHUT_RDWR)
