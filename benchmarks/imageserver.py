@@ -29,7 +29,6 @@ class ImageServer:
     def __init__(self, files: Mapping[str, tuple[bytes, str]], *, distinct: bool) -> None:
         self.files = files
         self.distinct = distinct
-        self.requests = 0
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.server_address: tuple[str, int] = self._socket.getsockname()
         self._connections: set[socket.socket] = set()
@@ -66,7 +65,6 @@ class ImageServer:
             connection.close()
 
     def _respond(self, connection: socket.socket, target: str) -> None:
-        self.requests += 1
         path, _, query = target.partition("?")
         if path not in self.files:
             body, kind, status, trailer = b"not found", "text/plain", "404 Not Found", b""
