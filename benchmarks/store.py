@@ -37,29 +37,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from imgcompress_core.model import Claim, ImageResult, NewImage, NewProduct, NewRequest, new_id
+from imgcompress_core.model import Claim, ImageResult
 from imgcompress_core.stores.sqlite import SqliteStorage
-from imgcompress_core.workflow import Leasing, Workflow
+from imgcompress_core.testing._contract_kit import LEASING, make_request
+from imgcompress_core.workflow import Workflow
 from imgcompress_core.workflow.rules import content_hash
 
 OUTPUT_BYTES = 150_000
-LEASING = Leasing(lease_seconds=300, max_attempts=3)
-
-
-def make_request(n: int) -> NewRequest:
-    """A request of ``n`` products with one image each, as an upload stores it."""
-    rows = range(2, n + 2)
-    return NewRequest(
-        request_id=new_id(),
-        columns=("S. No.", "Product Name", "Input Image Urls"),
-        webhook_url=None,
-        created_at=time.time(),
-        products=tuple(NewProduct(row, str(row - 1), f"SKU{row}", ()) for row in rows),
-        images=tuple(
-            NewImage(new_id(), row, 0, f"http://img.example/{row}.jpg", "img.example")
-            for row in rows
-        ),
-    )
 
 
 class TimedConnection:
@@ -102,7 +86,7 @@ async def one_run(n: int, pragma: str | None) -> dict[str, Any]:
     if pragma and not pragma.startswith("page_size="):
         timed.execute(f"PRAGMA {pragma}")
     flow = Workflow.over(store)
-    request = make_request(n)
+    request = make_request((1,) * n)  # n products of one image
     await flow.create(request)
     outputs = [os.urandom(OUTPUT_BYTES) for _ in range(8)]
 
