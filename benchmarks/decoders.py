@@ -13,9 +13,13 @@ and the table gives the mean CPU ms per image over the rounds. Rows:
   ``imagecodecs``' libjpeg-turbo on arrays (no Pillow image at all); Pillow decoding into
   YCbCr (``draft("YCbCr")``) and encoding from it, which skips both colour conversions;
 - the JPEG scan count that runs before every JPEG decode (``_jpeg.count_scans``), and the
-  same walk with the marker pattern it had before (``\\xff+`` first).
+  same walk with the marker pattern it had before (``\\xff+`` first);
+- over the JPEGs the compiled accelerator takes (4:2:0 or grey, tables at least as fine
+  as q50's): imagecodecs' decode + encode against re-quantising the coefficients
+  (``_fast.jpeg_requantised``), with the bytes of both.
 
-Needs ``imgcompress[fast]`` (imagecodecs).
+Needs ``imgcompress[fast]`` (imagecodecs) and, for the last rows, the accelerator (built at
+install time where a C compiler and libjpeg's headers are).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import DEFAULT_FOLDER
 
+from imgcompress_core._fast import jpeg_requantised, requantiser_available
 from imgcompress_core._jpeg import count_scans
 
 _OLD_MARKER = re.compile(rb"\xff+([^\x00\xff])")
@@ -131,6 +136,28 @@ def main(argv: Sequence[str] | None = None) -> None:
             "JPEG scan count (`count_scans`)": lambda d: count_scans(d, 100),
             "JPEG scan count, the pattern before": old_count_scans,
         },
+    )
+    if not requantiser_available():
+        print("\n(the compiled accelerator is not built here: no re-quantising rows)")
+        return
+    taken = [d for d in jpegs if jpeg_requantised(d, 50) is not None]
+    timed(
+        args.rounds,
+        taken,
+        {
+            "JPEG q50, decode + encode, imagecodecs (arrays), the accelerator's JPEGs": (
+                arrays_round_trip
+            ),
+            "JPEG q50, coefficients re-quantised (the accelerator)": lambda d: jpeg_requantised(
+                d, 50
+            ),
+        },
+    )
+    pixels = sum(len(arrays_round_trip(d)) for d in taken)
+    coefficients = sum(len(jpeg_requantised(d, 50) or b"") for d in taken)
+    print(
+        f"\nbytes over those {len(taken)} JPEGs: decode + encode {pixels:,}, "
+        f"re-quantised {coefficients:,} ({100 * coefficients / pixels - 100:+.1f} %)"
     )
 
 

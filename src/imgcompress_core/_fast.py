@@ -22,6 +22,17 @@ JPEG (:func:`jpeg_round_trip`)
     packs them back, about a tenth of the work. The output has the same pixels and
     markers as Pillow's (baseline, Huffman-optimised, 4:2:0 for colour). The array takes
     3 bytes a pixel (1 for grey), less than Pillow's image.
+
+JPEG, without decoding its pixels (:func:`jpeg_requantised`)
+    When the compiled accelerator ``imgcompress_core._requantise`` was built at install
+    time (a C compiler and libjpeg's headers were there), a 4:2:0 YCbCr or greyscale JPEG
+    whose quantisation steps are all at least as fine as ``quality``'s is re-quantised in
+    the DCT domain instead: its coefficients are read (Huffman decoding only), scaled to
+    libjpeg's tables for ``quality`` and written baseline and Huffman-optimised. A third
+    less CPU than decoding and encoding the pixels, the same tables and markers, and on the
+    corpus the same SSIMULACRA2 for 0.8 % more bytes (benchmarks/RESULTS.md, section 9);
+    not Pillow's bytes. Anything it does not take (another subsampling or colour space,
+    a coarser table, a libjpeg warning or error) goes to the pixel path above.
 """
 
 from __future__ import annotations
@@ -33,11 +44,19 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-__all__ = ["MAX_PIXELS", "PRELOAD", "available", "decode_png", "jpeg_round_trip"]
+__all__ = [
+    "MAX_PIXELS",
+    "PRELOAD",
+    "available",
+    "decode_png",
+    "jpeg_requantised",
+    "jpeg_round_trip",
+    "requantiser_available",
+]
 
 # What a forkserver should import so that its children share the codecs' and numpy's
 # pages instead of each importing its own (about 16 MB a process); skipped when absent.
-PRELOAD = ("imagecodecs._spng", "imagecodecs._jpeg8")
+PRELOAD = ("imagecodecs._spng", "imagecodecs._jpeg8", "imgcompress_core._requantise")
 MAX_PIXELS = 16_000_000  # 48 MB of libspng's array at most, beside Pillow's image
 _PNG_COLOUR_TYPES = {2: 3, 6: 4}  # PNG colour type -> samples a pixel, at 8 bits a sample
 _SENT_TO_PILLOW = (b"tRNS", b"eXIf", b"acTL")
@@ -61,6 +80,20 @@ def _or_none(codec: Callable[..., _T], *args: Any, **options: Any) -> _T | None:
 def available() -> bool:
     """Return whether ``imagecodecs`` (imgcompress[fast]) is installed."""
     return importlib.util.find_spec("imagecodecs") is not None
+
+
+@cache
+def _requantiser() -> Callable[[bytes, int], bytes | None] | None:
+    try:
+        from . import _requantise  # compiled at install time when it could be
+    except ImportError:
+        return None
+    return _requantise.requantise
+
+
+def requantiser_available() -> bool:
+    """Return whether the compiled accelerator for JPEGs was built with this install."""
+    return _requantiser() is not None
 
 
 def decode_png(data: bytes) -> Image.Image | None:
@@ -97,3 +130,11 @@ def jpeg_round_trip(data: bytes, mode: str, size: tuple[int, int], quality: int)
         imagecodecs.jpeg8_encode, pixels, level=quality, optimize=True, subsampling="420"
     )
     return None if encoded is None else bytes(encoded)
+
+
+def jpeg_requantised(data: bytes, quality: int) -> bytes | None:
+    """Re-quantise a 4:2:0 or grey JPEG to ``quality``'s tables without decoding its
+    pixels, or return None to let the pixel path re-encode it. The caller has checked
+    the caps and the scans."""
+    requantise = _requantiser()
+    return None if requantise is None else requantise(data, quality)

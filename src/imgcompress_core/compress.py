@@ -36,7 +36,9 @@ Encoding (:mod:`._encode`)
     dropped -- a baseline, Huffman-optimised JPEG at ``quality`` with 4:2:0 chroma
     subsampling (sharp's defaults), written by libjpeg-turbo through Pillow or, with
     ``CompressOptions.jpeg_encoder="jpegli"`` (``imgcompress[jpegli]``), an RGB one by
-    jpegli (grey and CMYK ones stay with Pillow). The policy's ``format``, ``quality``,
+    jpegli (grey and CMYK ones stay with Pillow); a plain 4:2:0 or grey JPEG may instead
+    be re-quantised without decoding it, by the compiled accelerator when this install
+    has it (:mod:`._fast`). The policy's ``format``, ``quality``,
     ``target_quality`` and ``max_bytes`` change that. Animated GIF/WebP/PNG images are not
     re-encoded.
 
@@ -81,7 +83,7 @@ from ._encode import (
     search,
 )
 from ._fast import available as fast_available
-from ._fast import jpeg_round_trip
+from ._fast import jpeg_requantised, jpeg_round_trip, requantiser_available
 from ._header import is_accepted_format, read_header
 from ._keep import keep_animation, keep_cleaned
 from ._meta import MAX_ICC, Kept, insert_segments, save_parameters
@@ -307,9 +309,10 @@ def _as_it_is(policy: OutputPolicy, options: CompressOptions) -> bool:
 
 
 def _plain_jpeg(data: bytes, options: CompressOptions, quality: int) -> CompressedImage | None:
-    """Re-encode a JPEG that needs no turn through ``imagecodecs`` (:mod:`._fast`), with
-    the result the Pillow path gives; None to take that path instead."""
-    if not fast_available():  # checked first: without imagecodecs decode() does it all
+    """Re-encode a JPEG that needs no turn by the faster paths of :mod:`._fast`
+    (coefficients re-quantised, or pixels through ``imagecodecs`` with Pillow's result);
+    None to take the Pillow path instead."""
+    if not (requantiser_available() or fast_available()):  # else decode() does it all
         return None
     plain = plain_jpeg(data, options)
     if plain is None:
@@ -317,7 +320,9 @@ def _plain_jpeg(data: bytes, options: CompressOptions, quality: int) -> Compress
     icc = plain.icc
     if icc is not None and (icc[16:20] != _ICC_SPACES[plain.mode] or len(icc) > MAX_ICC):
         return None  # the Pillow path says why it drops it, or fails
-    encoded = jpeg_round_trip(data, plain.mode, plain.size, quality)
+    encoded = jpeg_requantised(data, quality)
+    if encoded is None:
+        encoded = jpeg_round_trip(data, plain.mode, plain.size, quality)
     if encoded is None:
         return None
     if icc is not None:

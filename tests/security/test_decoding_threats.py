@@ -24,6 +24,7 @@ from security_kit import (
     response,
 )
 
+from imgcompress_core import compress
 from imgcompress_core._jpeg import count_scans
 from imgcompress_core.compress import CompressOptions, compress_image, decoded_size
 from imgcompress_core.errors import CompressionError
@@ -253,6 +254,12 @@ def test_running_out_of_memory_in_imagecodecs_names_the_budget(
     def no_memory(data: bytes) -> None:
         raise MemoryError
 
+    def accelerator_out_of_memory(data: bytes, quality: int) -> None:
+        raise MemoryError  # what the compiled accelerator raises when libjpeg's malloc fails
+
+    monkeypatch.setattr(compress, "jpeg_requantised", accelerator_out_of_memory)
+    assert "max_decode_bytes" in refused(encode("JPEG"), "image_too_large")
+    monkeypatch.setattr(compress, "jpeg_requantised", lambda data, quality: None)
     monkeypatch.setattr(imagecodecs, "spng_decode", no_memory)
     monkeypatch.setattr(imagecodecs, "jpeg8_decode", no_memory)
     for fmt in ("PNG", "JPEG"):

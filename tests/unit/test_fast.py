@@ -1,10 +1,16 @@
-"""libspng decodes the PNGs it takes exactly as Pillow does, and leaves the rest to Pillow."""
+"""libspng decodes the PNGs it takes exactly as Pillow does, and leaves the rest to Pillow;
+imagecodecs re-encodes the plain JPEGs exactly as Pillow does.
+
+The JPEG tests here are the pixel path's: the compiled accelerator, which re-quantises
+4:2:0 JPEGs without decoding them and does not give Pillow's bytes, is switched off for
+them (its own tests: ``test_requantise.py``)."""
 
 from __future__ import annotations
 
 import io
 import random
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +22,13 @@ from imgcompress_core import _decode, _fast, compress
 from imgcompress_core.compress import CompressedImage, CompressOptions, compress_image
 from imgcompress_core.errors import CompressionError
 from imgcompress_core.policy import OutputPolicy
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _pixel_path_only() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compress, "jpeg_requantised", lambda data, quality: None)
+        yield
 
 
 def _pillow(data: bytes) -> Image.Image:

@@ -1,0 +1,255 @@
+"""The compiled accelerator: a 4:2:0 or grey JPEG re-quantised in the DCT domain to the
+tables of the target quality, without decoding its pixels, with the quality of
+decoding and encoding them; everything else left to the pixel path."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageCms, JpegImagePlugin
+
+from imgcompress_core import _fast, _score, compress
+from imgcompress_core._jpeg import segments
+from imgcompress_core.compress import CompressedImage, CompressOptions, compress_image
+from imgcompress_core.errors import CompressionError
+
+_DQT, _DRI, _SOF0 = 0xDB, 0xDD, 0xC0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built() -> None:
+    """The accelerator is built wherever a C compiler and libjpeg's headers are (CI
+    installs both); these tests fail, never skip, without it."""
+    if not _fast.requantiser_available():
+        pytest.fail(
+            "imgcompress_core._requantise was not built: install a C compiler and libjpeg's "
+            "headers (Debian: apt-get install gcc libjpeg-dev), then pip install -e '.[test]'"
+        )
+
+
+def _photo(size: tuple[int, int] = (203, 141), seed: int = 5) -> Image.Image:
+    """Structure and noise, sizes that are not multiples of a block."""
+    rnd = random.Random(seed)
+    smooth = Image.radial_gradient("L").resize(size).convert("RGB")
+    noise = Image.frombytes("RGB", size, rnd.randbytes(size[0] * size[1] * 3))
+    return Image.blend(smooth, noise, 0.25)
+
+
+def _jpeg(image: Image.Image, **params: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", **params)
+    return out.getvalue()
+
+
+def _open(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.copy()
+
+
+def _tables(data: bytes) -> dict[int, list[int]]:
+    with Image.open(io.BytesIO(data)) as im:
+        assert isinstance(im, JpegImagePlugin.JpegImageFile)
+        return {slot: list(table) for slot, table in im.quantization.items()}
+
+
+def _pixel_path(data: bytes, quality: int = 50) -> bytes:
+    """What the pipeline writes without the accelerator (Pillow's bytes)."""
+    with Image.open(io.BytesIO(data)) as im:
+        encoded = _fast.jpeg_round_trip(data, im.mode, im.size, quality)
+    assert encoded is not None
+    return encoded
+
+
+def _markers(data: bytes) -> list[int]:
+    return [segment.marker for segment in segments(data)]
+
+
+@pytest.mark.parametrize("quality", [30, 50, 80])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_the_output_has_the_pixel_paths_size_tables_and_markers(quality: int, mode: str) -> None:
+    data = _jpeg(_photo().convert(mode), quality=95)
+    out = _fast.jpeg_requantised(data, quality)
+    assert out is not None
+    reference = _pixel_path(data, quality)
+    assert _tables(out) == _tables(reference)
+    assert _markers(out) == _markers(reference)  # baseline, JFIF, one table per DQT
+    image = _open(out)
+    assert (image.mode, image.size) == (mode, (203, 141))
+    assert image.info.get("jfif_density") == _open(reference).info.get("jfif_density")
+
+
+def test_its_quality_is_that_of_decoding_and_encoding(scorer: None) -> None:
+    """Scored against the source's pixels: within a point of the pixel path, for at most
+    5 % more bytes on this noisy picture (noise is the worst case for re-quantising)."""
+    data = _jpeg(_photo((640, 480)), quality=92)
+    source = _open(data)
+    out = _fast.jpeg_requantised(data, 50)
+    assert out is not None
+    reference = _pixel_path(data)
+    assert _score.score(source, _open(out)) >= _score.score(source, _open(reference)) - 1.0
+    assert len(out) <= 1.05 * len(reference)
+
+
+def test_tables_equal_to_the_targets_leave_every_pixel_as_it_was() -> None:
+    """Scaling by one changes no coefficient: the same pixels, decoded."""
+    data = _jpeg(_photo(), quality=50)  # libjpeg's quality-50 tables already
+    out = _fast.jpeg_requantised(data, 50)
+    assert out is not None
+    assert _open(out).tobytes() == _open(data).tobytes()
+
+
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [
+        ({"subsampling": 0}, "4:4:4 would need its chroma halved"),
+        ({"subsampling": 1}, "4:2:2 likewise"),
+        ({"quality": 30}, "its steps are coarser than quality 50's"),
+        ({"qtables": [[1] * 64, [1] * 64, [1] * 64]}, "a table for each chroma component"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_what_it_does_not_take_goes_to_the_pixel_path(params: dict[str, object], why: str) -> None:
+    data = _jpeg(_photo(), **({"quality": 95} | params))
+    assert _fast.jpeg_requantised(data, 50) is None, why
+
+
+def test_cmyk_is_not_taken() -> None:
+    assert _fast.jpeg_requantised(_jpeg(_photo().convert("CMYK"), quality=95), 50) is None
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"progressive": True}, {"restart_marker_rows": 1}, {"optimize": True}],
+    ids=["progressive", "restarts", "optimised"],
+)
+def test_any_4_2_0_coding_becomes_one_baseline_scan(params: dict[str, object]) -> None:
+    data = _jpeg(_photo(), quality=95, **params)
+    out = _fast.jpeg_requantised(data, 50)
+    assert out is not None
+    markers = _markers(out)
+    assert _SOF0 in markers and markers.count(0xDA) == 1 and _DRI not in markers
+    assert _open(out).size == (203, 141)
+
+
+@pytest.mark.parametrize("keep", [0.2, 0.5, 0.9, 0.999])
+def test_truncated_data_is_left_to_the_pixel_path(keep: float) -> None:
+    data = _jpeg(_photo(), quality=95)
+    assert _fast.jpeg_requantised(data[: int(len(data) * keep)], 50) is None
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"\xff\xd8", b"\xff\xd8\xff\xd9", b"GIF89a" + bytes(100), bytes(5000)]
+)
+def test_what_is_not_a_jpeg_gives_none(data: bytes) -> None:
+    assert _fast.jpeg_requantised(data, 50) is None
+
+
+@pytest.mark.parametrize("quality", [0, 101, -5])
+def test_a_quality_out_of_range_is_refused(quality: int) -> None:
+    data = _jpeg(_photo(), quality=95)
+    with pytest.raises(ValueError, match="quality must be from 1 to 100"):
+        _fast.jpeg_requantised(data, quality)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 255)), min_size=1, max_size=6),
+    progressive=st.booleans(),
+)
+def test_damaged_jpegs_give_none_or_a_jpeg_of_the_same_size(
+    flips: list[tuple[float, int]], progressive: bool
+) -> None:
+    """Whatever the damage (headers included), libjpeg's errors come back as None, never a
+    crash, and anything it does take decodes."""
+    data = bytearray(_jpeg(_photo((64, 48)), quality=90, progressive=progressive))
+    for where, mask in flips:
+        data[min(len(data) - 1, int(len(data) * where))] ^= mask
+    out = _fast.jpeg_requantised(bytes(data), 50)
+    if out is not None:
+        with Image.open(io.BytesIO(out)) as image:
+            image.load()
+            assert image.format == "JPEG" and image.mode in ("RGB", "L")
+
+
+# In the pipeline
+
+
+def test_compress_image_takes_it_for_a_plain_jpeg() -> None:
+    data = _jpeg(_photo(), quality=95)
+    result = compress_image(data)
+    assert result.data == _fast.jpeg_requantised(data, 50)
+    assert (result.quality, result.kept_original, result.note) == (50, False, None)
+
+
+def test_the_icc_profile_is_kept_as_on_the_pixel_path() -> None:
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = _jpeg(_photo(), quality=95, icc_profile=srgb)
+    result = compress_image(data)
+    assert _open(result.data).info.get("icc_profile") == srgb
+    assert _open(result.data).tobytes() == _open(_fast.jpeg_requantised(data, 50) or b"").tobytes()
+
+
+def test_an_image_it_does_not_take_gets_the_pillow_paths_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = _jpeg(_photo(), quality=95, subsampling=0)
+    with monkeypatch.context() as patch:
+        patch.setattr(compress, "jpeg_requantised", lambda data, quality: None)
+        pillow = compress_image(data)
+    assert compress_image(data) == pillow
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(flips=st.lists(st.tuples(st.floats(0.02, 1.0), st.integers(1, 255)), min_size=1, max_size=4))
+def test_damaged_jpegs_get_an_answer_the_pillow_path_could_give(
+    flips: list[tuple[float, int]],
+) -> None:
+    """A damaged JPEG the accelerator refuses gets the Pillow path's answer; one it takes
+    (damage libjpeg reads without a warning) gets a JPEG of the same size."""
+    data = bytearray(_jpeg(_photo((64, 48)), quality=90))
+    for where, mask in flips:
+        data[min(len(data) - 1, int(len(data) * where))] ^= mask
+
+    def answer() -> CompressedImage | str:
+        try:
+            return compress_image(bytes(data), CompressOptions())
+        except CompressionError as exc:
+            return exc.code
+
+    fast = answer()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compress, "jpeg_requantised", lambda data, quality: None)
+        slow = answer()
+    if _fast.jpeg_requantised(bytes(data), 50) is None:
+        assert fast == slow
+    else:
+        assert isinstance(fast, CompressedImage) and isinstance(slow, CompressedImage)
+        assert (fast.width, fast.height) == (slow.width, slow.height)
+
+
+def test_corpus_photos_keep_their_quality(shared_corpus: Path, scorer: None) -> None:
+    """The corpus's 4:2:0 photos (every fourth): SSIMULACRA2 against the source within
+    1.5 of the pixel path's each, and no lower on average; at most 3 % more bytes each
+    (benchmarks/RESULTS.md, section 9: 0.8 % over the corpus)."""
+    taken, diffs, ratio = 0, [], []
+    for path in sorted(shared_corpus.glob("j*.jpg"))[::4]:
+        data = path.read_bytes()
+        out = _fast.jpeg_requantised(data, 50)
+        with Image.open(path) as im:
+            four_two_zero = JpegImagePlugin.get_sampling(im) == 2 and im.mode == "RGB"
+        assert (out is not None) == four_two_zero, path.name
+        if out is None:
+            continue
+        taken += 1
+        source, reference = _open(data), _pixel_path(data)
+        diffs.append(_score.score(source, _open(out)) - _score.score(source, _open(reference)))
+        ratio.append(len(out) / len(reference))
+        assert diffs[-1] > -1.5 and ratio[-1] < 1.03, path.name
+    assert taken >= 7
+    assert sum(diffs) / taken > -0.2
