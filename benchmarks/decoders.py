@@ -1,6 +1,6 @@
 """Decoders and per-image checks: CPU per image of each way of doing the same work.
 
-    .venv/bin/python benchmarks/decoders.py [FOLDER] [--rounds 4]
+    .venv/bin/python benchmarks/decoders.py [FOLDER] [--rounds 4] [--score]
 
 One thread, this process's CPU clock, the corpus's files read into memory first; each
 variant runs over all its files once per round, the variants alternating within a round,
@@ -16,7 +16,8 @@ and the table gives the mean CPU ms per image over the rounds. Rows:
   same walk with the marker pattern it had before (``\\xff+`` first);
 - over the JPEGs the compiled accelerator takes (4:2:0 or grey, tables at least as fine
   as q50's): imagecodecs' decode + encode against re-quantising the coefficients
-  (``_fast.jpeg_requantised``), with the bytes of both.
+  (``_fast.jpeg_requantised``), with the bytes of both and, with ``--score``, the mean
+  SSIMULACRA2 of both against the source's pixels (``imgcompress[target]``).
 
 Needs ``imgcompress[fast]`` (imagecodecs) and, for the last rows, the accelerator (built at
 install time where a C compiler and libjpeg's headers are).
@@ -110,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--score", action="store_true", help="SSIMULACRA2 of re-quantising")
     args = parser.parse_args(argv)
     pngs = [path.read_bytes() for path in sorted(args.folder.glob("*.png"))]
     jpegs = [path.read_bytes() for path in sorted(args.folder.glob("*.jp*g"))]
@@ -158,6 +160,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"\nbytes over those {len(taken)} JPEGs: decode + encode {pixels:,}, "
         f"re-quantised {coefficients:,} ({100 * coefficients / pixels - 100:+.1f} %)"
+    )
+    if args.score:
+        print_scores(taken)
+
+
+def print_scores(taken: list[bytes]) -> None:
+    """Mean SSIMULACRA2 against the source's pixels: decode + encode, and re-quantised."""
+    from imgcompress_core._score import score
+
+    pixel_scores, coefficient_scores = [], []
+    for data in taken:
+        source = pillow_decode(data)
+        pixel_scores.append(score(source, pillow_decode(arrays_round_trip(data))))
+        coefficient_scores.append(score(source, pillow_decode(jpeg_requantised(data, 50) or b"")))
+    differences = [c - p for c, p in zip(coefficient_scores, pixel_scores, strict=True)]
+    print(
+        f"SSIMULACRA2 against the source, mean: decode + encode "
+        f"{sum(pixel_scores) / len(taken):.2f}, re-quantised "
+        f"{sum(coefficient_scores) / len(taken):.2f} (per JPEG {min(differences):+.2f} "
+        f"to {max(differences):+.2f})"
     )
 
 
