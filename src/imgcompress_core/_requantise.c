@@ -20,6 +20,7 @@
 #include <Python.h>
 
 #include <limits.h>
+#include <stdint.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,25 +30,30 @@
 
 enum outcome { DONE, NOT_TAKEN, FAILED, NO_MEMORY };
 
-/* Both libjpeg objects' error managers: an error jumps back to `to`, nothing is printed. */
+/* Both libjpeg objects' error managers: an error records its code in `*code` and jumps
+ * back to `to`; nothing is printed. */
 struct escape {
   struct jpeg_error_mgr pub;
   jmp_buf *to;
+  int *code;
 };
 
 static void escape_on_error(j_common_ptr cinfo)
 {
-  longjmp(*((struct escape *)cinfo->err)->to, 1);
+  struct escape *escape = (struct escape *)cinfo->err;
+  *escape->code = cinfo->err->msg_code;
+  longjmp(*escape->to, 1);
 }
 
 static void say_nothing(j_common_ptr cinfo) { (void)cinfo; }
 
-static struct jpeg_error_mgr *guard(struct escape *escape, jmp_buf *to)
+static struct jpeg_error_mgr *guard(struct escape *escape, jmp_buf *to, int *code)
 {
   jpeg_std_error(&escape->pub);
   escape->pub.error_exit = escape_on_error;
   escape->pub.output_message = say_nothing;
   escape->to = to;
+  escape->code = code;
   return &escape->pub;
 }
 
@@ -114,61 +120,100 @@ static void scale_component(j_decompress_ptr d, jvirt_barray_ptr blocks,
   }
 }
 
-/* The whole transcode; on DONE, *out is a malloc'd JPEG of *out_size bytes. */
-static enum outcome transcode(const unsigned char *in, unsigned long in_size, int quality,
-                              unsigned char **out, unsigned long *out_size)
+/* The output: a malloc'd buffer that grows by doubling and that the caller owns at every
+ * moment (libjpeg's jpeg_mem_dest frees the buffer it grew from and reports the new one
+ * only when compression finishes, so after an error a caller's pointer would be stale). */
+struct output {
+  struct jpeg_destination_mgr pub;
+  unsigned char *buffer;
+  size_t size;
+};
+
+static void output_start(j_compress_ptr c) { (void)c; }
+static void output_end(j_compress_ptr c) { (void)c; }
+
+static boolean output_grow(j_compress_ptr c)
 {
+  struct output *out = (struct output *)c->dest;
+  unsigned char *bigger = out->size > SIZE_MAX / 2 ? NULL : realloc(out->buffer, out->size * 2);
+  if (!bigger) ERREXIT1(c, JERR_OUT_OF_MEMORY, 0);
+  out->pub.next_output_byte = bigger + out->size; /* the whole old buffer was written */
+  out->pub.free_in_buffer = out->size;
+  out->buffer = bigger;
+  out->size *= 2;
+  return TRUE;
+}
+
+/* Everything libjpeg writes to, or that transcode changes after its setjmp and reads after
+ * a longjmp: kept by the caller, outside the function that calls setjmp, so that none of
+ * it is indeterminate after the jump. The caller frees out.buffer whatever the outcome. */
+struct job {
   struct jpeg_decompress_struct d;
   struct jpeg_compress_struct c;
   struct escape d_err, c_err;
-  jmp_buf on_error;
+  struct output out;
   JQUANT_TBL source[NUM_QUANT_TBLS];
-  unsigned char *volatile buffer = NULL;
-  unsigned long size = 0;
-  volatile int compressing = 0;
+  jmp_buf on_error;
+  int error_code;
+  int compressing;
+};
+
+/* The whole transcode; on DONE, job->out.buffer holds the JPEG's *out_size bytes. */
+static enum outcome transcode(struct job *job, const unsigned char *in, unsigned long in_size,
+                              int quality, size_t *out_size)
+{
+  struct jpeg_decompress_struct *d = &job->d;
+  struct jpeg_compress_struct *c = &job->c;
   volatile enum outcome outcome = NOT_TAKEN;
 
-  d.err = guard(&d_err, &on_error);
-  c.err = guard(&c_err, &on_error);
-  if (setjmp(on_error)) {
-    int code = compressing ? c_err.pub.msg_code : d_err.pub.msg_code;
-    outcome = code == JERR_OUT_OF_MEMORY ? NO_MEMORY : FAILED;
+  job->out.buffer = NULL;
+  job->compressing = 0;
+  job->error_code = 0;
+  d->err = guard(&job->d_err, &job->on_error, &job->error_code);
+  c->err = guard(&job->c_err, &job->on_error, &job->error_code);
+  if (setjmp(job->on_error)) {
+    outcome = job->error_code == JERR_OUT_OF_MEMORY ? NO_MEMORY : FAILED;
     goto finish;
   }
-  jpeg_create_decompress(&d);
-  jpeg_mem_src(&d, in, in_size);
-  jpeg_read_header(&d, TRUE);
-  if (!takes(&d)) goto finish;
-  jvirt_barray_ptr *coefficients = jpeg_read_coefficients(&d);
-  if (d_err.pub.num_warnings) goto finish; /* corrupt data: the pixel path reports it */
+  jpeg_create_decompress(d);
+  jpeg_mem_src(d, in, in_size);
+  jpeg_read_header(d, TRUE);
+  if (!takes(d)) goto finish;
+  jvirt_barray_ptr *coefficients = jpeg_read_coefficients(d);
+  if (!coefficients || job->d_err.pub.num_warnings) goto finish; /* the pixel path reports */
 
-  compressing = 1; /* before: jpeg_create_compress clears c.mem first, so destroying is safe */
-  jpeg_create_compress(&c);
-  jpeg_mem_dest(&c, (unsigned char **)&buffer, &size);
-  jpeg_copy_critical_parameters(&d, &c);
+  job->compressing = 1; /* jpeg_create_compress clears c->mem first: destroying is safe */
+  jpeg_create_compress(c);
+  job->out.size = in_size / 4 > 65536 ? in_size / 4 : 65536;
+  job->out.buffer = malloc(job->out.size);
+  if (!job->out.buffer) ERREXIT1(c, JERR_OUT_OF_MEMORY, 0);
+  job->out.pub.init_destination = output_start;
+  job->out.pub.empty_output_buffer = output_grow;
+  job->out.pub.term_destination = output_end;
+  job->out.pub.next_output_byte = job->out.buffer;
+  job->out.pub.free_in_buffer = job->out.size;
+  c->dest = &job->out.pub;
+  jpeg_copy_critical_parameters(d, c);
   /* the JFIF header the pixel path writes: version 1.01, no density */
-  c.JFIF_major_version = 1;
-  c.JFIF_minor_version = 1;
-  c.density_unit = 0;
-  c.X_density = c.Y_density = 1;
-  c.optimize_coding = TRUE;
-  if (!set_target_tables(&c, &d, quality, source)) goto finish;
-  for (int ci = 0; ci < d.num_components; ci++) {
-    int slot = d.comp_info[ci].quant_tbl_no;
-    scale_component(&d, coefficients[ci], &d.comp_info[ci], source[slot].quantval,
-                    c.quant_tbl_ptrs[slot]->quantval);
+  c->JFIF_major_version = 1;
+  c->JFIF_minor_version = 1;
+  c->density_unit = 0;
+  c->X_density = c->Y_density = 1;
+  c->optimize_coding = TRUE;
+  if (!set_target_tables(c, d, quality, job->source)) goto finish;
+  for (int ci = 0; ci < d->num_components; ci++) {
+    int slot = d->comp_info[ci].quant_tbl_no;
+    scale_component(d, coefficients[ci], &d->comp_info[ci], job->source[slot].quantval,
+                    c->quant_tbl_ptrs[slot]->quantval);
   }
-  jpeg_write_coefficients(&c, coefficients);
-  jpeg_finish_compress(&c);
-  *out = buffer;
-  *out_size = size;
-  buffer = NULL;
+  jpeg_write_coefficients(c, coefficients);
+  jpeg_finish_compress(c);
+  *out_size = job->out.size - job->out.pub.free_in_buffer;
   outcome = DONE;
 
 finish:
-  if (compressing) jpeg_destroy_compress(&c);
-  jpeg_destroy_decompress(&d);
-  free(buffer);
+  if (job->compressing) jpeg_destroy_compress(c);
+  jpeg_destroy_decompress(d);
   return outcome;
 }
 
@@ -176,9 +221,9 @@ static PyObject *requantise(PyObject *module, PyObject *args)
 {
   Py_buffer data;
   int quality;
-  unsigned char *out = NULL;
-  unsigned long out_size = 0;
+  size_t out_size = 0;
   enum outcome outcome;
+  struct job *job;
   (void)module;
   if (!PyArg_ParseTuple(args, "y*i:requantise", &data, &quality)) return NULL;
   if (quality < 1 || quality > 100) {
@@ -189,14 +234,24 @@ static PyObject *requantise(PyObject *module, PyObject *args)
     PyBuffer_Release(&data);
     Py_RETURN_NONE;
   }
+  job = malloc(sizeof *job);
+  if (!job) {
+    PyBuffer_Release(&data);
+    return PyErr_NoMemory();
+  }
   Py_BEGIN_ALLOW_THREADS
-  outcome = transcode(data.buf, (unsigned long)data.len, quality, &out, &out_size);
+  outcome = transcode(job, data.buf, (unsigned long)data.len, quality, &out_size);
   Py_END_ALLOW_THREADS
   PyBuffer_Release(&data);
-  if (outcome == NO_MEMORY) return PyErr_NoMemory();
-  if (outcome != DONE) Py_RETURN_NONE;
-  PyObject *result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)out_size);
-  free(out);
+  PyObject *result = NULL;
+  if (outcome == DONE)
+    result = PyBytes_FromStringAndSize((const char *)job->out.buffer, (Py_ssize_t)out_size);
+  else if (outcome == NO_MEMORY)
+    PyErr_NoMemory();
+  else
+    result = Py_NewRef(Py_None);
+  free(job->out.buffer);
+  free(job);
   return result;
 }
 

@@ -5,7 +5,11 @@ decoding and encoding them; everything else left to the pixel path."""
 from __future__ import annotations
 
 import io
+import os
 import random
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -253,3 +257,55 @@ def test_corpus_photos_keep_their_quality(shared_corpus: Path, scorer: None) -> 
         assert diffs[-1] > -1.5 and ratio[-1] < 1.03, path.name
     assert taken >= 7
     assert sum(diffs) / taken > -0.2
+
+
+_FAILING_REALLOC = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+void *realloc(void *p, size_t n) {
+  static void *(*real)(void *, size_t);
+  static size_t fail;
+  if (!real) {
+    real = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+    const char *t = getenv("FAIL_REALLOC");
+    fail = t ? strtoull(t, 0, 10) : 0;
+  }
+  return fail && n == fail ? NULL : real(p, n);
+}
+"""
+
+
+@pytest.mark.parametrize("failing_growth", [1, 2], ids=["first", "second"])
+def test_running_out_of_memory_while_the_output_grows_raises_memoryerror(
+    tmp_path: Path, failing_growth: int
+) -> None:
+    """The output buffer starts at a quarter of the input and doubles; a failed growth,
+    the first or a later one, raises MemoryError with nothing freed twice (a child
+    process, its realloc failing for that one size by an LD_PRELOAD shim)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "the accelerator's tests need the C compiler it was built with"
+    shim = tmp_path / "failing_realloc.so"
+    (tmp_path / "shim.c").write_text(_FAILING_REALLOC)
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-o", str(shim), str(tmp_path / "shim.c"), "-ldl"], check=True
+    )
+    rnd = random.Random(1)
+    noise = Image.frombytes("RGB", (700, 560), rnd.randbytes(700 * 560 * 3))
+    data = _jpeg(noise, quality=60)
+    start = 70_000  # the buffer's first size: a quarter of the padded input
+    data += bytes(4 * start - len(data))  # bytes after EOI, which libjpeg never reads
+    path = tmp_path / "noise.jpg"
+    path.write_bytes(data)
+    output = _fast.jpeg_requantised(data, 50)
+    assert output is not None and len(output) > 2 * start  # it needs both growths
+    script = (
+        "import sys\nfrom imgcompress_core._fast import jpeg_requantised\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "try:\n    jpeg_requantised(data, 50)\nexcept MemoryError:\n    print('MemoryError')\n"
+    )
+    env = os.environ | {"LD_PRELOAD": str(shim), "FAIL_REALLOC": str(start << failing_growth)}
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True
+    )
+    assert (run.returncode, run.stdout.strip()) == (0, "MemoryError"), run.stderr
