@@ -28,11 +28,12 @@ JPEG, without decoding its pixels (:func:`jpeg_requantised`)
     time (a C compiler and libjpeg's headers were there), a 4:2:0 YCbCr or greyscale JPEG
     whose quantisation steps are all at least as fine as ``quality``'s is re-quantised in
     the DCT domain instead: its coefficients are read (Huffman decoding only), scaled to
-    libjpeg's tables for ``quality`` and written baseline and Huffman-optimised. A third
-    less CPU than decoding and encoding the pixels, the same tables and markers, and on the
-    corpus the same SSIMULACRA2 for 0.8 % more bytes (benchmarks/RESULTS.md, section 9);
-    not Pillow's bytes. Anything it does not take (another subsampling or colour space,
-    a coarser table, a libjpeg warning or error) goes to the pixel path above.
+    libjpeg's tables for ``quality`` and written baseline and Huffman-optimised. A quarter
+    to a third less CPU than decoding and encoding the pixels, the same tables and
+    markers, and on the corpus the same SSIMULACRA2 for 0.8 % more bytes
+    (benchmarks/RESULTS.md, section 9); not Pillow's bytes. Anything it does not take
+    (another subsampling or colour space, a coarser table, a libjpeg warning or error)
+    goes to the pixel path above.
 """
 
 from __future__ import annotations

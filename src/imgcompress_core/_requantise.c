@@ -6,8 +6,9 @@
  * coefficient is scaled from its table's step to the step libjpeg's tables give
  * `quality` (rounded half away from zero), and the coefficients are written as a
  * baseline, Huffman-optimised JPEG (no colour conversion, downsampling or forward DCT):
- * a third less work than decoding and encoding the pixels, for the same tables and
- * markers and, measured on the corpus, the same SSIMULACRA2 (benchmarks/RESULTS.md).
+ * a quarter to a third less CPU than decoding and encoding the pixels, for the same
+ * tables and markers and, measured on the corpus, the same SSIMULACRA2
+ * (benchmarks/RESULTS.md).
  *
  * requantise(data, quality) returns the new JPEG, or None when the image is not one it
  * takes (another subsampling or colour space, 12-bit or arithmetic-coded, a table
