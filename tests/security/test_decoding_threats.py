@@ -251,7 +251,7 @@ def test_running_out_of_memory_in_imagecodecs_names_the_budget(
 ) -> None:
     import imagecodecs
 
-    def no_memory(data: bytes) -> None:
+    def no_memory(data: bytes, **options: object) -> None:
         raise MemoryError
 
     def accelerator_out_of_memory(data: bytes, quality: int) -> None:
@@ -260,6 +260,9 @@ def test_running_out_of_memory_in_imagecodecs_names_the_budget(
     monkeypatch.setattr(compress, "jpeg_requantised", accelerator_out_of_memory)
     assert "max_decode_bytes" in refused(encode("JPEG"), "image_too_large")
     monkeypatch.setattr(compress, "jpeg_requantised", lambda data, quality: None)
+    monkeypatch.setattr(imagecodecs, "deflate_decode", no_memory)  # the PNG accelerator's
+    assert "max_decode_bytes" in refused(encode("PNG"), "image_too_large")
+    monkeypatch.setattr(imagecodecs, "deflate_decode", lambda data, out: None)
     monkeypatch.setattr(imagecodecs, "spng_decode", no_memory)
     monkeypatch.setattr(imagecodecs, "jpeg8_decode", no_memory)
     for fmt in ("PNG", "JPEG"):
