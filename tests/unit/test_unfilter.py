@@ -4,9 +4,13 @@ file leaves the image to libspng and Pillow."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import random
+import shutil
 import struct
+import subprocess
+import sysconfig
 import zlib
 from pathlib import Path
 
@@ -15,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import imgcompress_core
 from imgcompress_core import _fast
 from imgcompress_core._unfilter import unfilter
 
@@ -75,8 +80,12 @@ def _pillow(data: bytes) -> Image.Image:
         return image.copy()
 
 
-def _random_image(width: int, height: int, bpp: int, seed: int) -> bytes:
+def _random_image(width: int, height: int, bpp: int, seed: int, levels: int = 0) -> bytes:
+    """Smooth ramps with some noise; or, with ``levels``, only that many values (Paeth's
+    ties, where its order of preference decides)."""
     rnd = random.Random(seed)
+    if levels:
+        return bytes(rnd.randrange(levels) for _ in range(width * height * bpp))
     smooth = [(x * 7 + y * 3) % 256 for y in range(height) for x in range(width * bpp)]
     return bytes(v if rnd.random() < 0.7 else rnd.randrange(256) for v in smooth)
 
@@ -108,11 +117,19 @@ def test_the_corpus_pngs_decode_to_pillows_pixels(shared_corpus: Path) -> None:
     types=st.lists(st.integers(0, 4), min_size=24, max_size=24),
     pieces=st.integers(1, 5),
     level=st.integers(0, 9),
+    levels=st.sampled_from([0, 2, 4]),
 )
 def test_every_filter_type_gives_the_specifications_pixels(
-    width: int, height: int, bpp: int, seed: int, types: list[int], pieces: int, level: int
+    width: int,
+    height: int,
+    bpp: int,
+    seed: int,
+    types: list[int],
+    pieces: int,
+    level: int,
+    levels: int,
 ) -> None:
-    pixels = _random_image(width, height, bpp, seed)
+    pixels = _random_image(width, height, bpp, seed, levels)
     stream = zlib.compress(_filtered(pixels, width, height, bpp, types), level)
     data = _png(width, height, bpp, stream, pieces=pieces)
     ours = _fast._inflated_png(data, width, height, bpp)
@@ -190,3 +207,32 @@ def test_the_buffer_must_be_the_rows_of_the_size_given() -> None:
     rows = bytearray(b"\x01" + bytes(range(1, 7)))  # one row of Sub: 1..6 -> 1,2,3,5,7,9
     assert unfilter(rows, 2, 1, 3) is True
     assert bytes(rows[:6]) == bytes([1, 2, 3, 5, 7, 9])
+
+
+def test_the_bytewise_loops_for_machines_without_sse2_agree(tmp_path: Path) -> None:
+    """The C file's loops for other CPUs, built here with UNFILTER_BYTEWISE, give the
+    same pixels as the SSE2 ones on every filter type and pixel size."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "the accelerator's tests need the C compiler it was built with"
+    source = Path(imgcompress_core.__file__).parent / "_unfilter.c"
+    if not source.exists():  # an installed wheel ships no C sources: use the checkout's
+        source = Path(__file__).parents[2] / "src" / "imgcompress_core" / "_unfilter.c"
+    built = tmp_path / f"_unfilter{sysconfig.get_config_var('EXT_SUFFIX')}"
+    include = sysconfig.get_paths()["include"]
+    command = [cc, "-shared", "-fPIC", "-O2", "-DUNFILTER_BYTEWISE", f"-I{include}"]
+    subprocess.run([*command, str(source), "-o", str(built)], check=True)
+    spec = importlib.util.spec_from_file_location("_unfilter", built)
+    assert spec is not None and spec.loader is not None
+    bytewise = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bytewise)
+    rnd = random.Random(11)
+    for bpp in (3, 4):
+        for width, height, levels in [(1, 1, 0), (1, 7, 0), (2, 3, 4), (17, 9, 0), (64, 5, 4)]:
+            pixels = _random_image(width, height, bpp, rnd.randrange(2**32), levels)
+            types = [rnd.randrange(5) for _ in range(height)]
+            rows = _filtered(pixels, width, height, bpp, types)
+            ours, theirs = bytearray(rows), bytearray(rows)
+            assert unfilter(ours, width, height, bpp) and bytewise.unfilter(
+                theirs, width, height, bpp
+            )
+            assert bytes(theirs[: len(pixels)]) == bytes(ours[: len(pixels)]) == pixels
