@@ -171,7 +171,8 @@ def _inflated_png(data: bytes, width: int, height: int, samples: int) -> bytearr
 def _idat_stream(data: bytes) -> bytes | None:
     """Return a PNG's zlib stream (its ``IDAT`` chunks' data, joined) when its header is
     ``IHDR`` of a plain filtered, deflated image and every chunk up to the last ``IDAT``
-    is whole with the right CRC; else None. Chunks after the pixels are not read."""
+    is whole, named by four letters, with the right CRC, and not ``IEND``; else None.
+    Chunks after the pixels are not read."""
     if not data.startswith(_PNG_SIGNATURE + _IHDR) or data[26:28] != b"\0\0":
         return None
     view, at, parts = memoryview(data), len(_PNG_SIGNATURE), list[memoryview]()
@@ -181,6 +182,8 @@ def _idat_stream(data: bytes) -> bytes | None:
             break
         end, first = at + 8 + size, at == len(_PNG_SIGNATURE)
         if size > 0x7FFF_FFFF or end + 4 > len(data) or (name == b"IHDR") != first:
+            return None
+        if not name.isalpha() or name == b"IEND":  # a name of four ASCII letters; no end yet
             return None
         if zlib.crc32(view[at + 4 : end]) != int.from_bytes(view[end : end + 4], "big"):
             return None

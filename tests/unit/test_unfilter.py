@@ -159,6 +159,20 @@ def test_a_bad_crc_or_zlib_stream_is_left_to_libspng_and_pillow() -> None:
         assert _fast._inflated_png(data, 9, 5, 3) is None
 
 
+def test_a_misplaced_end_or_a_bad_chunk_name_is_left_to_libspng_and_pillow() -> None:
+    """Files Pillow refuses before it reads any pixels are not decoded here either."""
+    pixels, rows = _sample()
+    data = _png(9, 5, 3, zlib.compress(rows))
+    first_idat = data.index(b"IDAT") - 4
+    for inserted in (_chunk(b"IEND", b""), _chunk(b"a\0b!", b"odd")):
+        broken = data[:first_idat] + inserted + data[first_idat:]
+        assert _fast._inflated_png(broken, 9, 5, 3) is None
+        with pytest.raises((OSError, SyntaxError)):
+            _pillow(broken)
+    ours = _fast._inflated_png(data, 9, 5, 3)
+    assert ours is not None and bytes(ours) == pixels
+
+
 def test_an_unknown_filter_type_is_left_to_libspng_and_pillow() -> None:
     _, rows = _sample()
     broken = bytearray(rows)
