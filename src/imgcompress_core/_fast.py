@@ -79,7 +79,7 @@ MAX_PIXELS = 16_000_000  # 48 MB of libspng's array at most, beside Pillow's ima
 _PNG_COLOUR_TYPES = {2: 3, 6: 4}  # PNG colour type -> samples a pixel, at 8 bits a sample
 _SENT_TO_PILLOW = (b"tRNS", b"eXIf", b"acTL")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_IHDR = b"\0\0\0\x0dIHDR"  # its 13 bytes: size, bit depth, colour type, methods
+_IHDR = b"\0\0\0\x0dIHDR"  # its 13 bytes: size, bit depth, colour type, 3 methods
 
 _T = TypeVar("_T")
 
@@ -127,8 +127,7 @@ def decode_png(data: bytes) -> Image.Image | None:
         return None
     if any(name in data for name in _SENT_TO_PILLOW):
         return None
-    interlaced = data[28] != 0
-    if not interlaced and (pixels := _inflated_png(data, width, height, samples)) is not None:
+    if (pixels := _inflated_png(data, width, height, samples)) is not None:
         mode = "RGBA" if samples == 4 else "RGB"
         return Image.frombuffer(mode, (width, height), pixels, "raw", mode, 0, 1)
     import imagecodecs  # imgcompress[fast]
@@ -153,8 +152,10 @@ def _inflated_png(data: bytes, width: int, height: int, samples: int) -> bytearr
     unfiltered by the compiled accelerator; None when either is missing or anything in the
     file is not as it should be (libspng or Pillow then decodes it and reports it)."""
     unfilter = _unfilterer()
-    compressed = _idat_stream(data)
-    if unfilter is None or compressed is None:
+    if unfilter is None:
+        return None
+    compressed = _idat_stream(data)  # the chunk walk and CRCs only where they can pay
+    if compressed is None:
         return None
     import imagecodecs  # imgcompress[fast]
 
@@ -170,10 +171,10 @@ def _inflated_png(data: bytes, width: int, height: int, samples: int) -> bytearr
 
 def _idat_stream(data: bytes) -> bytes | None:
     """Return a PNG's zlib stream (its ``IDAT`` chunks' data, joined) when its header is
-    ``IHDR`` of a plain filtered, deflated image and every chunk up to the last ``IDAT``
-    is whole, named by four letters, with the right CRC, and not ``IEND``; else None.
-    Chunks after the pixels are not read."""
-    if not data.startswith(_PNG_SIGNATURE + _IHDR) or data[26:28] != b"\0\0":
+    ``IHDR`` of a deflated, filtered, non-interlaced image and every chunk up to the last
+    ``IDAT`` is whole, named by four letters, with the right CRC, and not ``IEND``; else
+    None. Chunks after the pixels are not read."""
+    if not data.startswith(_PNG_SIGNATURE + _IHDR) or data[26:29] != b"\0\0\0":
         return None
     view, at, parts = memoryview(data), len(_PNG_SIGNATURE), list[memoryview]()
     while at + 12 <= len(data):
