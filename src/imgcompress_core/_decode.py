@@ -123,12 +123,14 @@ def decode(
     *,
     box: tuple[int, int] | None = None,
     keep_rights: bool = False,
+    accelerated: bool = True,
 ) -> Decoded | Animation:
     """Decode a still image into one of the modes ``_normalise`` gives; an animation is
     judged by its headers and returned as an :class:`Animation`.
 
     ``box``: the output will be shrunk to fit it (a JPEG may be decoded reduced).
     ``keep_rights``: read the rights metadata (``metadata="copyright"``).
+    ``accelerated``: a PNG may be decoded by :mod:`._fast` (else Pillow decodes all).
     """
     with _open(data) as im:
         fmt = "JPEG" if im.format == "MPO" else str(im.format)
@@ -143,7 +145,7 @@ def decode(
         if box is not None and fmt == "JPEG":
             _draft(im, box)
         notes: list[str] = []
-        oriented, rotated = _upright_pixels(im, data, fmt, notes)
+        oriented, rotated = _upright_pixels(im, data, fmt, notes, accelerated)
         icc = im.info.get("icc_profile")
         reduced = full_width / im.width
         work, mode_note = _normalise(oriented)
@@ -186,10 +188,10 @@ def plain_jpeg(data: bytes, caps: _Caps) -> PlainJpeg | None:
 
 
 def _upright_pixels(
-    im: ImageFile.ImageFile, data: bytes, fmt: str, notes: list[str]
+    im: ImageFile.ImageFile, data: bytes, fmt: str, notes: list[str], accelerated: bool
 ) -> tuple[Image.Image, bool]:
     """Decode the pixels, EXIF orientation applied; say whether it turned them."""
-    fast = decode_png(data) if fmt == "PNG" else None
+    fast = decode_png(data) if fmt == "PNG" and accelerated else None
     if fast is not None:  # a PNG libspng takes has no EXIF: nothing to turn
         return fast, False
     im.load()

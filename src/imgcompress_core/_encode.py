@@ -109,6 +109,7 @@ class Search:
     max_bytes: int | None = None
     jpeg_encoder: str = "libjpeg-turbo"  # one of JPEG_ENCODERS
     progressive: bool = False  # JPEGs by libjpeg-turbo written progressive
+    accelerated: bool = True  # the faster codecs when installed; False: Pillow writes all
 
 
 def ladder(fmt: str) -> tuple[int, ...]:
@@ -132,6 +133,7 @@ def encode(
     smallest: bool = True,
     jpeg_encoder: str = "libjpeg-turbo",
     progressive: bool = False,
+    accelerated: bool = True,
 ) -> bytes:
     """Encode ``image`` as ``fmt`` at rung ``level`` with ``extra`` save parameters (ICC
     profile, metadata); raise CompressionError when the encoder fails. ``smallest=False``
@@ -141,6 +143,7 @@ def encode(
     With ``jpeg_encoder="jpegli"``, an RGB JPEG is written by jpegli; Pillow's
     libjpeg-turbo writes every other mode (grey, CMYK) and format. With
     ``"libjpeg-turbo-robidoux"``, libjpeg-turbo quantises every JPEG by :data:`ROBIDOUX`.
+    ``accelerated=False``: Pillow's libwebp compresses a WebP's alpha plane too.
     """
     jpegli = fmt == "jpeg" and jpeg_encoder == "jpegli" and image.mode == "RGB"
     if jpegli and _JPEGLI_EXTRA.issuperset(extra):
@@ -161,8 +164,10 @@ def encode(
             image = image.quantize(level, method=method, dither=Image.Dither.FLOYDSTEINBERG)
     buffer = io.BytesIO()
     try:
-        if fmt == "webp" and (
-            cheaper := _webp_alpha.encode_rgba(image, level, _WEBP_METHOD, extra)
+        if (
+            fmt == "webp"
+            and accelerated
+            and (cheaper := _webp_alpha.encode_rgba(image, level, _WEBP_METHOD, extra))
         ):
             return cheaper
         image.save(buffer, format=fmt.upper(), **params)
@@ -201,13 +206,12 @@ def _jpegli(image: Image.Image, level: int, extra: Mapping[str, object]) -> byte
 def search(image: Image.Image, fmt: str, want: Search, extra: Mapping[str, object]) -> Encoded:
     """Return the output of ``image`` as ``fmt`` that ``want`` asks for."""
     rungs = ladder(fmt)
-    codec = want.jpeg_encoder
     notes: list[str] = []
     score = None
     if want.target is None:
         index = rungs.index(_rung(fmt, want.quality))
     else:
-        index, score = _search_target(image, fmt, rungs, want.target, extra, codec)
+        index, score = _search_target(image, fmt, rungs, want.target, extra, want)
         if score < want.target:
             notes.append(
                 f"target_quality {want.target:g} was not reached even at the highest "
@@ -215,13 +219,21 @@ def search(image: Image.Image, fmt: str, want: Search, extra: Mapping[str, objec
             )
 
     def full(level: int) -> bytes:
-        return encode(image, fmt, level, extra, jpeg_encoder=codec, progressive=want.progressive)
+        return encode(
+            image,
+            fmt,
+            level,
+            extra,
+            jpeg_encoder=want.jpeg_encoder,
+            progressive=want.progressive,
+            accelerated=want.accelerated,
+        )
 
     data = full(rungs[index])
     if want.max_bytes is not None and len(data) > want.max_bytes:
         index, data = _fit(full, fmt, rungs, index, want.max_bytes, len(data))
         if score is not None and want.target is not None:
-            score = _Sample(image, fmt, want.target, codec).estimate(rungs[index], extra)
+            score = _Sample(image, fmt, want.target, want).estimate(rungs[index], extra)
             notes.append(f"max_bytes lowered the quality below target_quality (score {score:.1f})")
     return Encoded(data, fmt, rungs[index], score, tuple(notes))
 
@@ -261,12 +273,12 @@ def _search_target(
     rungs: tuple[int, ...],
     target: float,
     extra: Mapping[str, object],
-    codec: str = "libjpeg-turbo",
+    want: Search,
 ) -> tuple[int, float]:
     """The lowest rung whose sample scores at least ``target`` (a rung scoring at most
     ``_SLACK`` above it will do), and its score; the top rung and its lower score when
     none reaches the target."""
-    sample = _Sample(image, fmt, target, codec)
+    sample = _Sample(image, fmt, target, want)
     scores: dict[int, float] = {}
 
     def tried(index: int) -> float:
@@ -329,9 +341,9 @@ class _Sample:
     """What a target search scores: the image's tiles, their mosaic prepared as the
     reference, and the bias of the sample's score for the codec near the target."""
 
-    def __init__(self, image: Image.Image, fmt: str, target: float, codec: str) -> None:
+    def __init__(self, image: Image.Image, fmt: str, target: float, want: Search) -> None:
         self.fmt = fmt
-        self.codec = codec
+        self.want = want  # the encoder choices
         self.tiles = _score.tiles(image, fmt)
         self.mode = self.tiles[0].mode
         self.reference = _score.reference(_score.mosaic(self.tiles, self.mode))
@@ -343,7 +355,15 @@ class _Sample:
         light = {k: v for k, v in extra.items() if k == "icc_profile"}  # no metadata to score
         decoded = []
         for tile in self.tiles:
-            encoded = encode(tile, self.fmt, level, light, smallest=False, jpeg_encoder=self.codec)
+            encoded = encode(
+                tile,
+                self.fmt,
+                level,
+                light,
+                smallest=False,
+                jpeg_encoder=self.want.jpeg_encoder,
+                accelerated=self.want.accelerated,
+            )
             with Image.open(io.BytesIO(encoded)) as out:
                 out.load()
                 decoded.append(_as_reference(out, self.mode))

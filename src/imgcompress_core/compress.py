@@ -133,6 +133,10 @@ class CompressOptions:
     # JPEGs by libjpeg-turbo written progressive (libjpeg's scan script): the same pixels,
     # about 2 % smaller near quality 80 for 2.5 times the encode; jpegli writes baseline only.
     jpeg_progressive: bool = False
+    # The faster codecs (imgcompress[fast]) and the compiled accelerators, when installed.
+    # False: Pillow decodes and encodes everything, as without them (to rule them out when
+    # something looks wrong, or to measure what they save).
+    accelerators: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.quality, bool) or not 1 <= self.quality <= 95:
@@ -151,6 +155,18 @@ class CompressOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+    def encoder_settings(self) -> str:
+        """Return the settings besides the quality that change the bytes written, as the
+        reuse cache keys outputs by them ('' for the defaults)."""
+        changed = []
+        if self.jpeg_encoder != "libjpeg-turbo":
+            changed.append(f"jpeg_encoder={self.jpeg_encoder}")
+        if self.jpeg_progressive:
+            changed.append("jpeg_progressive")
+        if not self.accelerators:
+            changed.append("no_accelerators")
+        return "|".join(changed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +254,13 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
         if fast is not None:
             return fast
     box = _shape.box(policy)
-    decoded = decode(data, options, box=box, keep_rights=policy.metadata == "copyright")
+    decoded = decode(
+        data,
+        options,
+        box=box,
+        keep_rights=policy.metadata == "copyright",
+        accelerated=options.accelerators,
+    )
     if isinstance(decoded, Animation):
         return keep_animation(data, decoded, policy)
     notes = decoded.notes
@@ -254,6 +276,7 @@ def _compress(data: bytes, options: CompressOptions) -> CompressedImage:
         policy.max_bytes,
         options.jpeg_encoder,
         options.jpeg_progressive,
+        options.accelerators,
     )
     try:
         best = _best(work, formats, want, decoded, notes)
@@ -312,7 +335,7 @@ def _plain_jpeg(data: bytes, options: CompressOptions, quality: int) -> Compress
     """Re-encode a JPEG that needs no turn by the faster paths of :mod:`._fast`
     (coefficients re-quantised, or pixels through ``imagecodecs`` with Pillow's result);
     None to take the Pillow path instead."""
-    if not (requantiser_available() or fast_available()):  # else decode() does it all
+    if not options.accelerators or not (requantiser_available() or fast_available()):
         return None
     plain = plain_jpeg(data, options)
     if plain is None:

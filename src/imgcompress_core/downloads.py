@@ -9,6 +9,7 @@ import time
 
 import anyio
 
+from .compress import CompressOptions
 from .errors import ImageFailure
 from .model import Claim, Output, RequestRecord, Source
 from .ports import Fetched, Fetcher, Metrics
@@ -37,19 +38,20 @@ class Downloader:
         fetcher: Fetcher,
         shares: HostShares,
         metrics: Metrics,
-        default_quality: int,
+        compress: CompressOptions,
     ) -> None:
         self.workflow = workflow
         self.fetcher = fetcher
         self.shares = shares
         self.metrics = metrics
-        self.default_quality = default_quality
+        self.compress = compress
 
     def recipe(self, request: RequestRecord) -> str:
         """Return what an output of this request depends on besides its input: the
-        request's policy and the service's default quality (which fills a policy without
-        one), so changing the default never reuses outputs made at the old one."""
-        return output_recipe(request.policy, self.default_quality)
+        request's policy, the service's default quality (which fills a policy without one)
+        and its encoder settings, so changing either never reuses outputs made before."""
+        options = self.compress
+        return output_recipe(request.policy, options.quality, options.encoder_settings())
 
     async def _reused(
         self,

@@ -131,6 +131,7 @@ def compress_options(settings: Settings) -> CompressOptions:
         max_decode_bytes=settings.max_decode_bytes,
         jpeg_encoder=settings.jpeg_encoder,
         jpeg_progressive=settings.jpeg_progressive,
+        accelerators=settings.accelerators,
     )
 
 

@@ -160,6 +160,11 @@ class Settings(BaseSettings):
         description="write progressive JPEGs (libjpeg-turbo only): the same pixels, about 2 % "
         "smaller near quality 80, 2.5 times the encode time",
     )
+    accelerators: bool = Field(
+        _compress("accelerators"),
+        description="use the faster codecs (imgcompress[fast]) and the compiled accelerators "
+        "when installed; false: Pillow decodes and encodes everything",
+    )
     max_image_pixels: int = Field(
         _compress("max_pixels"),
         ge=1,

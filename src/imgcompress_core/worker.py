@@ -116,7 +116,7 @@ class Worker:
         self._released: set[tuple[str, str]] = set()  # claims whose host share is given back
         self.shares = HostShares(config.connections_per_host)  # images held per host
         self.downloads = Downloader(
-            self.workflow, fetcher, self.shares, self.metrics, config.compress.quality
+            self.workflow, fetcher, self.shares, self.metrics, config.compress
         )
         self._in_flight: dict[tuple[str, str], anyio.Event] = {}  # (owner, url) being worked on
         self._requests: dict[str, RequestRecord] = {}  # a few request records, by id

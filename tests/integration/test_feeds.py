@@ -215,17 +215,33 @@ async def test_zip_holds_every_output_under_its_row_name(
     assert archive.read("7-Red_Chair_XL-2.jpg") == served[1]
 
 
-async def test_a_new_default_quality_is_not_served_from_the_cache(
-    image_server: LocalServer, feed_settings: Settings
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"jpeg_quality": 80},
+        {"jpeg_encoder": "libjpeg-turbo-robidoux"},
+        {"jpeg_progressive": True},
+        {"accelerators": False},
+    ],
+    ids=["quality", "encoder", "progressive", "no-accelerators"],
+)
+async def test_new_encoder_settings_are_not_served_from_the_cache(
+    image_server: LocalServer, feed_settings: Settings, changed: dict[str, Any]
 ) -> None:
-    """Outputs are reused only for the same recipe: after the service's default quality
-    changes, the same image is compressed again (and so are different policies)."""
+    """Outputs are reused only for the same recipe: after the service's default quality or
+    any setting that changes the bytes written changes, the same image is compressed
+    again; with the settings as they were, the first output is reused."""
     url = image_server.add("/q.jpg", photo(seed=13), headers={"ETag": '"q"'})
     metrics = CountingMetrics()
+    changed_settings = feed_settings.model_copy(update=changed)
     async with service(feed_settings, metrics) as ic:
-        await ic.wait(await ic.submit(manifest([("1", "A", [url])])), timeout=30)
-    raised = feed_settings.model_copy(update={"jpeg_quality": 80})
-    async with service(raised, metrics) as ic:
+        first = await ic.wait(await ic.submit(manifest([("1", "A", [url])])), timeout=30)
+    async with service(changed_settings, metrics) as ic:
         report = await ic.wait(await ic.submit(manifest([("1", "A", [url])])), timeout=30)
     assert metrics.compressions == 2
     assert [i.reused for i in report.images] == [None]
+    assert report.images[0].output_id != first.images[0].output_id
+    async with service(feed_settings, metrics) as ic:
+        again = await ic.wait(await ic.submit(manifest([("1", "A", [url])])), timeout=30)
+    assert metrics.compressions == 2
+    assert [i.reused for i in again.images] == ["not-modified"]

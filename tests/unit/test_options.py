@@ -33,6 +33,7 @@ MAPPED: list[tuple[str, type[Any], str]] = [
     ("jpeg_quality", CompressOptions, "quality"),
     ("jpeg_encoder", CompressOptions, "jpeg_encoder"),
     ("jpeg_progressive", CompressOptions, "jpeg_progressive"),
+    ("accelerators", CompressOptions, "accelerators"),
     ("max_image_pixels", CompressOptions, "max_pixels"),
     ("max_animation_frames", CompressOptions, "max_frames"),
     ("max_animation_pixels", CompressOptions, "max_animation_pixels"),

@@ -22,7 +22,7 @@ class Stub:
     curve: Curve = staticmethod(lambda quality: float(quality))
     tried: list[int] = []  # noqa: RUF012 - reset by the fixture
 
-    def __init__(self, image: object, fmt: str, target: float, codec: str) -> None:
+    def __init__(self, image: object, fmt: str, target: float, want: _encode.Search) -> None:
         pass
 
     def estimate(self, level: int, extra: Mapping[str, object]) -> float:
@@ -56,7 +56,8 @@ def shifted(fmt: str, by: float) -> Curve:
 
 def search(fmt: str, target: float) -> tuple[int, float]:
     rungs = _encode.ladder(fmt)
-    index, score = _encode._search_target(None, fmt, rungs, target, {})  # type: ignore[arg-type]
+    want = _encode.Search(50, target)
+    index, score = _encode._search_target(None, fmt, rungs, target, {}, want)  # type: ignore[arg-type]
     return rungs[index], score
 
 
