@@ -10,6 +10,14 @@
  * tables and markers and, measured on the corpus, the same SSIMULACRA2
  * (benchmarks/RESULTS.md).
  *
+ * The Huffman tables are optimised without libjpeg's gathering pass, which walks each
+ * block's 63 coefficients one at a time and costs twice the pass that writes them: the
+ * symbols are counted while the coefficients are scaled, from each block's bitmap of
+ * non-zero coefficients, and the tables are built from the counts by the JPEG
+ * specification's procedure (Annex K.2) as libjpeg builds them, so the bytes are those
+ * of libjpeg's two passes (the tests build the file with REQUANTISE_TWO_PASSES, which
+ * lets libjpeg gather, and compare).
+ *
  * requantise(data, quality) returns the new JPEG, or None when the image is not one it
  * takes (another subsampling or colour space, 12-bit or arithmetic-coded, a table
  * coarser than the target's anywhere, or any libjpeg warning or error: corrupt data is
@@ -25,9 +33,14 @@
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <jerror.h>
 #include <jpeglib.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 enum outcome { DONE, NOT_TAKEN, FAILED, NO_MEMORY };
 
@@ -105,12 +118,212 @@ static int set_target_tables(j_compress_ptr c, const struct jpeg_decompress_stru
   return 1;
 }
 
+/* Huffman symbol counts of the scan the writer will emit, per table slot (0: luma or
+ * grey, 1: both chroma components), with room for the reserved symbol 256 the table
+ * procedure adds. */
+struct counts {
+  long dc[2][257];
+  long ac[2][257];
+};
+
+/* The biggest magnitudes a baseline JPEG can code (libjpeg refuses larger ones when it
+ * gathers): 11 bits for a DC difference, 10 for an AC coefficient. */
+enum { MAX_DC_BITS = 11, MAX_AC_BITS = 10 };
+
+/* natural_of[z]: the block index of the z-th coefficient in zig-zag order; zigzag_of is
+ * its inverse. Filled once, by walking the anti-diagonals (JPEG's Figure A.6). */
+static int natural_of[DCTSIZE2], zigzag_of[DCTSIZE2];
+
+static void make_zigzag(void)
+{
+  int z = 0;
+  for (int diagonal = 0; diagonal < 2 * DCTSIZE - 1; diagonal++) {
+    int first = diagonal < DCTSIZE ? 0 : diagonal - DCTSIZE + 1;
+    int last = diagonal < DCTSIZE ? diagonal : DCTSIZE - 1;
+    for (int i = 0; i <= last - first; i++) {
+      int row = diagonal % 2 ? first + i : last - i; /* odd diagonals run down-left */
+      natural_of[z++] = row * DCTSIZE + diagonal - row;
+    }
+  }
+  for (z = 0; z < DCTSIZE2; z++) zigzag_of[natural_of[z]] = z;
+}
+
+static int bit_length(unsigned value)
+{
+#if defined(__GNUC__) || defined(__clang__)
+  return value ? 32 - __builtin_clz(value) : 0;
+#else
+  int bits = 0;
+  for (; value; value >>= 1) bits++;
+  return bits;
+#endif
+}
+
+static int lowest_bit(uint64_t bits)
+{
+#if defined(__GNUC__) || defined(__clang__)
+  return __builtin_ctzll(bits);
+#else
+  int n = 0;
+  while (!(bits & 1)) {
+    bits >>= 1;
+    n++;
+  }
+  return n;
+#endif
+}
+
+/* Bit k set when the block's k-th coefficient (natural order) is not zero. */
+static uint64_t nonzero_bits(const JCOEF *coef)
+{
+  uint64_t bits = 0;
+#if defined(__SSE2__)
+  const __m128i zero = _mm_setzero_si128();
+  for (int i = 0; i < DCTSIZE2 / 16; i++) {
+    __m128i low = _mm_cmpeq_epi16(_mm_loadu_si128((const __m128i *)(coef + 16 * i)), zero);
+    __m128i high = _mm_cmpeq_epi16(_mm_loadu_si128((const __m128i *)(coef + 16 * i + 8)), zero);
+    unsigned zeros = (unsigned)_mm_movemask_epi8(_mm_packs_epi16(low, high));
+    bits |= (uint64_t)(~zeros & 0xFFFFu) << (16 * i);
+  }
+#else
+  for (int k = 0; k < DCTSIZE2; k++) bits |= (uint64_t)(coef[k] != 0) << k;
+#endif
+  return bits;
+}
+
+/* Count one block's AC symbols as libjpeg's gathering pass would: each non-zero
+ * coefficient in zig-zag order as (zeros before it, its bit length), 16 zeros as 0xF0,
+ * and an end-of-block when the last coefficient is zero. 0 if one is too big to code. */
+static int count_ac(const JCOEF *coef, long *ac)
+{
+  uint64_t natural = nonzero_bits(coef) & ~(uint64_t)1, zigzag = 0;
+  while (natural) {
+    zigzag |= (uint64_t)1 << zigzag_of[lowest_bit(natural)];
+    natural &= natural - 1;
+  }
+  int previous = 0;
+  while (zigzag) {
+    int z = lowest_bit(zigzag);
+    int value = coef[natural_of[z]], run = z - previous - 1;
+    int bits = bit_length((unsigned)(value < 0 ? -value : value));
+    if (bits > MAX_AC_BITS) return 0;
+    for (; run > 15; run -= 16) ac[0xF0]++;
+    ac[(run << 4) + bits]++;
+    previous = z;
+    zigzag &= zigzag - 1;
+  }
+  if (previous < DCTSIZE2 - 1) ac[0]++;
+  return 1;
+}
+
+/* Count one component's DC differences in the order the scan codes its blocks: MCU by
+ * MCU and, within one, its h x v blocks row by row (one block an MCU when the component
+ * is alone in the scan). A block the writer adds to fill an MCU at the right or bottom
+ * edge repeats the DC before it and codes nothing else: a zero difference and an
+ * end-of-block. 0 if a difference is too big to code. */
+static int count_dc(j_decompress_ptr d, jvirt_barray_ptr blocks, const jpeg_component_info *comp,
+                    long *dc, long *ac)
+{
+  int interleaved = d->num_components > 1;
+  int h = interleaved ? comp->h_samp_factor : 1, v = interleaved ? comp->v_samp_factor : 1;
+  JDIMENSION mcu_width = (JDIMENSION)(DCTSIZE * d->max_h_samp_factor);
+  JDIMENSION mcu_height = (JDIMENSION)(DCTSIZE * d->max_v_samp_factor);
+  JDIMENSION columns = interleaved ? (d->image_width + mcu_width - 1) / mcu_width
+                                   : comp->width_in_blocks;
+  JDIMENSION rows = interleaved ? (d->image_height + mcu_height - 1) / mcu_height
+                                : comp->height_in_blocks;
+  int last = 0;
+  long filled = 0;
+  for (JDIMENSION mcu_row = 0; mcu_row < rows; mcu_row++) {
+    JDIMENSION top = mcu_row * (JDIMENSION)v;
+    JBLOCKARRAY block_rows =
+        (*d->mem->access_virt_barray)((j_common_ptr)d, blocks, top, (JDIMENSION)v, FALSE);
+    for (JDIMENSION mcu = 0; mcu < columns; mcu++)
+      for (int y = 0; y < v; y++)
+        for (int x = 0; x < h; x++) {
+          JDIMENSION column = mcu * (JDIMENSION)h + (JDIMENSION)x;
+          if (top + (JDIMENSION)y >= comp->height_in_blocks || column >= comp->width_in_blocks) {
+            filled++;
+            continue;
+          }
+          int value = block_rows[y][column][0], difference = value - last;
+          int bits = bit_length((unsigned)(difference < 0 ? -difference : difference));
+          if (bits > MAX_DC_BITS) return 0;
+          dc[bits]++;
+          last = value;
+        }
+  }
+  dc[0] += filled;
+  ac[0] += filled;
+  return 1;
+}
+
+/* Build the optimal table for `freq` (which it changes) as the JPEG specification's
+ * Annex K.2 does, the way libjpeg does: one code point reserved (symbol 256) so that no
+ * code is all ones, ties between equal counts broken towards the larger symbol, code
+ * lengths over 16 folded back by Figure K.3, symbols listed by code length. */
+static void optimal_table(long *freq, JHUFF_TBL *table)
+{
+  int size[257] = { 0 }, next[257], bits[33] = { 0 };
+  for (int i = 0; i < 257; i++) next[i] = -1;
+  freq[256] = 1;
+  for (;;) {
+    int c1 = -1, c2 = -1;
+    long least = LONG_MAX;
+    for (int i = 0; i <= 256; i++)
+      if (freq[i] && freq[i] <= least) least = freq[i], c1 = i;
+    least = LONG_MAX;
+    for (int i = 0; i <= 256; i++)
+      if (freq[i] && freq[i] <= least && i != c1) least = freq[i], c2 = i;
+    if (c2 < 0) break;
+    freq[c1] += freq[c2];
+    freq[c2] = 0;
+    for (size[c1]++; next[c1] >= 0; size[c1]++) c1 = next[c1];
+    next[c1] = c2;
+    for (size[c2]++; next[c2] >= 0; size[c2]++) c2 = next[c2];
+  }
+  for (int i = 0; i <= 256; i++)
+    if (size[i]) bits[size[i] > 32 ? 32 : size[i]]++;
+  for (int i = 32; i > 16; i--)
+    while (bits[i] > 0) {
+      int j = i - 2;
+      while (bits[j] == 0) j--;
+      bits[i] -= 2;
+      bits[i - 1]++;
+      bits[j + 1] += 2;
+      bits[j]--;
+    }
+  int longest = 16;
+  while (bits[longest] == 0) longest--;
+  bits[longest]--; /* the reserved code point */
+  for (int i = 0; i <= 16; i++) table->bits[i] = (UINT8)bits[i];
+  int p = 0;
+  for (int length = 1; length <= 32; length++)
+    for (int symbol = 0; symbol < 256; symbol++)
+      if (size[symbol] == length) table->huffval[p++] = (UINT8)symbol;
+  table->sent_table = FALSE;
+}
+
+/* Put the optimal tables for the counts into the slots the writer's components use. */
+static void set_huffman_tables(j_compress_ptr c, struct counts *counts, int slots)
+{
+  for (int slot = 0; slot < slots; slot++) {
+    if (!c->dc_huff_tbl_ptrs[slot])
+      c->dc_huff_tbl_ptrs[slot] = jpeg_alloc_huff_table((j_common_ptr)c);
+    if (!c->ac_huff_tbl_ptrs[slot])
+      c->ac_huff_tbl_ptrs[slot] = jpeg_alloc_huff_table((j_common_ptr)c);
+    optimal_table(counts->dc[slot], c->dc_huff_tbl_ptrs[slot]);
+    optimal_table(counts->ac[slot], c->ac_huff_tbl_ptrs[slot]);
+  }
+}
+
 /* Scale every block of one component: c * old / new in 16.16 fixed point (a factor of at
  * most 65535, so that |c * factor| < 2^31 for any 16-bit c), rounded half away from zero,
- * branch-free so that the compiler vectorises it. */
-WIDEST_VECTORS static void scale_component(j_decompress_ptr d, jvirt_barray_ptr blocks,
-                            const jpeg_component_info *comp, const UINT16 *old,
-                            const UINT16 *new)
+ * branch-free so that the compiler vectorises it; count each block's AC symbols into `ac`
+ * unless it is NULL. 0 if a coefficient is too big to code. */
+WIDEST_VECTORS static int scale_component(j_decompress_ptr d, jvirt_barray_ptr blocks,
+                           const jpeg_component_info *comp, const UINT16 *old,
+                           const UINT16 *new, long *ac)
 {
   int factor[DCTSIZE2];
   for (int k = 0; k < DCTSIZE2; k++)
@@ -128,9 +341,11 @@ WIDEST_VECTORS static void scale_component(j_decompress_ptr d, jvirt_barray_ptr 
           int rounded = (int)((magnitude + 32768u) >> 16);
           coef[k] = (JCOEF)((rounded ^ sign) - sign);
         }
+        if (ac && !count_ac(coef, ac)) return 0;
       }
     }
   }
+  return 1;
 }
 
 /* The output: a malloc'd buffer that grows by doubling and that the caller owns at every
@@ -166,6 +381,7 @@ struct job {
   struct escape d_err, c_err;
   struct output out;
   JQUANT_TBL source[NUM_QUANT_TBLS];
+  struct counts counts;
   jmp_buf on_error;
   int error_code;
   int compressing;
@@ -212,13 +428,31 @@ static enum outcome transcode(struct job *job, const unsigned char *in, unsigned
   c->JFIF_minor_version = 1;
   c->density_unit = 0;
   c->X_density = c->Y_density = 1;
-  c->optimize_coding = TRUE;
   if (!set_target_tables(c, d, quality, job->source)) goto finish;
+#ifdef REQUANTISE_TWO_PASSES /* libjpeg gathers the counts itself (the tests' reference) */
+  c->optimize_coding = TRUE;
   for (int ci = 0; ci < d->num_components; ci++) {
     int slot = d->comp_info[ci].quant_tbl_no;
     scale_component(d, coefficients[ci], &d->comp_info[ci], job->source[slot].quantval,
-                    c->quant_tbl_ptrs[slot]->quantval);
+                    c->quant_tbl_ptrs[slot]->quantval, NULL);
   }
+#else
+  c->optimize_coding = FALSE;
+  memset(&job->counts, 0, sizeof job->counts);
+  for (int ci = 0; ci < d->num_components; ci++) {
+    jpeg_component_info *comp = &c->comp_info[ci]; /* the writer's: its Huffman slots */
+    int slot = d->comp_info[ci].quant_tbl_no;
+    if (comp->dc_tbl_no > 1 || comp->ac_tbl_no > 1) goto finish;
+    long *dc = job->counts.dc[comp->dc_tbl_no], *ac = job->counts.ac[comp->ac_tbl_no];
+    if (!scale_component(d, coefficients[ci], &d->comp_info[ci], job->source[slot].quantval,
+                         c->quant_tbl_ptrs[slot]->quantval, ac) ||
+        !count_dc(d, coefficients[ci], &d->comp_info[ci], dc, ac)) {
+      outcome = FAILED; /* libjpeg would refuse to code it: the pixel path reports */
+      goto finish;
+    }
+  }
+  set_huffman_tables(c, &job->counts, d->num_components > 1 ? 2 : 1);
+#endif
   jpeg_write_coefficients(c, coefficients);
   jpeg_finish_compress(c);
   *out_size = job->out.size - job->out.pub.free_in_buffer;
@@ -281,4 +515,8 @@ static struct PyModuleDef definition = {
   methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__requantise(void) { return PyModule_Create(&definition); }
+PyMODINIT_FUNC PyInit__requantise(void)
+{
+  make_zigzag();
+  return PyModule_Create(&definition);
+}

@@ -8,15 +8,18 @@ import io
 import os
 import random
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageCms, JpegImagePlugin
 
+from c_variants import build_variant
 from imgcompress_core import _fast, _score, compress
 from imgcompress_core._jpeg import segments
 from imgcompress_core.compress import CompressedImage, CompressOptions, compress_image
@@ -179,6 +182,107 @@ def test_damaged_jpegs_give_none_or_a_jpeg_of_the_same_size(
         with Image.open(io.BytesIO(out)) as image:
             image.load()
             assert image.format == "JPEG" and image.mode in ("RGB", "L")
+
+
+# The Huffman tables: counted while scaling, built as libjpeg builds them
+
+
+@pytest.fixture(scope="module")
+def two_passes(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    """The accelerator built with REQUANTISE_TWO_PASSES: libjpeg gathers the symbol counts
+    in a pass of its own and builds the tables itself."""
+    into = tmp_path_factory.mktemp("two_passes")
+    return build_variant("_requantise", "REQUANTISE_TWO_PASSES", into, libraries=("jpeg",))
+
+
+def test_the_corpus_photos_get_libjpegs_own_bytes(
+    shared_corpus: Path, two_passes: ModuleType
+) -> None:
+    compared = 0
+    for path in sorted(shared_corpus.glob("j*.jpg")):
+        data = path.read_bytes()
+        for quality in (20, 50, 80):
+            ours = _fast.jpeg_requantised(data, quality)
+            assert ours == two_passes.requantise(data, quality), (path.name, quality)
+            compared += ours is not None
+    assert compared == 3 * 33  # the corpus's 33 4:2:0 photos, at each quality
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 90), st.integers(1, 90)),
+    mode=st.sampled_from(["RGB", "L"]),
+    noise=st.floats(0.0, 1.0),
+    source_quality=st.integers(40, 100),
+    quality=st.integers(1, 100),
+    progressive=st.booleans(),
+    restarts=st.sampled_from([0, 1, 3]),
+    seed=st.integers(0, 2**32),
+)
+def test_any_image_gets_libjpegs_own_bytes(
+    two_passes: ModuleType,
+    size: tuple[int, int],
+    mode: str,
+    noise: float,
+    source_quality: int,
+    quality: int,
+    progressive: bool,
+    restarts: int,
+    seed: int,
+) -> None:
+    """Every size (edge MCUs the writer fills with blocks of its own), grey or colour,
+    flat or noisy, any coding of the source and any target quality."""
+    rnd = random.Random(seed)
+    smooth = Image.linear_gradient("L").resize(size).convert(mode)
+    grain = Image.frombytes(mode, size, rnd.randbytes(size[0] * size[1] * len(mode)))
+    data = _jpeg(
+        Image.blend(smooth, grain, noise),
+        quality=source_quality,
+        progressive=progressive,
+        restart_marker_blocks=restarts,
+    )
+    assert _fast.jpeg_requantised(data, quality) == two_passes.requantise(data, quality)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(1, 255)), min_size=1, max_size=4))
+def test_damaged_jpegs_get_libjpegs_own_answer(
+    two_passes: ModuleType, flips: list[tuple[float, int]]
+) -> None:
+    data = bytearray(_jpeg(_photo((50, 37)), quality=90))
+    for where, mask in flips:
+        data[min(len(data) - 1, int(len(data) * where))] ^= mask
+    assert _fast.jpeg_requantised(bytes(data), 50) == two_passes.requantise(bytes(data), 50)
+
+
+def _segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def _coefficient_too_big_to_code() -> bytes:
+    """An 8x8 grey JPEG, valid for a decoder, whose one AC coefficient is 32767: its own
+    Huffman table gives that coefficient 15 bits, where a baseline JPEG codes at most 10."""
+    sof = _segment(0xC0, struct.pack(">BHHB", 8, 8, 8, 1) + bytes([1, 0x11, 0]))
+    dqt = _segment(0xDB, bytes([0]) + bytes([1] * 64))
+    dc_table = bytes([0x00, 1]) + bytes(15) + bytes([0])  # one code, '0': difference 0
+    ac_table = bytes([0x10, 1, 1]) + bytes(14) + bytes([0x0F, 0x00])  # '0': 15 bits, '10': EOB
+    sos = _segment(0xDA, bytes([1, 1, 0x00, 0, 63, 0]))
+    bits = "0" + "0" + "1" * 15 + "10"  # DC 0, then +32767, then end of block
+    bits += "1" * (-len(bits) % 8)
+    entropy = int(bits, 2).to_bytes(len(bits) // 8, "big").replace(b"\xff", b"\xff\x00")
+    dht = _segment(0xC4, dc_table + ac_table)
+    return b"\xff\xd8" + dqt + sof + dht + sos + entropy + b"\xff\xd9"
+
+
+def test_a_coefficient_too_big_to_code_is_left_to_the_pixel_path(
+    two_passes: ModuleType,
+) -> None:
+    data = _coefficient_too_big_to_code()
+    assert _open(data).size == (8, 8)  # libjpeg decodes it
+    assert _fast.jpeg_requantised(data, 95) is None
+    assert two_passes.requantise(data, 95) is None  # libjpeg's own passes refuse it too
+    result = compress_image(data)
+    assert result.content_type == "image/jpeg" and _open(result.data).size == (8, 8)
 
 
 # In the pipeline

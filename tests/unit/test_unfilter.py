@@ -4,13 +4,9 @@ file leaves the image to libspng and Pillow."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import random
-import shutil
 import struct
-import subprocess
-import sysconfig
 import zlib
 from pathlib import Path
 
@@ -19,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-import imgcompress_core
+from c_variants import build_variant
 from imgcompress_core import _fast
 from imgcompress_core._unfilter import unfilter
 
@@ -226,19 +222,7 @@ def test_the_buffer_must_be_the_rows_of_the_size_given() -> None:
 def test_the_bytewise_loops_for_machines_without_sse2_agree(tmp_path: Path) -> None:
     """The C file's loops for other CPUs, built here with UNFILTER_BYTEWISE, give the
     same pixels as the SSE2 ones on every filter type and pixel size."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    assert cc, "the accelerator's tests need the C compiler it was built with"
-    source = Path(imgcompress_core.__file__).parent / "_unfilter.c"
-    if not source.exists():  # an installed wheel ships no C sources: use the checkout's
-        source = Path(__file__).parents[2] / "src" / "imgcompress_core" / "_unfilter.c"
-    built = tmp_path / f"_unfilter{sysconfig.get_config_var('EXT_SUFFIX')}"
-    include = sysconfig.get_paths()["include"]
-    command = [cc, "-shared", "-fPIC", "-O2", "-DUNFILTER_BYTEWISE", f"-I{include}"]
-    subprocess.run([*command, str(source), "-o", str(built)], check=True)
-    spec = importlib.util.spec_from_file_location("_unfilter", built)
-    assert spec is not None and spec.loader is not None
-    bytewise = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bytewise)
+    bytewise = build_variant("_unfilter", "UNFILTER_BYTEWISE", tmp_path)
     rnd = random.Random(11)
     for bpp in (3, 4):
         for width, height, levels in [(1, 1, 0), (1, 7, 0), (2, 3, 4), (17, 9, 0), (64, 5, 4)]:
