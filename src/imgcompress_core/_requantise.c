@@ -260,19 +260,21 @@ static int count_dc(j_decompress_ptr d, jvirt_barray_ptr blocks, const jpeg_comp
 
 /* Build the optimal table for `freq` (which it changes) as the JPEG specification's
  * Annex K.2 does, the way libjpeg does: one code point reserved (symbol 256) so that no
- * code is all ones, ties between equal counts broken towards the larger symbol, code
- * lengths over 16 folded back by Figure K.3, symbols listed by code length. */
-static void optimal_table(long *freq, JHUFF_TBL *table)
+ * code is all ones, ties between equal counts broken towards the larger symbol, counts
+ * over a billion left out of the pairing as libjpeg leaves them, code lengths over 16
+ * folded back by Figure K.3, symbols listed by code length. 0 when a code would be longer
+ * than 32 bits before folding (libjpeg refuses the image then too). */
+static int optimal_table(long *freq, JHUFF_TBL *table)
 {
   int size[257] = { 0 }, next[257], bits[33] = { 0 };
   for (int i = 0; i < 257; i++) next[i] = -1;
   freq[256] = 1;
   for (;;) {
     int c1 = -1, c2 = -1;
-    long least = LONG_MAX;
+    long least = 1000000000L;
     for (int i = 0; i <= 256; i++)
       if (freq[i] && freq[i] <= least) least = freq[i], c1 = i;
-    least = LONG_MAX;
+    least = 1000000000L;
     for (int i = 0; i <= 256; i++)
       if (freq[i] && freq[i] <= least && i != c1) least = freq[i], c2 = i;
     if (c2 < 0) break;
@@ -283,7 +285,10 @@ static void optimal_table(long *freq, JHUFF_TBL *table)
     for (size[c2]++; next[c2] >= 0; size[c2]++) c2 = next[c2];
   }
   for (int i = 0; i <= 256; i++)
-    if (size[i]) bits[size[i] > 32 ? 32 : size[i]]++;
+    if (size[i] > 32)
+      return 0;
+    else if (size[i])
+      bits[size[i]]++;
   for (int i = 32; i > 16; i--)
     while (bits[i] > 0) {
       int j = i - 2;
@@ -302,19 +307,23 @@ static void optimal_table(long *freq, JHUFF_TBL *table)
     for (int symbol = 0; symbol < 256; symbol++)
       if (size[symbol] == length) table->huffval[p++] = (UINT8)symbol;
   table->sent_table = FALSE;
+  return 1;
 }
 
-/* Put the optimal tables for the counts into the slots the writer's components use. */
-static void set_huffman_tables(j_compress_ptr c, struct counts *counts, int slots)
+/* Put the optimal tables for the counts into the slots the writer's components use; 0
+ * if one cannot be built. */
+static int set_huffman_tables(j_compress_ptr c, struct counts *counts, int slots)
 {
   for (int slot = 0; slot < slots; slot++) {
     if (!c->dc_huff_tbl_ptrs[slot])
       c->dc_huff_tbl_ptrs[slot] = jpeg_alloc_huff_table((j_common_ptr)c);
     if (!c->ac_huff_tbl_ptrs[slot])
       c->ac_huff_tbl_ptrs[slot] = jpeg_alloc_huff_table((j_common_ptr)c);
-    optimal_table(counts->dc[slot], c->dc_huff_tbl_ptrs[slot]);
-    optimal_table(counts->ac[slot], c->ac_huff_tbl_ptrs[slot]);
+    if (!optimal_table(counts->dc[slot], c->dc_huff_tbl_ptrs[slot]) ||
+        !optimal_table(counts->ac[slot], c->ac_huff_tbl_ptrs[slot]))
+      return 0;
   }
+  return 1;
 }
 
 /* Scale every block of one component: c * old / new in 16.16 fixed point (a factor of at
@@ -451,7 +460,10 @@ static enum outcome transcode(struct job *job, const unsigned char *in, unsigned
       goto finish;
     }
   }
-  set_huffman_tables(c, &job->counts, d->num_components > 1 ? 2 : 1);
+  if (!set_huffman_tables(c, &job->counts, d->num_components > 1 ? 2 : 1)) {
+    outcome = FAILED;
+    goto finish;
+  }
 #endif
   jpeg_write_coefficients(c, coefficients);
   jpeg_finish_compress(c);

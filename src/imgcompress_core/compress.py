@@ -158,15 +158,13 @@ class CompressOptions:
 
     def encoder_settings(self) -> str:
         """Return the settings besides the quality that change the bytes written, as the
-        reuse cache keys outputs by them ('' for the defaults)."""
-        changed = []
-        if self.jpeg_encoder != "libjpeg-turbo":
-            changed.append(f"jpeg_encoder={self.jpeg_encoder}")
+        reuse cache keys outputs by them."""
+        settings = [f"jpeg_encoder={self.jpeg_encoder}"]
         if self.jpeg_progressive:
-            changed.append("jpeg_progressive")
+            settings.append("jpeg_progressive")
         if not self.accelerators:
-            changed.append("no_accelerators")
-        return "|".join(changed)
+            settings.append("no_accelerators")
+        return "|".join(settings)
 
 
 @dataclass(frozen=True, slots=True)

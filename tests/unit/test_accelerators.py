@@ -51,13 +51,16 @@ IMAGES = {
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Count the calls into each accelerated path; each still does its work."""
+    """Count the calls into each accelerated path, and (as NAME:done) those that gave a
+    result rather than leaving the image to Pillow; each still does its work."""
     counted: Counter[str] = Counter()
 
     def counting(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def counted_call(*args: Any, **kwargs: Any) -> Any:
             counted[name] += 1
-            return function(*args, **kwargs)
+            result = function(*args, **kwargs)
+            counted[f"{name}:done"] += result is not None
+            return result
 
         return counted_call
 
@@ -82,7 +85,16 @@ def test_by_default_every_accelerated_path_is_taken(calls: Counter[str]) -> None
     for data in IMAGES.values():
         compress_image(data, CompressOptions())
     # Both JPEGs are offered to the re-quantiser; the 4:4:4 one goes to imagecodecs.
-    assert calls == {"requantise": 2, "jpeg_round_trip": 1, "decode_png": 2, "webp_alpha": 1}
+    assert calls == {
+        "requantise": 2,
+        "requantise:done": 1,
+        "jpeg_round_trip": 1,
+        "jpeg_round_trip:done": 1,
+        "decode_png": 2,
+        "decode_png:done": 2,
+        "webp_alpha": 1,
+        "webp_alpha:done": 1,
+    }
 
 
 @pytest.mark.parametrize("name", list(IMAGES))
@@ -119,10 +131,13 @@ def test_the_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
 
 def test_the_reuse_cache_keys_outputs_by_the_encoder_settings() -> None:
-    """What the recipe adds to the policy and quality: nothing for the defaults (their
-    keys stay as they were), each setting that changes the bytes otherwise."""
-    assert CompressOptions(quality=80).encoder_settings() == ""
-    assert CompressOptions(accelerators=False).encoder_settings() == "no_accelerators"
+    """What the recipe adds to the policy and quality: the JPEG encoder always (outputs
+    stored before it was part of the key are not reused), each setting that changes the
+    bytes when it is not the default."""
+    assert CompressOptions(quality=80).encoder_settings() == "jpeg_encoder=libjpeg-turbo"
+    assert CompressOptions(accelerators=False).encoder_settings() == (
+        "jpeg_encoder=libjpeg-turbo|no_accelerators"
+    )
     changed = CompressOptions(
         jpeg_encoder="libjpeg-turbo-robidoux", jpeg_progressive=True, accelerators=False
     )

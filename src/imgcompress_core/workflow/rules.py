@@ -109,13 +109,11 @@ REUSED_NOT_MODIFIED = "not-modified"  # a conditional download answered 304
 REUSED_SAME_CONTENT = "same-content"  # the same bytes were compressed before
 
 
-def output_recipe(policy: str, default_quality: int, encoders: str = "") -> str:
+def output_recipe(policy: str, default_quality: int, encoders: str) -> str:
     """Return the reuse cache's policy key: the request's policy (canonical JSON), the
     default quality that fills a policy without one, and the encoder settings that change
-    the bytes (``encoders``; empty for the defaults, so their keys stay as they were).
-    Outputs are reused only for the same recipe."""
-    recipe = f"{policy}|quality={default_quality}"
-    return f"{recipe}|{encoders}" if encoders else recipe
+    the bytes (``encoders``). Outputs are reused only for the same recipe."""
+    return f"{policy}|quality={default_quality}|{encoders}"
 
 
 def etag(key: str) -> str:
