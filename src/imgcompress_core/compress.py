@@ -156,16 +156,6 @@ class CompressOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
 
-    def encoder_settings(self) -> str:
-        """Return the settings besides the quality that change the bytes written, as the
-        reuse cache keys outputs by them."""
-        settings = [f"jpeg_encoder={self.jpeg_encoder}"]
-        if self.jpeg_progressive:
-            settings.append("jpeg_progressive")
-        if not self.accelerators:
-            settings.append("no_accelerators")
-        return "|".join(settings)
-
 
 @dataclass(frozen=True, slots=True)
 class CompressedImage:

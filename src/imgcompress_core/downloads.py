@@ -51,7 +51,13 @@ class Downloader:
         request's policy, the service's default quality (which fills a policy without one)
         and its encoder settings, so changing either never reuses outputs made before."""
         options = self.compress
-        return output_recipe(request.policy, options.quality, options.encoder_settings())
+        return output_recipe(
+            request.policy,
+            options.quality,
+            options.jpeg_encoder,
+            options.jpeg_progressive,
+            options.accelerators,
+        )
 
     async def _reused(
         self,

@@ -109,11 +109,17 @@ REUSED_NOT_MODIFIED = "not-modified"  # a conditional download answered 304
 REUSED_SAME_CONTENT = "same-content"  # the same bytes were compressed before
 
 
-def output_recipe(policy: str, default_quality: int, encoders: str) -> str:
+def output_recipe(
+    policy: str, default_quality: int, jpeg_encoder: str, progressive: bool, accelerators: bool
+) -> str:
     """Return the reuse cache's policy key: the request's policy (canonical JSON), the
-    default quality that fills a policy without one, and the encoder settings that change
-    the bytes (``encoders``). Outputs are reused only for the same recipe."""
-    return f"{policy}|quality={default_quality}|{encoders}"
+    default quality that fills a policy without one, and the service's settings that change
+    the bytes written (the JPEG encoder always, so that outputs stored before it was part
+    of the key are not reused). Outputs are reused only for the same recipe."""
+    recipe = f"{policy}|quality={default_quality}|jpeg_encoder={jpeg_encoder}"
+    if progressive:
+        recipe += "|jpeg_progressive"
+    return recipe if accelerators else f"{recipe}|no_accelerators"
 
 
 def etag(key: str) -> str:
